@@ -18,7 +18,7 @@ pub use apply::{apply_op, Outcome, Skip, SkipReason};
 pub use error::{ApplyError, OpError};
 pub use key::Key;
 pub use op::{Action, Op, Position};
-pub use tx::{apply_tx, RowKey, Rows, Transaction, TxError, TxOutcome};
+pub use tx::{apply_tx, is_uuid, RowKey, Rows, Transaction, TxError, TxOutcome};
 
 /// A row: column name to value.
 pub type Row = serde_json::Map<String, serde_json::Value>;

@@ -89,7 +89,8 @@ pub fn apply_tx(rows: &mut Rows, ops: &[Op], now: &Value) -> Result<TxOutcome, T
     Ok(TxOutcome { inverse, skipped })
 }
 
-fn is_uuid(s: &str) -> bool {
+/// Whether `s` is a UUID in its hyphenated text form (any case).
+pub fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups

@@ -1,1 +1,46 @@
+//! The rowsync extension. Schema, triggers and the feed are SQL (`extension/sql/`); the
+//! operation semantics run in Rust, from `rowsync-core`, in `rowsync._apply`.
 
+use pgrx::prelude::*;
+
+mod apply;
+mod catalog;
+mod failure;
+mod get;
+mod sql;
+mod values;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
+
+/// Applies a transaction as the caller. Returns `{"error": …}` instead of raising, so that
+/// `rowsync.apply` can raise it with rowsync's own SQLSTATE (pgrx can only raise the
+/// built-in codes); every such error is found before the first write.
+#[pg_extern(volatile, parallel_unsafe, name = "_apply")]
+#[search_path(pg_catalog, pg_temp)]
+fn apply_entry(tx: pgrx::JsonB) -> pgrx::JsonB {
+    pgrx::JsonB(apply::run(&tx.0).unwrap_or_else(|failure| failure.to_json()))
+}
+
+/// The rows behind `pointers` that the caller may see. Errors as for `_apply`.
+#[pg_extern(stable, parallel_safe, name = "_get")]
+#[search_path(pg_catalog, pg_temp)]
+fn get_entry(pointers: pgrx::JsonB) -> pgrx::JsonB {
+    pgrx::JsonB(get::run(&pointers.0).unwrap_or_else(|failure| failure.to_json()))
+}
+
+/// Called by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,325 @@
+-- rowsync's SQL surface. Every function pins its search_path; only the capture trigger
+-- and the feed's housekeeping run with the owner's rights, and they are narrow.
+
+-- Raises a `{"error": …}` value from _apply/_get with its own SQLSTATE.
+CREATE FUNCTION rowsync._raise_if_error(result jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF result ? 'error' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = result #>> '{error,sqlstate}',
+            MESSAGE = result #>> '{error,message}',
+            DETAIL = result #>> '{error,detail}',
+            HINT = result #>> '{error,hint}';
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE FUNCTION rowsync.apply(tx jsonb) RETURNS jsonb
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._raise_if_error(rowsync._apply(tx))
+$$;
+
+CREATE FUNCTION rowsync.get(pointers jsonb) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._raise_if_error(rowsync._get(pointers))
+$$;
+
+-- The capture trigger: bumps version and appends to the change log, in the writer's
+-- transaction. Arguments: the table's name in ops, its key column, its scope columns.
+-- It fires last among BEFORE triggers (by name), after any trigger that might skip the row.
+CREATE FUNCTION rowsync._capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    old_scopes jsonb;
+    new_scopes jsonb;
+    i integer;
+    tx uuid := nullif(current_setting('rowsync.tx_id', true), '')::uuid;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.version := 1;
+        new_row := to_jsonb(NEW);
+    ELSIF TG_OP = 'UPDATE' THEN
+        NEW.version := OLD.version + 1;
+        old_row := to_jsonb(OLD);
+        new_row := to_jsonb(NEW);
+    ELSE
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_NARGS > 2 THEN
+        FOR i IN 2 .. TG_NARGS - 1 LOOP
+            IF old_row IS NOT NULL THEN
+                old_scopes := coalesce(old_scopes, '{}') || jsonb_build_object(TG_ARGV[i], old_row -> TG_ARGV[i]);
+            END IF;
+            IF new_row IS NOT NULL THEN
+                new_scopes := coalesce(new_scopes, '{}') || jsonb_build_object(TG_ARGV[i], new_row -> TG_ARGV[i]);
+            END IF;
+        END LOOP;
+    END IF;
+    IF TG_OP = 'UPDATE' AND old_row -> TG_ARGV[1] IS DISTINCT FROM new_row -> TG_ARGV[1] THEN
+        -- A changed key is the old id deleted and the new one inserted.
+        INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
+        VALUES (tx, TG_ARGV[0], old_row ->> TG_ARGV[1], OLD.version + 1, 'delete', old_scopes, NULL),
+               (tx, TG_ARGV[0], new_row ->> TG_ARGV[1], NEW.version, 'insert', NULL, new_scopes);
+    ELSE
+        INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
+        VALUES (tx, TG_ARGV[0], coalesce(new_row, old_row) ->> TG_ARGV[1],
+                CASE WHEN TG_OP = 'DELETE' THEN OLD.version + 1 ELSE NEW.version END,
+                lower(TG_OP), old_scopes, new_scopes);
+    END IF;
+    -- The wake-up: identical payloads within one transaction are delivered once, so this
+    -- is one NOTIFY per transaction, and none while every listener is awake and polling.
+    IF (SELECT last_value FROM rowsync.sleepers) > 0 THEN
+        PERFORM pg_notify('rowsync', pg_current_xact_id()::text);
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- TRUNCATE has no rows to log: it logs one 'truncate' change, and subscribers resync.
+CREATE FUNCTION rowsync._capture_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO rowsync.changes (tx_id, tbl, kind)
+    VALUES (nullif(current_setting('rowsync.tx_id', true), '')::uuid, TG_ARGV[0], 'truncate');
+    IF (SELECT last_value FROM rowsync.sleepers) > 0 THEN
+        PERFORM pg_notify('rowsync', pg_current_xact_id()::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync._capture(), rowsync._capture_truncate() FROM PUBLIC;
+
+CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    key_columns name[];
+    key_type regtype;
+    version_type regtype;
+    table_name text;
+    scope text;
+    trigger_args text;
+BEGIN
+    SELECT array_agg(a.attname), min(a.atttypid::regtype::text)::regtype
+      INTO key_columns, key_type
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF coalesce(array_length(key_columns, 1), 0) <> 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS005',
+            MESSAGE = format('%s cannot be synced: it needs a single-column primary key', tbl),
+            DETAIL = format('primary key columns: %s', coalesce(key_columns::text, 'none')),
+            HINT = 'add a primary key of type uuid, text or bigint';
+    END IF;
+    IF key_type NOT IN ('uuid'::regtype, 'text'::regtype, 'bigint'::regtype,
+                        'integer'::regtype, 'character varying'::regtype) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS005',
+            MESSAGE = format('%s cannot be synced: its primary key is of type %s', tbl, key_type),
+            DETAIL = 'rowsync keys rows by uuid, text, varchar, integer or bigint',
+            HINT = 'use a uuid key: clients create rows with ids they generate';
+    END IF;
+    SELECT a.atttypid::regtype INTO version_type
+      FROM pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = 'version' AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN version bigint NOT NULL DEFAULT 1', tbl);
+    ELSIF version_type <> 'bigint'::regtype THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS005',
+            MESSAGE = format('%s cannot be synced: its version column is %s, not bigint', tbl, version_type),
+            DETAIL = 'rowsync counts versions in a bigint column named version',
+            HINT = format('ALTER TABLE %s ALTER COLUMN version TYPE bigint', tbl);
+    END IF;
+    FOREACH scope IN ARRAY coalesce(scopes, '{}') LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = scope
+                       AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION USING ERRCODE = 'RS003',
+                MESSAGE = format('%s has no column %I to use as a scope', tbl, scope),
+                DETAIL = 'scopes are columns that group rows, such as board_id',
+                HINT = 'check the column name';
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl AND c.relrowsecurity) THEN
+        RAISE NOTICE '% has no row-level security: every role with privileges on it sees every row', tbl;
+    END IF;
+
+    -- Ops name a table by its own name, or schema.name when that is taken.
+    SELECT s.name INTO table_name FROM rowsync.synced s WHERE s.rel = tbl;
+    IF table_name IS NULL THEN
+        SELECT CASE WHEN EXISTS (SELECT 1 FROM rowsync.synced s WHERE s.name = c.relname)
+                    THEN n.nspname || '.' || c.relname ELSE c.relname::text END
+          INTO table_name
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = tbl;
+    END IF;
+
+    SELECT string_agg(quote_literal(arg), ', ')
+      INTO trigger_args
+      FROM unnest(ARRAY[table_name, key_columns[1]::text] || coalesce(scopes, '{}')) AS arg;
+    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_capture ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_truncate ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION rowsync._capture(%s)', tbl, trigger_args);
+    EXECUTE format('CREATE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture_truncate(%L)', tbl, table_name);
+    INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes)
+    VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[])
+    ON CONFLICT (rel) DO UPDATE SET pk = EXCLUDED.pk, pk_type = EXCLUDED.pk_type, scopes = EXCLUDED.scopes;
+END
+$$;
+
+CREATE FUNCTION rowsync.disable(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_capture ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_truncate ON %s', tbl);
+    DELETE FROM rowsync.synced WHERE rel = tbl;
+END
+$$;
+
+-- The change feed after `after` (0: from the start of the log), in feed order.
+--
+-- Cursors come from a sequence, so a transaction can take a lower cursor and commit after
+-- one with a higher cursor; reading "cursor > n" would skip it. Rows are read only from
+-- transactions older than every running one (xid below the snapshot's xmin), whose
+-- changes are all final, in (xid, cursor) order. A cursor stands for its position in
+-- that order, so a reader resumes exactly where it stopped.
+CREATE FUNCTION rowsync.read_changes(after bigint, max_rows integer DEFAULT 1000)
+RETURNS TABLE (cursor bigint, tx_id uuid, tbl text, row_id text, version bigint, kind text,
+               old_scopes jsonb, new_scopes jsonb, at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    start_xid xid8;
+    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+BEGIN
+    IF after < 0 OR max_rows < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS001',
+            MESSAGE = 'rowsync.read_changes: after must be >= 0 and max_rows >= 1',
+            DETAIL = format('after = %s, max_rows = %s', after, max_rows),
+            HINT = 'start from 0 or from rowsync.head()';
+    END IF;
+    IF after > 0 THEN
+        SELECT c.xid INTO start_xid FROM rowsync.changes c WHERE c.cursor = after;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'RS410',
+                MESSAGE = format('cursor %s is not in the change log', after),
+                DETAIL = 'it is older than the retention window, or was never issued',
+                HINT = 'resync: read the rows again, then follow the feed from rowsync.head()';
+        END IF;
+        RETURN QUERY
+            SELECT c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes, c.new_scopes, c.at
+              FROM rowsync.changes c
+             WHERE (c.xid, c.cursor) > (start_xid, after) AND c.xid < horizon
+             ORDER BY c.xid, c.cursor
+             LIMIT max_rows;
+    ELSE
+        RETURN QUERY
+            SELECT c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes, c.new_scopes, c.at
+              FROM rowsync.changes c
+             WHERE c.xid < horizon
+             ORDER BY c.xid, c.cursor
+             LIMIT max_rows;
+    END IF;
+END
+$$;
+
+-- The cursor of the last change a reader can see now (0 for an empty log): where a new
+-- subscriber starts after reading its rows.
+CREATE FUNCTION rowsync.head() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((
+        SELECT c.cursor FROM rowsync.changes c
+         WHERE c.xid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY c.xid DESC, c.cursor DESC LIMIT 1), 0)
+$$;
+
+-- Listener protocol (docs/sql.md): a listener LISTENs on channel `rowsync`, then
+--   awake:  rowsync.listener_awake(id)  -- writers stop notifying; it polls read_changes
+--   asleep: w := rowsync.listener_sleep(id); wait until rowsync.listener_settled(w);
+--           read once more; then wait for a notification.
+-- A writer checks rowsync.sleepers after logging its change, so a writer that saw no
+-- sleeper already had its xid; listener_sleep returns a watermark above every xid
+-- assigned before the sleeper count rose, and listener_settled says when all of those
+-- transactions have ended, so that the last read sees their changes.
+CREATE FUNCTION rowsync._listener_set(listener text, is_awake boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- One listener changes state at a time, so the count below is exact.
+    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
+    IF is_awake IS NULL THEN
+        DELETE FROM rowsync.listeners WHERE id = listener;
+    ELSE
+        INSERT INTO rowsync.listeners (id, awake, seen_at) VALUES (listener, is_awake, now())
+        ON CONFLICT (id) DO UPDATE SET awake = is_awake, seen_at = now();
+    END IF;
+    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync._listener_set(text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION rowsync.listener_awake(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, true)
+$$;
+
+CREATE FUNCTION rowsync.listener_sleep(listener text) RETURNS xid8
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM rowsync._listener_set(listener, false);
+    RETURN pg_snapshot_xmax(pg_current_snapshot());
+END
+$$;
+
+CREATE FUNCTION rowsync.listener_settled(watermark xid8) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) >= watermark
+$$;
+
+CREATE FUNCTION rowsync.listener_forget(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, NULL)
+$$;
+
+-- Deletes changes, applied transaction ids and silent listeners past their retention
+-- (rowsync.settings). Run it periodically: the bridge does, or pg_cron.
+CREATE FUNCTION rowsync.prune() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.settings;
+    changes bigint;
+    applied bigint;
+    listeners bigint;
+BEGIN
+    SELECT * INTO s FROM rowsync.settings;
+    DELETE FROM rowsync.changes WHERE at < now() - s.change_retention;
+    GET DIAGNOSTICS changes = ROW_COUNT;
+    DELETE FROM rowsync.applied WHERE at < now() - s.applied_retention;
+    GET DIAGNOSTICS applied = ROW_COUNT;
+    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM rowsync.listeners WHERE seen_at < now() - s.listener_timeout;
+    GET DIAGNOSTICS listeners = ROW_COUNT;
+    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
+    RETURN jsonb_build_object('changes', changes, 'applied', applied, 'listeners', listeners);
+END
+$$;
+
+REVOKE ALL ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text),
+    rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer),
+    rowsync.head() FROM PUBLIC;
+
+-- Lets `role` follow the feed: a bridge's authenticator, or a backend worker.
+CREATE FUNCTION rowsync.grant_feed(role regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT SELECT ON rowsync.changes TO %s', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text), '
+                   'rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer), '
+                   'rowsync.head() TO %s', role);
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;

@@ -1,0 +1,389 @@
+//! `rowsync._apply`: validate, lock and read every touched row, apply the ops in memory
+//! with rowsync-core, then write each changed row once.
+
+use crate::catalog::SyncedTable;
+use crate::failure::Failure;
+use crate::sql::{json_row, json_rows, raise};
+use crate::values;
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, SpiClient};
+use pgrx::JsonB;
+use rowsync_core::{apply_tx, Action, Op, OpError, Row, RowKey, Rows, Transaction, VERSION_COLUMN};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn run(tx: &Value) -> Result<Value, Failure> {
+    Spi::connect_mut(|client| apply(client, tx))
+}
+
+fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> {
+    let max_ops = max_ops(client);
+    let tx = Transaction::parse(tx_json, max_ops).map_err(Failure::InvalidOp)?;
+    if let Some(id) = &tx.id {
+        if let Some(result) = json_row(
+            client,
+            "SELECT result FROM rowsync.applied WHERE tx_id = $1::uuid",
+            &[id.as_str().into()],
+        ) {
+            return Ok(result);
+        }
+    }
+    let tables = resolve_tables(client, &tx.ops)?;
+    let ops = validate(tx.ops, &tables)?;
+
+    // Lock every touched row in one fixed order, so that two transactions touching the
+    // same rows wait for each other instead of deadlocking.
+    let mut before: Rows = ops
+        .iter()
+        .map(|op| ((op.table.clone(), op.id.clone()), None))
+        .collect();
+    for ((table, id), row) in before.iter_mut() {
+        let sql = tables[table].select_row_sql("FOR UPDATE");
+        *row = json_row(client, &sql, &[id.as_str().into()]).and_then(into_row);
+    }
+    let now = if ops
+        .iter()
+        .any(|op| matches!(op.action, Action::SetNow { .. }))
+    {
+        json_row(client, "SELECT to_jsonb(now())", &[]).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let mut after = before.clone();
+    let outcome = apply_tx(&mut after, &ops, &now).map_err(|e| {
+        let op = &ops[e.index];
+        Failure::from_apply(e.index, &op.table, &op.id, e.error)
+    })?;
+
+    // Everything rowsync refuses has been refused by now. What follows can only fail in
+    // Postgres (constraints, row-level security), which aborts the whole transaction.
+    // The capture trigger logs the transaction id it finds here; reset after the writes
+    // so that plain SQL later in the same Postgres transaction is not credited to it.
+    let tag = |client: &mut SpiClient<'_>, id: &str| {
+        json_row(
+            client,
+            "SELECT to_jsonb(set_config('rowsync.tx_id', $1, true))",
+            &[id.into()],
+        );
+    };
+    if let Some(id) = &tx.id {
+        tag(client, id);
+    }
+    let skipped: BTreeSet<usize> = outcome.skipped.iter().map(|s| s.index).collect();
+    let recreated: BTreeSet<RowKey> = ops
+        .iter()
+        .enumerate()
+        .filter(|(i, op)| matches!(op.action, Action::Delete { .. }) && !skipped.contains(i))
+        .map(|(_, op)| (op.table.clone(), op.id.clone()))
+        .collect();
+    let mut rows = Vec::new();
+    let mut wrote = false;
+    for (key, post) in &after {
+        let table = &tables[&key.0];
+        let pre = &before[key];
+        let (row, changed) = write(client, table, &key.1, pre, post, recreated.contains(key));
+        wrote |= changed;
+        rows.push(json!({
+            "table": key.0,
+            "id": key.1,
+            "version": row.as_ref().and_then(|r| r.get(VERSION_COLUMN)).cloned(),
+            "row": row.map(Value::Object),
+        }));
+    }
+    if tx.id.is_some() {
+        tag(client, "");
+    }
+    let cursor = if wrote {
+        json_row(
+            client,
+            "SELECT to_jsonb(currval('rowsync.changes_cursor_seq'))",
+            &[],
+        )
+        .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let result = json!({
+        "id": tx.id,
+        "rows": rows,
+        "inverse": outcome.inverse.iter().map(Op::to_json).collect::<Vec<_>>(),
+        "skipped": outcome.skipped.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "cursor": cursor,
+    });
+    if let Some(id) = &tx.id {
+        remember(client, id, &result);
+    }
+    Ok(result)
+}
+
+fn max_ops(client: &mut SpiClient<'_>) -> usize {
+    json_row(
+        client,
+        "SELECT to_jsonb(max_ops) FROM rowsync.settings",
+        &[],
+    )
+    .and_then(|v| v.as_u64())
+    .unwrap_or(1000) as usize
+}
+
+fn resolve_tables(
+    client: &SpiClient<'_>,
+    ops: &[Op],
+) -> Result<BTreeMap<String, SyncedTable>, Failure> {
+    let mut tables = BTreeMap::new();
+    for op in ops {
+        if !tables.contains_key(&op.table) {
+            let table =
+                SyncedTable::lookup(client, &op.table).ok_or_else(|| Failure::NotSynced {
+                    table: op.table.clone(),
+                })?;
+            tables.insert(op.table.clone(), table);
+        }
+    }
+    Ok(tables)
+}
+
+/// Checks every op against its table's columns and key type. Returns the ops with the
+/// primary key filled into `create` values, so the row in memory is the row stored.
+fn validate(mut ops: Vec<Op>, tables: &BTreeMap<String, SyncedTable>) -> Result<Vec<Op>, Failure> {
+    for (index, op) in ops.iter_mut().enumerate() {
+        let table = &tables[&op.table];
+        let invalid = |field: &str, message: String| {
+            Failure::InvalidOp(OpError::new(field, message).at(index))
+        };
+        if !values::id_fits(&table.pk_type, &op.id) {
+            return Err(invalid("id", format!("not a valid {} key", table.pk_type)));
+        }
+        let column = |name: &str| {
+            table
+                .columns
+                .get(name)
+                .ok_or_else(|| Failure::UnknownColumn {
+                    index,
+                    table: op.table.clone(),
+                    column: name.to_string(),
+                })
+        };
+        let wrong = |key: &str, message: String| Failure::WrongType {
+            index,
+            key: key.to_string(),
+            message,
+        };
+        match &mut op.action {
+            Action::Create { value, .. } => {
+                for (name, v) in value.iter() {
+                    if name == VERSION_COLUMN {
+                        continue;
+                    }
+                    let col = column(name)?;
+                    if *name == table.pk && !id_equals(v, &op.id) {
+                        return Err(invalid(
+                            "value",
+                            format!("the primary key \"{name}\" must equal the op's id"),
+                        ));
+                    }
+                    values::check(col, v).map_err(|e| wrong(name, format!("expected {e}")))?;
+                }
+                value
+                    .entry(table.pk.clone())
+                    .or_insert_with(|| Value::String(op.id.clone()));
+            }
+            Action::Delete { .. } => {}
+            action => {
+                let action = &*action;
+                let Some(key) = action.key() else { continue };
+                let col = column(&key.column)?;
+                let key_name = key.to_string();
+                if key.column == table.pk {
+                    return Err(invalid("key", "the primary key cannot be changed".into()));
+                }
+                if !key.path.is_empty() && !col.is_json() {
+                    return Err(wrong(
+                        &key_name,
+                        format!(
+                            "a path needs a json or jsonb column, \"{}\" is {}",
+                            key.column, col.type_name
+                        ),
+                    ));
+                }
+                let top_level = key.path.is_empty();
+                match action {
+                    Action::Set { value: Some(v), .. } if top_level => values::check(col, v)
+                        .map_err(|e| wrong(&key_name, format!("expected {e}")))?,
+                    Action::SetNow { .. }
+                        if top_level && !matches!(col.category, 'D' | 'S') && !col.is_json() =>
+                    {
+                        return Err(wrong(
+                            &key_name,
+                            format!(
+                                "set-now needs a date/time, text or json column, \"{}\" is {}",
+                                key.column, col.type_name
+                            ),
+                        ));
+                    }
+                    Action::ListInsert { value, .. } | Action::ListRemove { value, .. }
+                        if top_level =>
+                    {
+                        if !col.is_array() && !col.is_json() {
+                            return Err(wrong(
+                                &key_name,
+                                format!(
+                                    "a list op needs an array or json column, \"{}\" is {}",
+                                    key.column, col.type_name
+                                ),
+                            ));
+                        }
+                        values::check(col, &Value::Array(vec![value.clone()]))
+                            .map_err(|e| wrong(&key_name, format!("expected {e}")))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(ops)
+}
+
+fn id_equals(value: &Value, id: &str) -> bool {
+    match value {
+        Value::String(s) => s.eq_ignore_ascii_case(id),
+        Value::Number(n) => n.to_string() == id,
+        _ => false,
+    }
+}
+
+fn into_row(value: Value) -> Option<Row> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Writes one row's change with one statement (two when a delete and a create of the
+/// same id meet in one transaction). Returns the row as stored, and whether it wrote.
+fn write(
+    client: &mut SpiClient<'_>,
+    table: &SyncedTable,
+    id: &str,
+    pre: &Option<Row>,
+    post: &Option<Row>,
+    recreated: bool,
+) -> (Option<Row>, bool) {
+    match (pre, post) {
+        (None, None) => (None, false),
+        (None, Some(new)) => (Some(insert(client, table, id, new)), true),
+        (Some(_), None) => {
+            delete(client, table, id);
+            (None, true)
+        }
+        (Some(_), Some(new)) if recreated => {
+            delete(client, table, id);
+            (Some(insert(client, table, id, new)), true)
+        }
+        (Some(old), Some(new)) => {
+            let changed: Row = new
+                .iter()
+                .filter(|(k, v)| {
+                    k.as_str() != VERSION_COLUMN
+                        && !old
+                            .get(*k)
+                            .is_some_and(|o| rowsync_core::json::deep_eq(o, v))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if changed.is_empty() {
+                return (Some(old.clone()), false);
+            }
+            (Some(update(client, table, id, changed)), true)
+        }
+    }
+}
+
+fn column_list(row: &Row) -> Vec<String> {
+    row.keys()
+        .filter(|k| k.as_str() != VERSION_COLUMN)
+        .map(quote_identifier)
+        .collect()
+}
+
+fn insert(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, row: &Row) -> Row {
+    let columns = column_list(row).join(", ");
+    let sql = format!(
+        "INSERT INTO {q} AS t ({columns}) SELECT {columns} FROM jsonb_populate_record(NULL::{q}, $1) \
+         ON CONFLICT ({pk}) DO NOTHING RETURNING to_jsonb(t)",
+        q = table.qualified,
+        pk = table.quoted_pk(),
+    );
+    let args = [JsonB(Value::Object(row.clone())).into()];
+    match json_row(client, &sql, &args).and_then(into_row) {
+        Some(stored) => stored,
+        None => raise(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!("row {}:{id} already exists", table.name),
+            "create on an id that is taken".into(),
+            "create rows with fresh ids (UUIDs)",
+        ),
+    }
+}
+
+fn update(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, changed: Row) -> Row {
+    let set: Vec<String> = column_list(&changed)
+        .into_iter()
+        .map(|c| format!("{c} = r.{c}"))
+        .collect();
+    let sql = format!(
+        "UPDATE {q} AS t SET {set} FROM jsonb_populate_record(NULL::{q}, $2) AS r \
+         WHERE t.{pk} = $1::{pk_type} RETURNING to_jsonb(t)",
+        q = table.qualified,
+        set = set.join(", "),
+        pk = table.quoted_pk(),
+        pk_type = table.pk_type,
+    );
+    let args = [id.into(), JsonB(Value::Object(changed)).into()];
+    json_row(client, &sql, &args)
+        .and_then(into_row)
+        .unwrap_or_else(|| denied(table, id, "update"))
+}
+
+fn delete(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str) {
+    let sql = format!(
+        "DELETE FROM {q} AS t WHERE t.{pk} = $1::{pk_type} RETURNING to_jsonb(true)",
+        q = table.qualified,
+        pk = table.quoted_pk(),
+        pk_type = table.pk_type,
+    );
+    if json_rows(client, &sql, &[id.into()]).is_empty() {
+        denied(table, id, "delete");
+    }
+}
+
+/// The row was visible and locked, yet the statement touched nothing: a policy for this
+/// command hides it. The caller could see the row, so saying so reveals nothing.
+fn denied(table: &SyncedTable, id: &str, command: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("permission denied to {command} row {}:{id}", table.name),
+        format!(
+            "a row-level security policy for {command} on {} excludes it",
+            table.name
+        ),
+        "check the table's policies",
+    )
+}
+
+fn remember(client: &mut SpiClient<'_>, id: &str, result: &Value) {
+    let stored = json_row(
+        client,
+        "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::uuid, $2) \
+         ON CONFLICT (tx_id) DO NOTHING RETURNING to_jsonb(true)",
+        &[id.into(), JsonB(result.clone()).into()],
+    );
+    if stored.is_none() {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!("transaction {id} was applied already or is being applied"),
+            "another call with this transaction id committed first".into(),
+            "retry: a retry returns the stored result",
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! What rowsync knows of a synced table: its name in ops, its quoted name in SQL, its
+//! primary key and its columns' types, read from the registry and the catalog.
+
+use pgrx::spi::{quote_identifier, SpiClient};
+use pgrx::JsonB;
+use serde_json::Value;
+use std::collections::HashMap;
+
+pub struct SyncedTable {
+    pub name: String,
+    /// `schema.table`, quoted by regclass output; safe to splice into SQL.
+    pub qualified: String,
+    pub pk: String,
+    /// `format_type` of the key's type, e.g. `uuid`; safe to splice as a cast.
+    pub pk_type: String,
+    pub columns: HashMap<String, Column>,
+}
+
+pub struct Column {
+    pub type_name: String,
+    /// pg_type.typcategory: S string, N numeric, B boolean, D date/time, A array, U user…
+    pub category: char,
+    /// For arrays, the element type's category.
+    pub elem_category: Option<char>,
+}
+
+impl Column {
+    pub fn is_json(&self) -> bool {
+        self.type_name == "jsonb" || self.type_name == "json"
+    }
+
+    pub fn is_array(&self) -> bool {
+        self.category == 'A'
+    }
+}
+
+const LOOKUP: &str = "
+SELECT jsonb_build_object(
+    'qualified', s.rel::text,
+    'pk', s.pk,
+    'pk_type', format_type(s.pk_type, NULL),
+    'columns', (
+        SELECT jsonb_object_agg(a.attname, jsonb_build_object(
+            'type', t.typname, 'category', t.typcategory, 'elem_category', et.typcategory))
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+        WHERE a.attrelid = s.rel AND a.attnum > 0 AND NOT a.attisdropped))
+FROM rowsync.synced s
+WHERE s.name = $1";
+
+impl SyncedTable {
+    /// The synced table ops call `name`, or `None`.
+    pub fn lookup(client: &SpiClient<'_>, name: &str) -> Option<SyncedTable> {
+        let found = client
+            .select(LOOKUP, Some(1), &[name.into()])
+            .and_then(|t| t.first().get_one::<JsonB>())
+            .ok()
+            .flatten()?;
+        let info = found.0;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let category = |v: &Value| v.as_str().and_then(|s| s.chars().next());
+        let columns = info["columns"]
+            .as_object()?
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    Column {
+                        type_name: text(&c["type"]),
+                        category: category(&c["category"]).unwrap_or('U'),
+                        elem_category: category(&c["elem_category"]),
+                    },
+                )
+            })
+            .collect();
+        Some(SyncedTable {
+            name: name.to_string(),
+            qualified: text(&info["qualified"]),
+            pk: text(&info["pk"]),
+            pk_type: text(&info["pk_type"]),
+            columns,
+        })
+    }
+
+    pub fn quoted_pk(&self) -> String {
+        quote_identifier(&self.pk)
+    }
+
+    /// `SELECT to_jsonb(t) … WHERE pk = $1` with an optional locking clause.
+    pub fn select_row_sql(&self, lock: &str) -> String {
+        format!(
+            "SELECT to_jsonb(t) FROM {} AS t WHERE t.{} = $1::{} {lock}",
+            self.qualified,
+            self.quoted_pk(),
+            self.pk_type
+        )
+    }
+}

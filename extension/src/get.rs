@@ -1,0 +1,116 @@
+//! `rowsync._get`: the rows behind a list of pointers, read as the caller. A row that does
+//! not exist and a row the caller may not see both come back as `null`.
+
+use crate::catalog::SyncedTable;
+use crate::failure::Failure;
+use crate::sql::json_rows;
+use crate::values;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use rowsync_core::OpError;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub fn run(pointers: &Value) -> Result<Value, Failure> {
+    Spi::connect_mut(|client| get(client, pointers))
+}
+
+fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
+    let max = crate::sql::json_row(
+        client,
+        "SELECT to_jsonb(max_ops) FROM rowsync.settings",
+        &[],
+    )
+    .and_then(|v| v.as_u64())
+    .unwrap_or(1000) as usize;
+    let pointers = parse(pointers, max)?;
+    let mut tables = BTreeMap::new();
+    for (table, _) in &pointers {
+        if !tables.contains_key(table) {
+            let synced = SyncedTable::lookup(client, table).ok_or_else(|| Failure::NotSynced {
+                table: table.clone(),
+            })?;
+            tables.insert(table.clone(), synced);
+        }
+    }
+    let mut found: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for (name, table) in &tables {
+        let ids: Vec<String> = pointers
+            .iter()
+            .filter(|(t, id)| t == name && values::id_fits(&table.pk_type, id))
+            .map(|(_, id)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT jsonb_build_array(t.{pk}::text, to_jsonb(t)) FROM {q} AS t \
+             WHERE t.{pk} = ANY($1::text[]::{pk_type}[])",
+            q = table.qualified,
+            pk = table.quoted_pk(),
+            pk_type = table.pk_type,
+        );
+        for pair in json_rows(client, &sql, &[ids.into()]) {
+            if let Some(id) = pair[0].as_str() {
+                found.insert((name.clone(), id.to_string()), pair[1].clone());
+            }
+        }
+    }
+    let rows: Vec<Value> = pointers
+        .into_iter()
+        .map(|(table, id)| {
+            let row = found
+                .get(&(table.clone(), id.to_ascii_lowercase()))
+                .or_else(|| found.get(&(table.clone(), id.clone())))
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({ "table": table, "id": id, "row": row })
+        })
+        .collect();
+    Ok(json!({ "rows": rows }))
+}
+
+/// Pointers are `{"table": …, "id": …}` objects or `"table:id"` strings.
+fn parse(pointers: &Value, max: usize) -> Result<Vec<(String, String)>, Failure> {
+    let invalid = |field: &str, message: &str| Failure::InvalidOp(OpError::new(field, message));
+    let items = pointers
+        .as_array()
+        .ok_or_else(|| invalid("pointers", "must be an array"))?;
+    if items.len() > max {
+        return Err(invalid(
+            "pointers",
+            &format!("{} pointers, the limit is {max}", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let pair = match item {
+                Value::String(s) => s
+                    .split_once(':')
+                    .map(|(t, id)| (t.to_string(), id.to_string())),
+                Value::Object(o) => match (o.get("table"), o.get("id")) {
+                    (Some(Value::String(t)), Some(Value::String(id))) => {
+                        Some((t.clone(), id.clone()))
+                    }
+                    (Some(Value::String(t)), Some(Value::Number(n))) => {
+                        Some((t.clone(), n.to_string()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            match pair {
+                Some((t, id)) if !t.is_empty() && !id.is_empty() => Ok((t, id)),
+                _ => Err(Failure::InvalidOp(
+                    OpError::new(
+                        "pointer",
+                        "must be \"table:id\" or {\"table\": …, \"id\": …}",
+                    )
+                    .at(i),
+                )),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,47 @@
+//! Running statements through SPI. Statement errors raised by Postgres (RLS, constraints)
+//! propagate as Postgres errors; SPI's own errors mean a bug here and are raised as such.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::Value;
+
+/// Runs `sql` and returns the first column of each row as JSON.
+pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<Value> {
+    let table = client
+        .update(sql, None, args)
+        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
+    table
+        .filter_map(|row| {
+            row.get::<JsonB>(1)
+                .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
+                .map(|j| j.0)
+        })
+        .collect()
+}
+
+/// Runs `sql` and returns the first column of its first row as JSON.
+pub fn json_row(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Option<Value> {
+    json_rows(client, sql, args).into_iter().next()
+}
+
+/// Raises an ERROR. Only for what is found after the first write, when the transaction
+/// must abort; everything found before is returned as a [`crate::failure::Failure`].
+pub fn raise(code: PgSqlErrorCode, message: String, detail: String, hint: &str) -> ! {
+    ErrorReport::new(code, message, function_name!())
+        .set_detail(detail)
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+fn internal(message: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        message.to_string(),
+        "this is a bug in rowsync".to_string(),
+        "please report it with the statement that caused it",
+    )
+}

@@ -1,0 +1,69 @@
+//! Checks that a JSON value fits a column before Postgres is asked to store it, so that a
+//! wrong kind gets rowsync's own error (RS004) naming the op and the key.
+
+use crate::catalog::Column;
+use serde_json::Value;
+
+/// `Err(what was expected)` when `value` cannot be stored in `column`. Null always fits
+/// here; NOT NULL is Postgres's to enforce.
+pub fn check(column: &Column, value: &Value) -> Result<(), String> {
+    if value.is_null() || column.is_json() {
+        return Ok(());
+    }
+    if column.is_array() {
+        let Value::Array(items) = value else {
+            return Err(format!("a JSON array for {}", column.type_name));
+        };
+        let element = column.elem_category.unwrap_or('U');
+        return items.iter().try_for_each(|item| {
+            check_scalar(element, &column.type_name, item)
+                .map_err(|e| format!("array elements as {e}"))
+        });
+    }
+    if column.type_name == "uuid" {
+        return match value.as_str() {
+            Some(s) if rowsync_core::is_uuid(s) => Ok(()),
+            _ => Err("a UUID string".to_string()),
+        };
+    }
+    check_scalar(column.category, &column.type_name, value)
+}
+
+fn check_scalar(category: char, type_name: &str, value: &Value) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let fits = match category {
+        'N' if is_integer_type(type_name) => value.as_i64().is_some(),
+        'N' => value.is_number(),
+        'B' => value.is_boolean(),
+        // strings, dates and times, enums, and other types with a text input form
+        _ => value.is_string(),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(match category {
+            'N' if is_integer_type(type_name) => "an integer".to_string(),
+            'N' => "a number".to_string(),
+            'B' => "a boolean".to_string(),
+            _ => "a string".to_string(),
+        })
+    }
+}
+
+fn is_integer_type(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "int2" | "int4" | "int8" | "_int2" | "_int4" | "_int8"
+    )
+}
+
+/// Whether `id` is a valid text form of a key of type `pk_type`.
+pub fn id_fits(pk_type: &str, id: &str) -> bool {
+    match pk_type {
+        "uuid" => rowsync_core::is_uuid(id),
+        "bigint" | "integer" | "smallint" => id.parse::<i64>().is_ok(),
+        _ => true,
+    }
+}
