@@ -13,6 +13,9 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
 $$;
 
+-- Anyone may call the functions; what each may do is decided by grants and policies.
+GRANT USAGE ON SCHEMA rowsync TO PUBLIC;
+
 CREATE TABLE rowsync.settings (
     singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     -- How long the change log keeps a change; a client further behind is told to resync.

@@ -18,12 +18,12 @@ $$;
 
 CREATE FUNCTION rowsync.apply(tx jsonb) RETURNS jsonb
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT rowsync._raise_if_error(rowsync._apply(tx))
+    SELECT rowsync._raise_if_error(rowsync._apply(coalesce(tx, 'null')))
 $$;
 
 CREATE FUNCTION rowsync.get(pointers jsonb) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT rowsync._raise_if_error(rowsync._get(pointers))
+    SELECT rowsync._raise_if_error(rowsync._get(coalesce(pointers, 'null')))
 $$;
 
 -- The capture trigger: bumps version and appends to the change log, in the writer's
@@ -94,7 +94,8 @@ BEGIN
     RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION rowsync._capture(), rowsync._capture_truncate() FROM PUBLIC;
+-- EXECUTE stays granted: CREATE TRIGGER needs it, and Postgres refuses to call a trigger
+-- function other than as a trigger.
 
 CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -8,7 +8,9 @@ use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 use pgrx::JsonB;
-use rowsync_core::{apply_tx, Action, Op, OpError, Row, RowKey, Rows, Transaction, VERSION_COLUMN};
+use rowsync_core::{
+    apply_tx, Action, ApplyError, Op, OpError, Row, RowKey, Rows, Transaction, VERSION_COLUMN,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,10 +52,25 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         Value::Null
     };
     let mut after = before.clone();
-    let outcome = apply_tx(&mut after, &ops, &now).map_err(|e| {
-        let op = &ops[e.index];
-        Failure::from_apply(e.index, &op.table, &op.id, e.error)
-    })?;
+    let outcome = match apply_tx(&mut after, &ops, &now) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let op = &ops[e.index];
+            // Locking hides rows that update policies exclude. If the caller can still
+            // see the row, saying "denied" reveals nothing it does not know.
+            if e.error == ApplyError::NotFound {
+                let sql = tables[&op.table].select_row_sql("");
+                if json_row(client, &sql, &[op.id.as_str().into()]).is_some() {
+                    return Err(Failure::Denied {
+                        index: e.index,
+                        table: op.table.clone(),
+                        id: op.id.clone(),
+                    });
+                }
+            }
+            return Err(Failure::from_apply(e.index, &op.table, &op.id, e.error));
+        }
+    };
 
     // Everything rowsync refuses has been refused by now. What follows can only fail in
     // Postgres (constraints, row-level security), which aborts the whole transaction.

@@ -35,6 +35,12 @@ pub enum Failure {
         expected: i64,
         current: Option<i64>,
     },
+    /// 42501: the caller can see the row but its policies forbid this change.
+    Denied {
+        index: usize,
+        table: String,
+        id: String,
+    },
     /// 23505: `create` on an id that is taken.
     AlreadyExists {
         index: usize,
@@ -78,6 +84,7 @@ impl Failure {
             Failure::WrongType { .. } => "RS004",
             Failure::NotFound { .. } => "RS404",
             Failure::Conflict { .. } => "RS409",
+            Failure::Denied { .. } => "42501",
             Failure::AlreadyExists { .. } => "23505",
         }
     }
@@ -139,6 +146,11 @@ impl Failure {
                 },
                 "re-read the row, then retry against its current version".to_string(),
             ),
+            Failure::Denied { index, table, id } => (
+                format!("permission denied to change row {table}:{id}"),
+                format!("op {index}: the row is visible, but no policy lets you change it"),
+                "check the table's row-level security policies".to_string(),
+            ),
             Failure::AlreadyExists { index, table, id } => (
                 format!("row {table}:{id} already exists"),
                 format!("op {index}"),
@@ -160,6 +172,7 @@ impl Failure {
             Failure::UnknownColumn { index, .. }
             | Failure::WrongType { index, .. }
             | Failure::NotFound { index, .. }
+            | Failure::Denied { index, .. }
             | Failure::AlreadyExists { index, .. } => error["index"] = json!(index),
             Failure::Conflict { index, current, .. } => {
                 error["index"] = json!(index);

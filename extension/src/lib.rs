@@ -15,6 +15,15 @@ mod tests;
 
 pgrx::pg_module_magic!(name, version);
 
+/// Postgres errors raised inside SPI reach the client with a Rust backtrace in their
+/// DETAIL when the server's environment enables backtraces (RUST_BACKTRACE). That would
+/// show internals to every user, so backtraces are off in every backend that loads us.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a backend runs one thread; nothing reads the environment concurrently.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+}
+
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 

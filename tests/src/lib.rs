@@ -1,1 +1,262 @@
-//! Support for the end-to-end tests: a Postgres cluster started for the run.
+//! Support for the end-to-end tests: a real Postgres cluster started for the run (as the
+//! `postgres` user when the tests run as root), one database per test with the example
+//! app loaded, and connections acting as an app user the way the bridge does.
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const DEMO_SQL: &str = include_str!("../../sql/demo.sql");
+
+/// The example app's ids.
+pub mod demo {
+    pub const LAUNCH: &str = "00000000-0000-4000-8000-0000000000b1";
+    pub const ALICE_NOTES: &str = "00000000-0000-4000-8000-0000000000b2";
+    pub const BOB_ERRANDS: &str = "00000000-0000-4000-8000-0000000000b3";
+    pub const TASK_ANNOUNCE: &str = "00000000-0000-4000-8000-000000000001";
+    pub const TASK_SIGNUP: &str = "00000000-0000-4000-8000-000000000002";
+    pub const TASK_SECRET: &str = "00000000-0000-4000-8000-000000000004";
+    pub const TASK_MILK: &str = "00000000-0000-4000-8000-000000000005";
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+static DATA_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+extern "C" fn stop_cluster() {
+    let dir = DATA_DIR.lock().ok().and_then(|d| d.clone());
+    if let Some(dir) = dir {
+        let data = dir.join("data");
+        let _ = as_postgres(pg_ctl(&data).args(["-m", "immediate", "stop"])).output();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn pg_ctl(data: &Path) -> Command {
+    let mut cmd = Command::new(format!("{PG_BIN}/pg_ctl"));
+    cmd.arg("-D").arg(data);
+    cmd
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Postgres refuses to run as root: when we are root, run it as `postgres`.
+fn as_postgres(cmd: &mut Command) -> Command {
+    if !is_root() {
+        let mut same = Command::new(cmd.get_program());
+        same.args(cmd.get_args());
+        return same;
+    }
+    let mut wrapped = Command::new("runuser");
+    wrapped
+        .args(["-u", "postgres", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    wrapped
+}
+
+fn run(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port nobody listens on now. Postgres binds it right after; a clash fails loudly.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    /// The cluster of this test run, started on first use and stopped at exit.
+    pub fn shared() -> &'static Cluster {
+        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+        CLUSTER.get_or_init(Cluster::start)
+    }
+
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("rowsync-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test cluster dir");
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres:postgres").arg(&dir);
+                    c
+                },
+                "chown",
+            );
+        }
+        let data = dir.join("data");
+        run(
+            as_postgres(
+                Command::new(format!("{PG_BIN}/initdb"))
+                    .arg("-D")
+                    .arg(&data)
+                    .args([
+                        "-A",
+                        "trust",
+                        "-U",
+                        "postgres",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                    ]),
+            ),
+            "initdb",
+        );
+        *DATA_DIR.lock().expect("data dir lock") = Some(dir.clone());
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(stop_cluster) };
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
+             -c shared_buffers=64MB",
+            dir.display()
+        );
+        run(
+            as_postgres(
+                pg_ctl(&data)
+                    .args(["-w", "-t", "60", "-l"])
+                    .arg(dir.join("postgres.log"))
+                    .args(["-o", &options, "start"]),
+            ),
+            "pg_ctl start",
+        );
+        Cluster { dir, port }
+    }
+
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port)
+    }
+
+    pub async fn connect(&self, user: &str, db: &str) -> Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(user, db), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user} to {db}: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A connection whose notifications arrive on the returned channel.
+    pub async fn listen(&self, db: &str) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+        let (client, mut connection) = tokio_postgres::connect(&self.url("postgres", db), NoTls)
+            .await
+            .expect("listen connection");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let Ok(AsyncMessage::Notification(n)) = message {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute("LISTEN rowsync")
+            .await
+            .expect("LISTEN");
+        (client, rx)
+    }
+
+    /// A new database with the extension and the example app loaded.
+    pub async fn database(&self, prefix: &str) -> String {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{prefix}_{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+        let admin = self.connect("postgres", "postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let db = self.connect("postgres", &name).await;
+        // Roles are cluster-wide: databases created at once must not race to create them.
+        static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = DEMO.lock().await;
+        db.batch_execute(DEMO_SQL).await.expect("load sql/demo.sql");
+        name
+    }
+}
+
+/// Connects as the bridge does: as the authenticator.
+pub async fn authenticator(db: &str) -> Client {
+    Cluster::shared().connect("rowsync_authenticator", db).await
+}
+
+/// Runs `sql` with `arg` in one transaction as app user `sub`, the bridge's way.
+pub async fn as_user(
+    client: &mut Client,
+    sub: &str,
+    sql: &str,
+    arg: &Value,
+) -> Result<Value, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let claims = serde_json::json!({ "sub": sub, "role": "app_user" }).to_string();
+    tx.execute(
+        "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
+        &[&claims],
+    )
+    .await?;
+    let row = tx.query_one(sql, &[arg]).await?;
+    let value: Value = row.get(0);
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// `rowsync.apply(tx)` as app user `sub`, committed.
+pub async fn apply_as(
+    client: &mut Client,
+    sub: &str,
+    tx: Value,
+) -> Result<Value, tokio_postgres::Error> {
+    as_user(client, sub, "SELECT rowsync.apply($1)", &tx).await
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.code().code().to_string())
+        .unwrap_or_else(|| format!("not a database error: {error}"))
+}
+
+/// Polls `check` until it returns `Some`, for at most ten seconds. The feed's horizon is
+/// cluster-wide, so a transaction of a test running beside this one can hold a change
+/// back for a moment: tests wait for what must happen, they never assume it happened.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,252 @@
+//! Writes over real sessions: version races, idempotent retries, undo beside a
+//! collaborator, and plain SQL feeding the same log.
+
+use rowsync_tests::{apply_as, demo, eventually, sqlstate, Cluster};
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+async fn begin_as(client: &Client, sub: &str) {
+    let claims = json!({ "sub": sub }).to_string();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
+            &[&claims],
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until some session is blocked on a lock.
+async fn someone_waits_on_a_lock(admin: &Client) {
+    eventually("a session to wait on a row lock", || async {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_sessions_racing_on_one_version_one_wins() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("writes_race").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let first = rowsync_tests::authenticator(&db).await;
+    let mut second = rowsync_tests::authenticator(&db).await;
+    let op = |title: &str| json!({"ops": [{"type": "set", "table": "tasks", "id": demo::TASK_ANNOUNCE, "key": "title", "value": title, "version": 1}]});
+
+    begin_as(&first, "alice").await;
+    first
+        .query_one("SELECT rowsync.apply($1)", &[&op("alice")])
+        .await
+        .unwrap();
+    let racer = tokio::spawn(async move { apply_as(&mut second, "bob", op("bob")).await });
+    someone_waits_on_a_lock(&admin).await;
+    first.batch_execute("COMMIT").await.unwrap();
+
+    let error = racer
+        .await
+        .unwrap()
+        .expect_err("the second writer based on version 1 loses");
+    assert_eq!(sqlstate(&error), "RS409");
+    let detail = error
+        .as_db_error()
+        .unwrap()
+        .detail()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(detail, "op 0 expected version 1, the row is at version 2");
+    let title: String = admin
+        .query_one(
+            "SELECT title FROM app.tasks WHERE id = $1::text::uuid",
+            &[&demo::TASK_ANNOUNCE],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(title, "alice");
+}
+
+/// A retry of a transaction still in flight waits, fails cleanly, and its next retry
+/// returns the first result: the ops apply once.
+#[tokio::test]
+async fn concurrent_retries_apply_once() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("writes_retry").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let first = rowsync_tests::authenticator(&db).await;
+    let mut second = rowsync_tests::authenticator(&db).await;
+    let tx = json!({"id": "44444444-4444-4444-8444-444444444444", "ops": [
+        {"type": "listInsert", "table": "tasks", "id": demo::TASK_SIGNUP, "key": "tags", "value": "retried"}
+    ]});
+
+    begin_as(&first, "bob").await;
+    let original: Value = first
+        .query_one("SELECT rowsync.apply($1)", &[&tx])
+        .await
+        .unwrap()
+        .get(0);
+    let retry = tx.clone();
+    let racer = tokio::spawn(async move {
+        let outcome = apply_as(&mut second, "bob", retry.clone()).await;
+        (outcome, apply_as(&mut second, "bob", retry).await)
+    });
+    someone_waits_on_a_lock(&admin).await;
+    first.batch_execute("COMMIT").await.unwrap();
+    let (in_flight, later) = racer.await.unwrap();
+    assert_eq!(sqlstate(&in_flight.expect_err("in flight")), "23505");
+    assert_eq!(later.unwrap(), original);
+    let row: Value = admin
+        .query_one(
+            "SELECT to_jsonb(t) FROM app.tasks t WHERE id = $1::text::uuid",
+            &[&demo::TASK_SIGNUP],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(row["tags"], json!(["bug", "web", "retried"]));
+    assert_eq!(row["version"], json!(2));
+}
+
+/// Undo reverts only what still holds what this user wrote.
+#[tokio::test]
+async fn undo_does_not_clobber_a_collaborator() {
+    let db = Cluster::shared().database("writes_undo").await;
+    let mut alice = rowsync_tests::authenticator(&db).await;
+    let mut bob = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_ANNOUNCE;
+    let mine = apply_as(
+        &mut alice,
+        "alice",
+        json!({"ops": [
+            {"type": "set", "table": "tasks", "id": task, "key": "title", "value": "Alice's title"},
+            {"type": "set", "table": "tasks", "id": task, "key": "status", "value": "doing"},
+            {"type": "set", "table": "tasks", "id": task, "key": "meta.color", "value": "red"}
+        ]}),
+    )
+    .await
+    .unwrap();
+    // Bob changes the status after Alice.
+    apply_as(&mut bob, "bob", json!({"ops": [{"type": "set", "table": "tasks", "id": task, "key": "status", "value": "done"}]}))
+        .await
+        .unwrap();
+    let undo = apply_as(&mut alice, "alice", json!({"ops": mine["inverse"].clone()}))
+        .await
+        .unwrap();
+    let row = &undo["rows"][0]["row"];
+    assert_eq!(row["title"], json!("Write the announcement"));
+    assert_eq!(row["status"], json!("done"), "Bob's later edit survives");
+    assert_eq!(row["meta"], json!({}));
+    assert_eq!(
+        undo["skipped"],
+        json!([{"index": 1, "table": "tasks", "id": task, "key": "status", "reason": "changed"}])
+    );
+    // Redo is the undo's inverse.
+    let redo = apply_as(&mut alice, "alice", json!({"ops": undo["inverse"].clone()}))
+        .await
+        .unwrap();
+    assert_eq!(redo["rows"][0]["row"]["title"], json!("Alice's title"));
+}
+
+/// Writes from any backend in plain SQL bump versions and reach the feed like apply's.
+#[tokio::test]
+async fn plain_sql_and_apply_share_the_feed() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("writes_plain").await;
+    let feed = rowsync_tests::authenticator(&db).await;
+    let start: i64 = feed
+        .query_one("SELECT rowsync.head()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut bob = rowsync_tests::authenticator(&db).await;
+    let applied = apply_as(&mut bob, "bob", json!({"id": "55555555-5555-4555-8555-555555555555", "ops": [
+        {"type": "set", "table": "tasks", "id": demo::TASK_MILK, "key": "status", "value": "doing"}
+    ]})).await.unwrap();
+    let backend = cluster.connect("postgres", &db).await;
+    backend
+        .batch_execute(&format!(
+            "UPDATE app.tasks SET status = 'done' WHERE id = '{}'",
+            demo::TASK_MILK
+        ))
+        .await
+        .unwrap();
+    let changes = eventually("both changes in the feed", || async {
+        let rows = feed
+            .query("SELECT cursor, tx_id::text, version, kind, new_scopes FROM rowsync.read_changes($1)", &[&start])
+            .await
+            .unwrap();
+        (rows.len() >= 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        changes[0].get::<_, i64>(0),
+        applied["cursor"].as_i64().unwrap()
+    );
+    assert_eq!(
+        changes[0].get::<_, Option<String>>(1).as_deref(),
+        Some("55555555-5555-4555-8555-555555555555")
+    );
+    assert_eq!(changes[1].get::<_, Option<String>>(1), None);
+    assert_eq!(
+        (changes[0].get::<_, i64>(2), changes[1].get::<_, i64>(2)),
+        (2, 3)
+    );
+    assert_eq!(changes[1].get::<_, String>(3), "update");
+    assert_eq!(
+        changes[1].get::<_, Value>(4),
+        json!({"board_id": demo::BOB_ERRANDS})
+    );
+}
+
+/// A non-superuser who owns a database installs the extension (it is trusted).
+#[tokio::test]
+async fn a_database_owner_installs_the_extension() {
+    let cluster = Cluster::shared();
+    let admin = cluster.connect("postgres", "postgres").await;
+    admin
+        .batch_execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_owner') THEN
+                 CREATE ROLE app_owner LOGIN; END IF; END $$",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE owned_by_app OWNER app_owner")
+        .await
+        .unwrap();
+    let owner = cluster.connect("app_owner", "owned_by_app").await;
+    owner
+        .batch_execute(
+            "CREATE EXTENSION rowsync;
+             CREATE TABLE notes (id uuid PRIMARY KEY, body text);
+             SELECT rowsync.enable('notes');",
+        )
+        .await
+        .unwrap();
+    let result: Value = owner
+        .query_one(
+            "SELECT rowsync.apply($1)",
+            &[&json!({"ops": [{"type": "create", "table": "notes", "id": "00000000-0000-4000-8000-000000000099", "value": {"body": "hi"}}]})],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(result["rows"][0]["row"]["body"], json!("hi"));
+    let superuser: bool = owner
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+}
