@@ -162,11 +162,9 @@ BEGIN
     SELECT string_agg(quote_literal(arg), ', ')
       INTO trigger_args
       FROM unnest(ARRAY[table_name, key_columns[1]::text] || coalesce(scopes, '{}')) AS arg;
-    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_capture ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_truncate ON %s', tbl);
-    EXECUTE format('CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON %s '
+    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION rowsync._capture(%s)', tbl, trigger_args);
-    EXECUTE format('CREATE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
+    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture_truncate(%L)', tbl, table_name);
     INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes)
     VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[])
