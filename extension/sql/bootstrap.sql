@@ -61,7 +61,8 @@ CREATE TABLE rowsync.changes (
     kind       text NOT NULL CHECK (kind IN ('insert', 'update', 'delete', 'truncate')),
     old_scopes jsonb,
     new_scopes jsonb,
-    at         timestamptz NOT NULL DEFAULT pg_catalog.now()
+    -- When the row was written (close to commit, for delivery latency); retention reads it.
+    at         timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
 );
 CREATE INDEX changes_order ON rowsync.changes (xid, cursor);
 CREATE INDEX changes_at ON rowsync.changes (at);

@@ -239,12 +239,14 @@ $$;
 
 -- Listener protocol (docs/sql.md): a listener LISTENs on channel `rowsync`, then
 --   awake:  rowsync.listener_awake(id)  -- writers stop notifying; it polls read_changes
---   asleep: w := rowsync.listener_sleep(id); wait until rowsync.listener_settled(w);
---           read once more; then wait for a notification.
--- A writer checks rowsync.sleepers after logging its change, so a writer that saw no
--- sleeper already had its xid; listener_sleep returns a watermark above every xid
--- assigned before the sleeper count rose, and listener_settled says when all of those
--- transactions have ended, so that the last read sees their changes.
+--   asleep: rowsync.listener_sleep(id), committed; then w := rowsync.listener_watermark()
+--           in a transaction of its own; wait until rowsync.listener_settled(w); read
+--           once more; then wait for a notification.
+-- A writer checks rowsync.sleepers after logging its change, so it holds an xid when it
+-- reads the count. The watermark is an xid assigned after the count rose, so every writer
+-- that read the old count has a lower xid, and listener_settled says when all of them have
+-- ended: the read after it sees their changes. (A snapshot's xmax cannot serve: it is
+-- latestCompletedXid + 1, below xids still running.)
 CREATE FUNCTION rowsync._listener_set(listener text, is_awake boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -266,17 +268,20 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT rowsync._listener_set(listener, true)
 $$;
 
-CREATE FUNCTION rowsync.listener_sleep(listener text) RETURNS xid8
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM rowsync._listener_set(listener, false);
-    RETURN pg_snapshot_xmax(pg_current_snapshot());
-END
+CREATE FUNCTION rowsync.listener_sleep(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, false)
+$$;
+
+-- Call in a transaction of its own, after listener_sleep committed.
+CREATE FUNCTION rowsync.listener_watermark() RETURNS xid8
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_current_xact_id()
 $$;
 
 CREATE FUNCTION rowsync.listener_settled(watermark xid8) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) >= watermark
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) > watermark
 $$;
 
 CREATE FUNCTION rowsync.listener_forget(listener text) RETURNS void
@@ -308,7 +313,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text),
-    rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer),
+    rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer),
     rowsync.head() FROM PUBLIC;
 
 -- Lets `role` follow the feed: a bridge's authenticator, or a backend worker.
@@ -317,8 +322,76 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('GRANT SELECT ON rowsync.changes TO %s', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text), '
-                   'rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer), '
+                   'rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer), '
                    'rowsync.head() TO %s', role);
 END
 $$;
 REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
+
+-- Whether the caller may follow scope `tbl?col=val`: the scope's parent row is visible to
+-- them (the row its single-column foreign key points at, e.g. the board of board_id),
+-- or, when the column has no such key, at least one row of the scope is.
+CREATE FUNCTION rowsync.scope_visible(tbl text, col text, val text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.synced;
+    target regclass;
+    target_col name;
+    target_type text;
+    visible boolean;
+BEGIN
+    SELECT * INTO s FROM rowsync.synced WHERE name = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', tbl),
+            DETAIL = 'no synced table has this name', HINT = 'call rowsync.enable(table) first';
+    END IF;
+    IF NOT (col = ANY (s.scopes)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('"%s" is not a scope of table "%s"', col, tbl),
+            DETAIL = format('its scopes: %s', s.scopes), HINT = 'scopes are set by rowsync.enable(table, scopes)';
+    END IF;
+    SELECT c.confrelid::regclass, ta.attname, format_type(ta.atttypid, NULL)
+      INTO target, target_col, target_type
+      FROM pg_constraint c
+      JOIN pg_attribute sa ON sa.attrelid = c.conrelid AND sa.attnum = c.conkey[1]
+      JOIN pg_attribute ta ON ta.attrelid = c.confrelid AND ta.attnum = c.confkey[1]
+     WHERE c.conrelid = s.rel AND c.contype = 'f' AND cardinality(c.conkey) = 1 AND sa.attname = col
+     LIMIT 1;
+    IF target IS NULL THEN
+        target := s.rel;
+        target_col := col;
+        SELECT format_type(a.atttypid, NULL) INTO target_type
+          FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I = $1::%s)', target, target_col, target_type)
+       INTO visible USING val;
+    RETURN visible;
+END
+$$;
+
+-- The rows of scope `tbl?col=val` the caller may see, at most max_rows of them, ordered
+-- by key: what a client loads before following the scope's changes.
+CREATE FUNCTION rowsync.list(tbl text, col text, val text, max_rows integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.synced;
+    col_type text;
+    rows jsonb;
+BEGIN
+    SELECT * INTO s FROM rowsync.synced WHERE name = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', tbl),
+            DETAIL = 'no synced table has this name', HINT = 'call rowsync.enable(table) first';
+    END IF;
+    IF NOT (col = ANY (s.scopes)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('"%s" is not a scope of table "%s"', col, tbl),
+            DETAIL = format('its scopes: %s', s.scopes), HINT = 'scopes are set by rowsync.enable(table, scopes)';
+    END IF;
+    SELECT format_type(a.atttypid, NULL) INTO col_type
+      FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+    EXECUTE format('SELECT coalesce(jsonb_agg(r ORDER BY r ->> %L), ''[]'') FROM '
+                   '(SELECT to_jsonb(t) AS r FROM %s AS t WHERE t.%I = $1::%s ORDER BY t.%I LIMIT $2) AS q',
+                   s.pk, s.rel, col, col_type, s.pk)
+       INTO rows USING val, max_rows;
+    RETURN rows;
+END
+$$;
