@@ -1,0 +1,52 @@
+//! Queries as the user: one transaction each, with the role and claims set the PostgREST
+//! way, so existing row-level security policies apply unchanged.
+
+use crate::auth::Claims;
+use crate::errors::Error;
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+const SET_CONTEXT: &str =
+    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)";
+
+/// Runs `sql` (whose one result is a jsonb value) as the user, and commits.
+pub async fn as_user(
+    pool: &Pool,
+    claims: &Claims,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Value, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let context = tx.prepare_cached(SET_CONTEXT).await?;
+    tx.execute(&context, &[&claims.role, &claims.raw.to_string()]).await?;
+    let statement = tx.prepare_cached(sql).await?;
+    let row = tx.query_one(&statement, params).await?;
+    let value: Option<Value> = row.get(0);
+    tx.commit().await?;
+    Ok(value.unwrap_or(Value::Null))
+}
+
+pub async fn apply(pool: &Pool, claims: &Claims, tx: &Value) -> Result<Value, Error> {
+    as_user(pool, claims, "SELECT rowsync.apply($1)", &[tx]).await
+}
+
+pub async fn get(pool: &Pool, claims: &Claims, pointers: &Value) -> Result<Value, Error> {
+    as_user(pool, claims, "SELECT rowsync.get($1)", &[pointers]).await
+}
+
+pub async fn list(pool: &Pool, claims: &Claims, table: &str, column: &str, value: &str, max: i32) -> Result<Value, Error> {
+    as_user(pool, claims, "SELECT rowsync.list($1, $2, $3, $4)", &[&table, &column, &value, &max]).await
+}
+
+pub async fn scope_visible(pool: &Pool, claims: &Claims, table: &str, column: &str, value: &str) -> Result<bool, Error> {
+    let visible = as_user(
+        pool,
+        claims,
+        "SELECT to_jsonb(rowsync.scope_visible($1, $2, $3))",
+        &[&table, &column, &value],
+    )
+    .await?;
+    Ok(visible == Value::Bool(true))
+}

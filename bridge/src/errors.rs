@@ -1,0 +1,148 @@
+//! Every error the bridge reports, with its wire code, HTTP status and whether a retry
+//! may succeed. The same table is in docs/errors.md.
+
+use crate::protocol::ErrorBody;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub code: &'static str,
+    pub status: u16,
+    pub temporary: bool,
+}
+
+const fn kind(code: &'static str, status: u16, temporary: bool) -> Kind {
+    Kind {
+        code,
+        status,
+        temporary,
+    }
+}
+
+// Requests the bridge refuses itself.
+pub const BAD_JSON: Kind = kind("bad_json", 400, false);
+pub const UNKNOWN_TYPE: Kind = kind("unknown_type", 400, false);
+pub const BAD_MESSAGE: Kind = kind("bad_message", 400, false);
+pub const BAD_KEY: Kind = kind("bad_key", 400, false);
+pub const FRAME_TOO_LARGE: Kind = kind("frame_too_large", 413, false);
+pub const TOO_MANY_SUBSCRIPTIONS: Kind = kind("too_many_subscriptions", 429, false);
+pub const TOO_MANY_ROOMS: Kind = kind("too_many_rooms", 429, false);
+pub const RATE_LIMITED: Kind = kind("rate_limited", 429, true);
+pub const STATE_TOO_LARGE: Kind = kind("state_too_large", 413, false);
+pub const NOT_JOINED: Kind = kind("not_joined", 409, false);
+pub const UNAUTHORIZED: Kind = kind("unauthorized", 401, false);
+pub const TOKEN_EXPIRED: Kind = kind("token_expired", 401, false);
+pub const FORBIDDEN_ORIGIN: Kind = kind("forbidden_origin", 403, false);
+pub const NOT_READY: Kind = kind("not_ready", 503, true);
+pub const INTERNAL: Kind = kind("internal", 500, true);
+
+// What Postgres and the extension refuse, by SQLSTATE.
+pub const INVALID_OP: Kind = kind("invalid_op", 400, false);
+pub const TABLE_NOT_SYNCED: Kind = kind("table_not_synced", 404, false);
+pub const UNKNOWN_COLUMN: Kind = kind("unknown_column", 400, false);
+pub const WRONG_TYPE: Kind = kind("wrong_type", 400, false);
+pub const NOT_FOUND: Kind = kind("not_found", 404, false);
+pub const CONFLICT: Kind = kind("conflict", 409, false);
+pub const RESYNC: Kind = kind("resync", 410, false);
+pub const PERMISSION_DENIED: Kind = kind("permission_denied", 403, false);
+pub const ALREADY_EXISTS: Kind = kind("already_exists", 409, false);
+pub const CONSTRAINT: Kind = kind("constraint_violation", 422, false);
+pub const INVALID_VALUE: Kind = kind("invalid_value", 400, false);
+pub const RETRY: Kind = kind("retry", 503, true);
+pub const TIMEOUT: Kind = kind("timeout", 504, true);
+pub const DATABASE_UNAVAILABLE: Kind = kind("database_unavailable", 503, true);
+
+/// The one mapping from SQLSTATE to wire error.
+pub fn for_sqlstate(state: &str) -> Kind {
+    match state {
+        "RS001" => INVALID_OP,
+        "RS002" => TABLE_NOT_SYNCED,
+        "RS003" => UNKNOWN_COLUMN,
+        "RS004" => WRONG_TYPE,
+        "RS404" => NOT_FOUND,
+        "RS409" => CONFLICT,
+        "RS410" => RESYNC,
+        "42501" => PERMISSION_DENIED,
+        "23505" => ALREADY_EXISTS,
+        "40001" | "40P01" | "55P03" => RETRY,
+        "57014" => TIMEOUT,
+        s if s.starts_with("23") => CONSTRAINT,
+        s if s.starts_with("22") => INVALID_VALUE,
+        s if s.starts_with("08") || s.starts_with("57P") || s.starts_with("53") => DATABASE_UNAVAILABLE,
+        _ => INTERNAL,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    pub kind: Kind,
+    pub body: Box<ErrorBody>,
+}
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            body: Box::new(ErrorBody {
+                code: kind.code,
+                message: message.into(),
+                temporary: kind.temporary,
+                sqlstate: None,
+                detail: None,
+                hint: None,
+            }),
+        }
+    }
+
+    /// A database error as the client may see it: the extension's and Postgres's
+    /// messages are written for the caller; internals (connection errors) are not shown.
+    pub fn from_db(error: &tokio_postgres::Error) -> Error {
+        let Some(db) = error.as_db_error() else {
+            tracing::warn!(%error, "database unavailable");
+            return Error::new(DATABASE_UNAVAILABLE, "the database is unavailable; retry later");
+        };
+        let state = db.code().code();
+        let kind = for_sqlstate(state);
+        if kind == INTERNAL {
+            tracing::error!(sqlstate = state, message = db.message(), "unexpected database error");
+            return Error::new(INTERNAL, "internal error");
+        }
+        let mut e = Error::new(kind, db.message());
+        e.body.sqlstate = Some(state.to_string());
+        e.body.detail = db.detail().filter(|d| !d.is_empty()).map(str::to_string);
+        e.body.hint = db.hint().filter(|h| !h.is_empty()).map(str::to_string);
+        e
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        Error::from_db(&e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Error {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::from_db(&e),
+            other => {
+                tracing::warn!(error = %other, "no database connection");
+                Error::new(DATABASE_UNAVAILABLE, "the database is unavailable; retry later")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_their_codes() {
+        assert_eq!(for_sqlstate("RS409").code, "conflict");
+        assert_eq!(for_sqlstate("23514"), CONSTRAINT);
+        assert_eq!(for_sqlstate("22007"), INVALID_VALUE);
+        assert_eq!(for_sqlstate("08006"), DATABASE_UNAVAILABLE);
+        assert_eq!(for_sqlstate("XX000"), INTERNAL);
+        assert!(for_sqlstate("40001").temporary);
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP: `POST /v1/transactions` and `POST /v1/records` as the token's user, `GET /v1/ws`,
+//! `GET /health` (ready when the pool and the feed are up), `GET /metrics`, and the static
+//! demo folder. Browsers are held to `allowed_origins`.
+
+use crate::auth::Claims;
+use crate::db;
+use crate::errors::{self, Error};
+use crate::server::AppState;
+use crate::ws;
+use axum::body::Bytes;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub fn routes(state: Arc<AppState>) -> axum::Router {
+    let origins = state.config.allowed_origins.clone();
+    let cors = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_origin(if origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        });
+    let mut router = axum::Router::new()
+        .route("/v1/transactions", post(transactions))
+        .route("/v1/records", post(records))
+        .route("/v1/ws", get(websocket))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics));
+    if let Some(dir) = &state.config.static_dir {
+        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+    }
+    router.layer(cors).with_state(state)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({"error": self.body}))).into_response()
+    }
+}
+
+/// The claims of a request's bearer token, or the anonymous role, or why not.
+fn claims_from(state: &AppState, token: Option<&str>) -> Result<Claims, Error> {
+    match token {
+        Some(token) => state.verifier.verify(token),
+        None => state
+            .verifier
+            .anonymous()
+            .ok_or_else(|| Error::new(errors::UNAUTHORIZED, "a token is required")),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether a browser on `Origin` may use this bridge: listed, `*`, or the bridge's own
+/// origin. Requests without an Origin (non-browser clients) carry no ambient credentials.
+fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if state.config.allowed_origins.iter().any(|o| o == "*" || o == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+fn parse_json(state: &AppState, body: &Bytes) -> Result<Value, Error> {
+    if body.len() > state.config.max_frame_bytes {
+        return Err(Error::new(errors::FRAME_TOO_LARGE, format!("body over max_frame_bytes ({})", state.config.max_frame_bytes)));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")))
+}
+
+async fn transactions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, Error> {
+    let claims = claims_from(&state, bearer(&headers))?;
+    let tx = parse_json(&state, &body)?;
+    let result = db::apply(&state.pool, &claims, &tx).await.inspect_err(|e| state.metrics.error(e.body.code))?;
+    Ok(Json(result))
+}
+
+async fn records(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, Error> {
+    let claims = claims_from(&state, bearer(&headers))?;
+    let pointers = parse_json(&state, &body)?;
+    let result = db::get(&state.pool, &claims, &pointers).await.inspect_err(|e| state.metrics.error(e.body.code))?;
+    Ok(Json(result))
+}
+
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state, &headers) {
+        return Error::new(errors::FORBIDDEN_ORIGIN, "this origin may not open connections").into_response();
+    }
+    let token = query.get("access_token").map(String::as_str).or_else(|| bearer(&headers));
+    let claims = claims_from(&state, token);
+    let size = state.config.max_frame_bytes;
+    upgrade
+        // Small buffers on purpose: an idle connection should cost a few kilobytes.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(size)
+        .max_frame_size(size)
+        .on_upgrade(move |socket| ws::serve(socket, state, claims))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let feed = state.feed_ready.load(Ordering::SeqCst);
+    let pool = match state.pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    let body = Json(json!({"status": if feed && pool { "ok" } else { "unavailable" }, "feed": feed, "database": pool}));
+    if feed && pool {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let (connections, subscriptions) = state.router.counts();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(connections, subscriptions),
+    )
+        .into_response()
+}

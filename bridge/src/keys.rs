@@ -1,0 +1,85 @@
+//! Subscription keys: a record `table:id` or a scope `table?column=value`.
+
+use crate::errors::{self, Error};
+
+pub const MAX_KEY_BYTES: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Record { table: String, id: String },
+    Scope { table: String, column: String, value: String },
+}
+
+impl Key {
+    pub fn parse(text: &str) -> Result<Key, Error> {
+        let bad = |why: &str| Error::new(errors::BAD_KEY, format!("bad key {:?}: {why}", truncate(text)));
+        if text.len() > MAX_KEY_BYTES {
+            return Err(bad("longer than 512 bytes"));
+        }
+        let key = if let Some((table, rest)) = text.split_once('?') {
+            let (column, value) = rest.split_once('=').ok_or_else(|| bad("a scope is table?column=value"))?;
+            if !is_name(column) {
+                return Err(bad("the column is not a name"));
+            }
+            if value.is_empty() {
+                return Err(bad("the value is empty"));
+            }
+            Key::Scope { table: table.into(), column: column.into(), value: value.into() }
+        } else if let Some((table, id)) = text.split_once(':') {
+            if id.is_empty() {
+                return Err(bad("the id is empty"));
+            }
+            Key::Record { table: table.into(), id: id.into() }
+        } else {
+            return Err(bad("use table:id or table?column=value"));
+        };
+        if !is_table_name(key.table()) {
+            return Err(bad("the table is not a name"));
+        }
+        Ok(key)
+    }
+
+    pub fn table(&self) -> &str {
+        match self {
+            Key::Record { table, .. } | Key::Scope { table, .. } => table,
+        }
+    }
+
+    pub fn record(table: &str, id: &str) -> String {
+        format!("{table}:{id}")
+    }
+
+    pub fn scope(table: &str, column: &str, value: &str) -> String {
+        format!("{table}?{column}={value}")
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_table_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.split('.').all(is_name)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_records_and_scopes() {
+        assert_eq!(Key::parse("tasks:1").unwrap(), Key::Record { table: "tasks".into(), id: "1".into() });
+        assert_eq!(
+            Key::parse("app.tasks?board_id=b:1").unwrap(),
+            Key::Scope { table: "app.tasks".into(), column: "board_id".into(), value: "b:1".into() }
+        );
+        for bad in ["", "tasks", "tasks:", "tasks?board", "tasks?=1", "tasks?a b=1", "ta sks:1", ":1", "t;drop:1"] {
+            assert!(Key::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Key::parse(&format!("tasks:{}", "x".repeat(600))).is_err());
+    }
+}

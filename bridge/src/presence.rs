@@ -1,0 +1,283 @@
+//! Presence (who is in a room, with a small state) and broadcast (ephemeral room events
+//! such as typing). Members on other bridges arrive through Postgres: each bridge batches
+//! its events into at most a few NOTIFYs on channel `rowsync_bus` per flush interval,
+//! coalescing repeated events of one sender, so database traffic does not grow with
+//! keystrokes. Members re-announce themselves; a member not heard from expires.
+
+use crate::outbox::{Outbox, Outgoing};
+use crate::router::ConnId;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A NOTIFY payload must stay under 8000 bytes.
+const NOTIFY_BYTES: usize = 7900;
+
+pub struct Presence {
+    bridge: String,
+    timeout: Duration,
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+    inbound: Inbound,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, Room>,
+    /// Events for other bridges, oldest first; a newer event of the same sender, room and
+    /// kind replaces an older one still waiting.
+    outbound: VecDeque<Value>,
+}
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<String, Member>,
+    local: HashMap<ConnId, Arc<Outbox>>,
+}
+
+struct Member {
+    user: Option<String>,
+    state: Value,
+    /// Remote members expire; local ones leave with their connection.
+    expires: Option<Instant>,
+}
+
+/// Bus payloads received on the feed connection, handled by the presence tick.
+#[derive(Clone, Default)]
+pub struct Inbound(Arc<Mutex<Vec<String>>>);
+
+impl Inbound {
+    pub fn push(&self, payload: String) {
+        if let Ok(mut queue) = self.0.lock() {
+            // Bounded: past this, presence repairs itself from the next re-announcement.
+            if queue.len() < 10_000 {
+                queue.push(payload);
+            } else {
+                tracing::warn!("presence bus backlog full; dropping a batch until members re-announce");
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+    }
+}
+
+impl Presence {
+    pub fn new(bridge: String, timeout: Duration, max_bytes: usize) -> Presence {
+        Presence { bridge, timeout, max_bytes, inner: Mutex::default(), inbound: Inbound::default() }
+    }
+
+    pub fn inbound(&self) -> Inbound {
+        self.inbound.clone()
+    }
+
+    fn member_id(&self, conn: ConnId) -> String {
+        format!("{}/{conn}", self.bridge)
+    }
+
+    /// Joins (or updates) `conn` in `room`: it receives the room's state, the others a diff.
+    pub fn join(&self, conn: ConnId, outbox: &Arc<Outbox>, room: &str, user: Option<&str>, state: Value) {
+        let id = self.member_id(conn);
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let r = inner.rooms.entry(room.to_string()).or_default();
+        let joined = r.local.insert(conn, outbox.clone()).is_none();
+        r.members.insert(id.clone(), Member { user: user.map(str::to_string), state: state.clone(), expires: None });
+        if joined {
+            let members: Vec<Value> = r.members.iter().map(|(id, m)| member_json(id, m)).collect();
+            outbox.push(Outgoing::Text(json!({"type": "presence", "room": room, "event": "state", "members": members}).to_string()));
+        }
+        let joins = json!([{ "id": id, "user": user, "state": state }]);
+        notify_local(r, Some(conn), &json!({"type": "presence", "room": room, "event": "diff", "joins": joins, "leaves": []}));
+        queue(&mut inner.outbound, json!({"t": "join", "room": room, "id": id, "user": user, "state": state}));
+    }
+
+    pub fn leave(&self, conn: ConnId, room: &str) {
+        let id = self.member_id(conn);
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let Some(r) = inner.rooms.get_mut(room) else { return };
+        if r.local.remove(&conn).is_none() {
+            return;
+        }
+        r.members.remove(&id);
+        notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}));
+        if r.members.is_empty() && r.local.is_empty() {
+            inner.rooms.remove(room);
+        }
+        queue(&mut inner.outbound, json!({"t": "leave", "room": room, "id": id}));
+    }
+
+    /// Sends an event to every other member of a room `conn` has joined.
+    pub fn broadcast(&self, conn: ConnId, room: &str, user: Option<&str>, event: &str, payload: Value) -> bool {
+        let id = self.member_id(conn);
+        let Ok(mut inner) = self.inner.lock() else { return false };
+        let Some(r) = inner.rooms.get(room) else { return false };
+        if !r.local.contains_key(&conn) {
+            return false;
+        }
+        let frame = json!({"type": "broadcast", "room": room, "event": event, "payload": payload, "from": {"id": id, "user": user}});
+        notify_local(r, Some(conn), &frame);
+        queue(&mut inner.outbound, json!({"t": "broadcast", "room": room, "id": id, "user": user, "event": event, "payload": payload}));
+        true
+    }
+
+    /// Called every flush interval: applies what other bridges sent, expires silent
+    /// remote members, re-announces local ones when `announce`, and returns the NOTIFY
+    /// payloads to send now (at most `bus_max_bytes` in all).
+    pub fn tick(&self, announce: bool) -> Vec<String> {
+        let received = self.inbound.take();
+        let Ok(mut inner) = self.inner.lock() else { return Vec::new() };
+        for payload in received {
+            self.receive(&mut inner, &payload);
+        }
+        let now = Instant::now();
+        for (room, r) in inner.rooms.iter_mut() {
+            let expired: Vec<String> = r.members.iter().filter(|(_, m)| m.expires.is_some_and(|e| e < now)).map(|(id, _)| id.clone()).collect();
+            if !expired.is_empty() {
+                for id in &expired {
+                    r.members.remove(id);
+                }
+                notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": expired}));
+            }
+        }
+        inner.rooms.retain(|_, r| !r.members.is_empty() || !r.local.is_empty());
+        if announce {
+            let mine: Vec<Value> = inner
+                .rooms
+                .iter()
+                .flat_map(|(room, r)| {
+                    r.members.iter().filter(|(_, m)| m.expires.is_none()).map(move |(id, m)| {
+                        json!({"t": "join", "room": room, "id": id, "user": m.user, "state": m.state})
+                    })
+                })
+                .collect();
+            for event in mine {
+                queue(&mut inner.outbound, event);
+            }
+        }
+        let mut payloads = Vec::new();
+        let mut batch: Vec<Value> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut total = 0;
+        while let Some(event) = inner.outbound.front() {
+            let size = event.to_string().len() + 1;
+            if size > NOTIFY_BYTES - 100 {
+                tracing::warn!(bytes = size, "presence event too large for the bus; not sent to other bridges");
+                inner.outbound.pop_front();
+                continue;
+            }
+            if total + size > self.max_bytes {
+                break; // the rest waits for the next flush
+            }
+            if batch_bytes + size > NOTIFY_BYTES - 100 {
+                payloads.push(json!({"bridge": self.bridge, "events": std::mem::take(&mut batch)}).to_string());
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            total += size;
+            if let Some(event) = inner.outbound.pop_front() {
+                batch.push(event);
+            }
+        }
+        if !batch.is_empty() {
+            payloads.push(json!({"bridge": self.bridge, "events": batch}).to_string());
+        }
+        payloads
+    }
+
+    fn receive(&self, inner: &mut Inner, payload: &str) {
+        let Ok(message) = serde_json::from_str::<Value>(payload) else { return };
+        if message["bridge"].as_str() == Some(self.bridge.as_str()) {
+            return;
+        }
+        let Some(events) = message["events"].as_array() else { return };
+        for event in events {
+            let (Some(room), Some(id)) = (event["room"].as_str(), event["id"].as_str()) else { continue };
+            let Some(r) = inner.rooms.get_mut(room) else { continue };
+            match event["t"].as_str() {
+                Some("join") => {
+                    let user = event["user"].as_str().map(str::to_string);
+                    let state = event["state"].clone();
+                    let changed = r.members.get(id).is_none_or(|m| m.state != state || m.user != user);
+                    r.members.insert(id.to_string(), Member { user: user.clone(), state: state.clone(), expires: Some(Instant::now() + self.timeout) });
+                    if changed {
+                        notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [{"id": id, "user": user, "state": state}], "leaves": []}));
+                    }
+                }
+                Some("leave") if r.members.remove(id).is_some() => {
+                    notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}));
+                }
+                Some("broadcast") => {
+                    let frame = json!({"type": "broadcast", "room": room, "event": event["event"], "payload": event["payload"], "from": {"id": id, "user": event["user"]}});
+                    notify_local(r, None, &frame);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn member_json(id: &str, m: &Member) -> Value {
+    json!({"id": id, "user": m.user, "state": m.state})
+}
+
+fn notify_local(room: &Room, except: Option<ConnId>, frame: &Value) {
+    let text = frame.to_string();
+    for (conn, outbox) in &room.local {
+        if Some(*conn) != except {
+            outbox.push(Outgoing::Text(text.clone()));
+        }
+    }
+}
+
+/// Queues an event for the bus, replacing a waiting one of the same sender, room and kind.
+fn queue(outbound: &mut VecDeque<Value>, event: Value) {
+    let same = |e: &Value| e["t"] == event["t"] && e["room"] == event["room"] && e["id"] == event["id"] && e["event"] == event["event"];
+    if let Some(waiting) = outbound.iter_mut().find(|e| same(e)) {
+        *waiting = event;
+    } else {
+        outbound.push_back(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(outbox: &Outbox) -> Vec<Value> {
+        outbox.drain().into_iter().map(|o| match o { Outgoing::Text(t) => serde_json::from_str(&t).unwrap(), other => panic!("{other:?}") }).collect()
+    }
+
+    #[test]
+    fn two_bridges_see_each_others_members_and_typing_coalesces() {
+        let a = Presence::new("a".into(), Duration::from_secs(30), 64 * 1024);
+        let b = Presence::new("b".into(), Duration::from_secs(30), 64 * 1024);
+        let (alice, bob) = (Arc::new(Outbox::new(100)), Arc::new(Outbox::new(100)));
+        a.join(1, &alice, "room", Some("alice"), json!({"cursor": 1}));
+        b.join(1, &bob, "room", Some("bob"), json!({}));
+        texts(&alice);
+        texts(&bob);
+        for i in 0..100 {
+            assert!(a.broadcast(1, "room", Some("alice"), "typing", json!({"n": i})));
+        }
+        let payloads = a.tick(false);
+        assert_eq!(payloads.len(), 1, "a hundred keystrokes, one notification");
+        b.inbound().push(payloads[0].clone());
+        b.tick(false);
+        let frames = texts(&bob);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0]["joins"][0]["user"], json!("alice"));
+        assert_eq!(frames[1]["payload"], json!({"n": 99}));
+        a.leave(1, "room");
+        b.inbound().push(a.tick(false).remove(0));
+        b.tick(false);
+        assert_eq!(texts(&bob)[0]["leaves"], json!(["a/1"]));
+    }
+
+    #[test]
+    fn broadcast_needs_membership() {
+        let p = Presence::new("a".into(), Duration::from_secs(30), 1024);
+        assert!(!p.broadcast(1, "room", None, "typing", Value::Null));
+    }
+}

@@ -1,0 +1,117 @@
+//! The WebSocket protocol, version 1 (docs/protocol.md): JSON text frames. Requests carry
+//! a `ref` that replies echo; pushes carry none.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a client sends. Anything else is answered with an `unknown_type` error.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// A fresh token, before the current one expires.
+    Auth {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        token: String,
+    },
+    /// Follow record keys (`table:id`) and scope keys (`table?column=value`); with a cursor,
+    /// first receive every change missed since it.
+    Subscribe {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        keys: Vec<String>,
+        cursor: Option<i64>,
+    },
+    Unsubscribe {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        keys: Vec<String>,
+    },
+    /// Read records and scopes as the user.
+    Fetch {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        keys: Vec<String>,
+    },
+    /// Apply a transaction as the user.
+    Write {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        tx: Value,
+    },
+    Presence {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        action: PresenceAction,
+        room: String,
+        #[serde(default)]
+        state: Value,
+    },
+    Broadcast {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+        room: String,
+        event: String,
+        #[serde(default)]
+        payload: Value,
+    },
+    Ping {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAction {
+    Join,
+    Update,
+    Leave,
+}
+
+impl ClientMessage {
+    pub fn reference(&self) -> Option<&Value> {
+        match self {
+            ClientMessage::Auth { reference, .. }
+            | ClientMessage::Subscribe { reference, .. }
+            | ClientMessage::Unsubscribe { reference, .. }
+            | ClientMessage::Fetch { reference, .. }
+            | ClientMessage::Write { reference, .. }
+            | ClientMessage::Presence { reference, .. }
+            | ClientMessage::Broadcast { reference, .. }
+            | ClientMessage::Ping { reference } => reference.as_ref(),
+        }
+    }
+}
+
+/// A change pushed to a subscriber: ids only; the client fetches the row as itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChangeFrame {
+    pub table: String,
+    pub id: Option<String>,
+    pub version: Option<i64>,
+    pub kind: String,
+    pub cursor: i64,
+    /// The connection's subscription keys this change matched.
+    pub keys: Vec<String>,
+    /// When the change was written (seconds since the epoch), for the latency metric.
+    #[serde(skip)]
+    pub at: f64,
+}
+
+/// An error reply or push: a stable code (docs/errors.md), a message for people, and
+/// whether retrying the same request later may succeed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub temporary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}

@@ -1,0 +1,133 @@
+//! The bridge as a library: `app(state)` is the HTTP/WebSocket router (tests call it
+//! without a socket), `run(listener, config, shutdown)` serves it with the feed and the
+//! presence bus until `shutdown` resolves, then drains connections.
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::router::Router;
+use crate::{feed, http};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+pub struct AppState {
+    pub config: Config,
+    pub pool: Pool,
+    pub verifier: Verifier,
+    pub router: Router,
+    pub presence: Presence,
+    pub metrics: Metrics,
+    /// The cursor of the last change routed.
+    pub position: AtomicI64,
+    pub feed_started: AtomicBool,
+    pub feed_ready: AtomicBool,
+    pub shutdown: watch::Receiver<bool>,
+    /// One clone per open connection; its count tells shutdown when all are gone.
+    pub connections: Arc<()>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Result<AppState, String> {
+        let pg: tokio_postgres::Config = config.database_url.0.parse().map_err(|e| format!("database_url: {e}"))?;
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(|e| format!("database pool: {e}"))?;
+        let bridge = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+        Ok(AppState {
+            verifier: Verifier::new(&config)?,
+            presence: Presence::new(bridge_id(&bridge), config.presence_timeout, config.bus_max_bytes),
+            pool,
+            router: Router::default(),
+            metrics: Metrics::default(),
+            position: AtomicI64::new(0),
+            feed_started: AtomicBool::new(false),
+            feed_ready: AtomicBool::new(false),
+            shutdown,
+            connections: Arc::new(()),
+            started: Instant::now(),
+            config,
+        })
+    }
+}
+
+fn bridge_id(seed: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{seed}-{nanos:x}")
+}
+
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    http::routes(state)
+}
+
+/// Serves until `shutdown` resolves; then tells every connection to go (close 1001),
+/// waits up to `shutdown_grace` for them, and stops the feed.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(AppState::new(config, stop_rx.clone())?);
+    let feed = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
+    let bus = tokio::spawn(publish_presence(state.clone(), stop_rx.clone()));
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%address, "rowsync-bridge listening");
+    let mut stopped = stop_rx.clone();
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    tracing::info!("shutting down: closing connections");
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + state.config.shutdown_grace;
+    while Arc::strong_count(&state.connections) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = feed.await;
+    let _ = bus.await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Sends this bridge's presence and broadcast events to the others, batched.
+async fn publish_presence(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.bus_flush);
+    let announce_every = (state.config.presence_timeout.as_millis() / 3 / state.config.bus_flush.as_millis().max(1)).max(1) as u64;
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        ticks += 1;
+        let payloads = state.presence.tick(ticks.is_multiple_of(announce_every));
+        if payloads.is_empty() {
+            continue;
+        }
+        let client = match state.pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "presence not sent to other bridges: no database connection");
+                continue;
+            }
+        };
+        for payload in payloads {
+            match client.execute("SELECT pg_notify('rowsync_bus', $1)", &[&payload]).await {
+                Ok(_) => Metrics::add(&state.metrics.bus_messages, 1),
+                Err(error) => tracing::warn!(%error, "presence not sent to other bridges"),
+            }
+        }
+    }
+}

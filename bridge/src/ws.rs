@@ -1,0 +1,501 @@
+//! `/v1/ws`: one task per connection, reading the client's requests, writing its queue,
+//! keeping the heartbeat and the token's expiry. docs/protocol.md describes the frames.
+
+use crate::auth::{self, Claims};
+use crate::db;
+use crate::errors::{self, Error};
+use crate::keys::Key;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Outgoing};
+use crate::protocol::{ChangeFrame, ClientMessage, PresenceAction, PROTOCOL_VERSION};
+use crate::router::ConnId;
+use crate::server::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Close codes (docs/protocol.md). 4000–4099: fix something before reconnecting;
+/// 4100–4199: reconnect (with backoff, a fresh token, or from the last cursor).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const BAD_REQUEST: u16 = 4000;
+    pub const UNAUTHORIZED: u16 = 4001;
+    pub const TOKEN_EXPIRED: u16 = 4100;
+    pub const SLOW: u16 = 4101;
+    pub const RATE_LIMITED: u16 = 4102;
+    pub const HEARTBEAT_TIMEOUT: u16 = 4103;
+}
+
+struct Conn {
+    id: ConnId,
+    state: Arc<AppState>,
+    claims: Claims,
+    outbox: Arc<Outbox>,
+    subscriptions: HashSet<String>,
+    /// Keys this connection may use as presence rooms: those it was authorized to follow.
+    authorized: HashSet<String>,
+    rooms: HashSet<String>,
+    bucket: TokenBucket,
+    last_heard: Instant,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+/// Serves one connection until it closes. `claims` is `Err` when the token was refused:
+/// the client is told why, in a close code it can act on.
+pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, claims: Result<Claims, Error>) {
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err(error) => {
+            let code = if error.kind == errors::TOKEN_EXPIRED { close::TOKEN_EXPIRED } else { close::UNAUTHORIZED };
+            let _ = send_error(&mut socket, None, &error).await;
+            let _ = close_with(&mut socket, code, &error.body.message).await;
+            return;
+        }
+    };
+    let _alive = state.connections.clone();
+    let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
+    let id = state.router.connect(outbox.clone());
+    let mut conn = Conn {
+        id,
+        bucket: TokenBucket::new(state.config.messages_per_second),
+        state,
+        claims,
+        outbox,
+        subscriptions: HashSet::new(),
+        authorized: HashSet::new(),
+        rooms: HashSet::new(),
+        last_heard: Instant::now(),
+    };
+    let welcome = json!({
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "user": conn.claims.sub,
+        "role": conn.claims.role,
+        "heartbeat_ms": conn.state.config.heartbeat.as_millis() as u64,
+        "limits": {
+            "max_frame_bytes": conn.state.config.max_frame_bytes,
+            "max_subscriptions": conn.state.config.max_subscriptions,
+            "messages_per_second": conn.state.config.messages_per_second,
+        },
+    });
+    let outcome = match send_text(&mut socket, welcome.to_string()).await {
+        Ok(()) => conn.run(&mut socket).await,
+        Err(_) => None,
+    };
+    if let Some((code, reason)) = outcome {
+        let _ = close_with(&mut socket, code, &reason).await;
+    }
+    conn.state.router.disconnect(conn.id, conn.subscriptions.iter());
+    for room in &conn.rooms {
+        conn.state.presence.leave(conn.id, room);
+    }
+}
+
+impl Conn {
+    /// Returns the close to send, or `None` when the client went away.
+    async fn run(&mut self, socket: &mut WebSocket) -> Option<(u16, String)> {
+        let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
+        heartbeat.tick().await;
+        let mut shutdown = self.state.shutdown.clone();
+        loop {
+            let expiry = self.expiry();
+            tokio::select! {
+                message = socket.recv() => {
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, conn = self.id, "websocket read failed");
+                            return None;
+                        }
+                        None => return None,
+                    };
+                    self.last_heard = Instant::now();
+                    let flow = match message {
+                        Message::Text(text) => self.on_text(socket, text.as_str()).await,
+                        Message::Binary(_) => {
+                            self.reply_error(socket, None, Error::new(errors::BAD_MESSAGE, "frames are JSON text, not binary")).await
+                        }
+                        Message::Close(_) => return None,
+                        Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+                    };
+                    if let Flow::Close(code, reason) = flow {
+                        return Some((code, reason));
+                    }
+                }
+                _ = self.outbox.ready() => {
+                    if let Flow::Close(code, reason) = self.flush(socket).await {
+                        return Some((code, reason));
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_heard.elapsed() > self.state.config.client_timeout {
+                        return Some((close::HEARTBEAT_TIMEOUT, "no frame from the client within client_timeout".into()));
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
+                }
+                _ = tokio::time::sleep(expiry) => {
+                    let error = Error::new(errors::TOKEN_EXPIRED, "the token has expired: reconnect with a fresh one");
+                    let _ = send_error(socket, None, &error).await;
+                    return Some((close::TOKEN_EXPIRED, "token expired".into()));
+                }
+                _ = shutdown.changed() => {
+                    return Some((close::GOING_AWAY, "server shutting down: reconnect".into()));
+                }
+            }
+        }
+    }
+
+    fn expiry(&self) -> Duration {
+        match self.claims.exp {
+            Some(exp) => Duration::from_secs(exp.saturating_sub(auth::now())),
+            None => Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+
+    /// Sends everything queued for this connection.
+    async fn flush(&mut self, socket: &mut WebSocket) -> Flow {
+        if self.outbox.overflowed() {
+            Metrics::add(&self.state.metrics.slow_closes, 1);
+            return Flow::Close(close::SLOW, "too far behind: reconnect and resume from your last cursor".into());
+        }
+        for frame in self.outbox.drain() {
+            let text = match &frame {
+                Outgoing::Change(change) => {
+                    let seconds = unix_seconds() - change.at;
+                    self.state.metrics.observe_latency(seconds.max(0.0));
+                    change_json(change)
+                }
+                Outgoing::Text(text) => text.clone(),
+            };
+            if send_text(socket, text).await.is_err() {
+                return Flow::Close(close::GOING_AWAY, String::new());
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        Metrics::add(&self.state.metrics.messages_received, 1);
+        if !self.bucket.take() {
+            if self.bucket.flooding() {
+                return Flow::Close(close::RATE_LIMITED, "far over messages_per_second".into());
+            }
+            return self.reply_error(socket, None, Error::new(errors::RATE_LIMITED, "too many messages: slow down")).await;
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return self.reply_error(socket, None, Error::new(errors::BAD_JSON, format!("malformed JSON: {e}"))).await,
+        };
+        let reference = value.get("ref").cloned();
+        const TYPES: [&str; 8] = ["auth", "subscribe", "unsubscribe", "fetch", "write", "presence", "broadcast", "ping"];
+        match value.get("type").and_then(Value::as_str) {
+            Some(t) if TYPES.contains(&t) => {}
+            Some(t) => {
+                let t: String = t.chars().take(40).collect();
+                return self.reply_error(socket, reference.as_ref(), Error::new(errors::UNKNOWN_TYPE, format!("unknown message type {t:?}"))).await;
+            }
+            None => return self.reply_error(socket, reference.as_ref(), Error::new(errors::BAD_MESSAGE, "a message needs a string \"type\"")).await,
+        }
+        let message: ClientMessage = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => return self.reply_error(socket, reference.as_ref(), Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))).await,
+        };
+        let reference = message.reference().cloned();
+        let result = match message {
+            ClientMessage::Ping { .. } => Ok(json!({"type": "pong"})),
+            ClientMessage::Auth { token, .. } => self.reauthenticate(&token),
+            ClientMessage::Subscribe { keys, cursor, .. } => self.subscribe(socket, keys, cursor).await,
+            ClientMessage::Unsubscribe { keys, .. } => {
+                for key in &keys {
+                    if self.subscriptions.remove(key) {
+                        self.state.router.unsubscribe(self.id, key);
+                    }
+                }
+                Ok(json!({"type": "ack", "keys": keys}))
+            }
+            ClientMessage::Fetch { keys, .. } => self.fetch(keys).await,
+            ClientMessage::Write { tx, .. } => db::apply(&self.state.pool, &self.claims, &tx)
+                .await
+                .map(|result| json!({"type": "ack", "result": result})),
+            ClientMessage::Presence { action, room, state, .. } => self.presence(action, room, state).await,
+            ClientMessage::Broadcast { room, event, payload, .. } => {
+                if self.state.presence.broadcast(self.id, &room, self.claims.sub.as_deref(), &event, payload) {
+                    Ok(json!({"type": "ack"}))
+                } else {
+                    Err(Error::new(errors::NOT_JOINED, format!("join room {room:?} (presence) before broadcasting to it")))
+                }
+            }
+        };
+        match result {
+            Ok(mut reply) => {
+                if let Some(r) = reference {
+                    reply["ref"] = r;
+                }
+                match send_text(socket, reply.to_string()).await {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
+                }
+            }
+            Err(error) => self.reply_error(socket, reference.as_ref(), error).await,
+        }
+    }
+
+    async fn reply_error(&self, socket: &mut WebSocket, reference: Option<&Value>, error: Error) -> Flow {
+        self.state.metrics.error(error.body.code);
+        match send_error(socket, reference, &error).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
+        }
+    }
+
+    fn reauthenticate(&mut self, token: &str) -> Result<Value, Error> {
+        let claims = self.state.verifier.verify(token)?;
+        if claims.sub != self.claims.sub || claims.role != self.claims.role {
+            return Err(Error::new(errors::UNAUTHORIZED, "a refreshed token must be for the same user and role"));
+        }
+        self.claims = claims;
+        Ok(json!({"type": "ack", "exp": self.claims.exp}))
+    }
+
+    /// Checks that the user may follow each key: a record it can read, a scope whose
+    /// parent it can read (rowsync.scope_visible).
+    async fn authorize(&mut self, keys: &[String]) -> Result<(), Error> {
+        let mut records = Vec::new();
+        for text in keys {
+            if self.authorized.contains(text) {
+                continue;
+            }
+            match Key::parse(text)? {
+                Key::Record { table, id } => records.push((text.clone(), table, id)),
+                Key::Scope { table, column, value } => {
+                    if !db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value).await? {
+                        return Err(Error::new(errors::NOT_FOUND, format!("scope {text:?} not found or not visible")));
+                    }
+                    self.authorized.insert(text.clone());
+                }
+            }
+        }
+        if !records.is_empty() {
+            let pointers: Vec<Value> = records.iter().map(|(_, t, id)| json!({"table": t, "id": id})).collect();
+            let found = db::get(&self.state.pool, &self.claims, &Value::Array(pointers)).await?;
+            for (i, (text, _, _)) in records.iter().enumerate() {
+                if found["rows"][i]["row"].is_null() {
+                    return Err(Error::new(errors::NOT_FOUND, format!("record {text:?} not found or not visible")));
+                }
+                self.authorized.insert(text.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, socket: &mut WebSocket, keys: Vec<String>, cursor: Option<i64>) -> Result<Value, Error> {
+        let new: Vec<String> = keys.iter().filter(|k| !self.subscriptions.contains(*k)).cloned().collect();
+        if self.subscriptions.len() + new.len() > self.state.config.max_subscriptions {
+            return Err(Error::new(errors::TOO_MANY_SUBSCRIPTIONS, format!("at most {} subscriptions per connection", self.state.config.max_subscriptions)));
+        }
+        self.authorize(&new).await?;
+        for key in &new {
+            self.state.router.subscribe(self.id, key);
+            self.subscriptions.insert(key.clone());
+        }
+        // The position first, then the queue: every change up to it is queued by now, so
+        // a client that resumes from the acknowledged cursor misses nothing.
+        let position = self.state.position.load(Ordering::SeqCst);
+        let mut sent = HashSet::new();
+        if let Some(cursor) = cursor {
+            sent = self.catch_up(socket, cursor, &keys).await?;
+        }
+        for frame in self.outbox.drain() {
+            if let Outgoing::Change(change) = &frame {
+                if sent.contains(&change.cursor) {
+                    continue;
+                }
+            }
+            let text = match frame {
+                Outgoing::Change(change) => change_json(&change),
+                Outgoing::Text(text) => text,
+            };
+            send_text(socket, text).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+        }
+        Ok(json!({"type": "ack", "keys": keys, "cursor": position}))
+    }
+
+    /// Sends every change after `cursor` that concerns `keys`, in feed order, and returns
+    /// their cursors. A cursor the log no longer holds gets a `resync` for those keys.
+    async fn catch_up(&mut self, socket: &mut WebSocket, cursor: i64, keys: &[String]) -> Result<HashSet<i64>, Error> {
+        let wanted: HashSet<&String> = keys.iter().collect();
+        let client = self.state.pool.get().await?;
+        let read = client
+            .prepare_cached("SELECT cursor, tbl, row_id, version, kind, old_scopes, new_scopes FROM rowsync.read_changes($1, $2)")
+            .await?;
+        let mut sent = HashSet::new();
+        let mut after = cursor;
+        loop {
+            let rows = match client.query(&read, &[&after, &self.state.config.feed_batch]).await {
+                Ok(rows) => rows,
+                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
+                    let frame = json!({"type": "resync", "keys": keys, "reason": "cursor_gone"});
+                    send_text(socket, frame.to_string()).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                    return Ok(sent);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for row in &rows {
+                let change = crate::router::FeedChange {
+                    cursor: row.get(0),
+                    table: row.get(1),
+                    row_id: row.get(2),
+                    version: row.get(3),
+                    kind: row.get(4),
+                    old_scopes: row.get::<_, Option<Value>>(5).and_then(|v| v.as_object().cloned()),
+                    new_scopes: row.get::<_, Option<Value>>(6).and_then(|v| v.as_object().cloned()),
+                    at: 0.0,
+                };
+                after = change.cursor;
+                let matched: Vec<String> = change.keys().into_iter().filter(|k| wanted.contains(k)).collect();
+                if matched.is_empty() {
+                    continue;
+                }
+                let frame = ChangeFrame {
+                    table: change.table,
+                    id: change.row_id,
+                    version: change.version,
+                    kind: change.kind,
+                    cursor: change.cursor,
+                    keys: matched,
+                    at: 0.0,
+                };
+                send_text(socket, change_json(&frame)).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                sent.insert(frame.cursor);
+            }
+            if rows.len() < self.state.config.feed_batch as usize {
+                return Ok(sent);
+            }
+        }
+    }
+
+    async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
+        if keys.len() > self.state.config.max_fetch_keys {
+            return Err(Error::new(errors::BAD_MESSAGE, format!("at most {} keys per fetch", self.state.config.max_fetch_keys)));
+        }
+        let position = self.state.position.load(Ordering::SeqCst);
+        let mut pointers = Vec::new();
+        let mut scopes = Vec::new();
+        for text in &keys {
+            match Key::parse(text)? {
+                Key::Record { table, id } => pointers.push(json!({"table": table, "id": id})),
+                Key::Scope { table, column, value } => {
+                    let rows = db::list(&self.state.pool, &self.claims, &table, &column, &value, 1000).await?;
+                    scopes.push(json!({"key": text, "rows": rows}));
+                }
+            }
+        }
+        let records = if pointers.is_empty() {
+            json!([])
+        } else {
+            db::get(&self.state.pool, &self.claims, &Value::Array(pointers)).await?["rows"].take()
+        };
+        Ok(json!({"type": "records", "records": records, "scopes": scopes, "cursor": position}))
+    }
+
+    async fn presence(&mut self, action: PresenceAction, room: String, state: Value) -> Result<Value, Error> {
+        match action {
+            PresenceAction::Leave => {
+                if self.rooms.remove(&room) {
+                    self.state.presence.leave(self.id, &room);
+                }
+            }
+            PresenceAction::Join | PresenceAction::Update => {
+                let size = state.to_string().len();
+                if size > self.state.config.max_presence_state_bytes {
+                    return Err(Error::new(errors::STATE_TOO_LARGE, format!("presence state is {size} bytes, the limit is {}", self.state.config.max_presence_state_bytes)));
+                }
+                if !self.rooms.contains(&room) {
+                    if self.rooms.len() >= self.state.config.max_rooms {
+                        return Err(Error::new(errors::TOO_MANY_ROOMS, format!("at most {} rooms per connection", self.state.config.max_rooms)));
+                    }
+                    if action == PresenceAction::Update {
+                        return Err(Error::new(errors::NOT_JOINED, format!("join room {room:?} before updating")));
+                    }
+                    self.authorize(std::slice::from_ref(&room)).await?;
+                    self.rooms.insert(room.clone());
+                }
+                self.state.presence.join(self.id, &self.outbox, &room, self.claims.sub.as_deref(), state);
+            }
+        }
+        Ok(json!({"type": "ack", "room": room}))
+    }
+}
+
+fn change_json(change: &ChangeFrame) -> String {
+    let mut value = serde_json::to_value(change).unwrap_or(Value::Null);
+    value["type"] = json!("change");
+    value.to_string()
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), axum::Error> {
+    socket.send(Message::Text(Utf8Bytes::from(text))).await
+}
+
+async fn send_error(socket: &mut WebSocket, reference: Option<&Value>, error: &Error) -> Result<(), axum::Error> {
+    let mut frame = json!({"type": "error", "error": error.body});
+    if let Some(r) = reference {
+        frame["ref"] = r.clone();
+    }
+    send_text(socket, frame.to_string()).await
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
+    // A close reason is at most 123 bytes.
+    let reason: String = reason.chars().take(100).collect();
+    socket.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await
+}
+
+/// Allows `rate` messages a second, in bursts of up to `rate`.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    refused: u32,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> TokenBucket {
+        TokenBucket { rate: rate as f64, tokens: rate as f64, refused: 0, last: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// A client that keeps sending after being refused a second's worth of messages.
+    fn flooding(&self) -> bool {
+        self.refused as f64 > self.rate
+    }
+}
