@@ -247,7 +247,10 @@ async fn falling_asleep_never_loses_a_change() {
         .unwrap();
     // The listener's last poll finds nothing; it falls asleep.
     assert!(read_all(&listener, start).await.is_empty());
-    listener.execute("SELECT rowsync.listener_sleep('l')", &[]).await.unwrap();
+    listener
+        .execute("SELECT rowsync.listener_sleep('l')", &[])
+        .await
+        .unwrap();
     let watermark: String = listener
         .query_one("SELECT rowsync.listener_watermark()::text", &[])
         .await

@@ -61,7 +61,9 @@ impl Verifier {
         let data = decode::<Value>(token, &self.key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
-                ErrorKind::ExpiredSignature => Error::new(errors::TOKEN_EXPIRED, "the token has expired"),
+                ErrorKind::ExpiredSignature => {
+                    Error::new(errors::TOKEN_EXPIRED, "the token has expired")
+                }
                 _ => Error::new(errors::UNAUTHORIZED, format!("invalid token: {e}")),
             }
         })?;
@@ -69,7 +71,12 @@ impl Verifier {
         let role = match raw.get("role") {
             None => self.default_role.clone(),
             Some(Value::String(r)) if is_role_name(r) => r.clone(),
-            Some(_) => return Err(Error::new(errors::UNAUTHORIZED, "invalid token: bad role claim")),
+            Some(_) => {
+                return Err(Error::new(
+                    errors::UNAUTHORIZED,
+                    "invalid token: bad role claim",
+                ))
+            }
         };
         Ok(Claims {
             sub: raw.get("sub").and_then(Value::as_str).map(str::to_string),

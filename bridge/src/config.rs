@@ -106,12 +106,34 @@ impl Default for Config {
 
 /// Every key, in the order docs/configuration.md gives them.
 pub const KEYS: &[&str] = &[
-    "listen", "database_url", "pool_size", "jwt_algorithm", "jwt_secret", "jwt_public_key",
-    "jwt_audience", "default_role", "anon_role", "allowed_origins", "static_dir",
-    "max_frame_bytes", "max_subscriptions", "max_rooms", "max_fetch_keys",
-    "max_presence_state_bytes", "messages_per_second", "send_queue_frames", "heartbeat_ms",
-    "client_timeout_ms", "presence_timeout_ms", "feed_poll_ms", "feed_idle_ms",
-    "feed_safety_poll_ms", "feed_batch", "prune_interval_ms", "bus_flush_ms", "bus_max_bytes",
+    "listen",
+    "database_url",
+    "pool_size",
+    "jwt_algorithm",
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_audience",
+    "default_role",
+    "anon_role",
+    "allowed_origins",
+    "static_dir",
+    "max_frame_bytes",
+    "max_subscriptions",
+    "max_rooms",
+    "max_fetch_keys",
+    "max_presence_state_bytes",
+    "messages_per_second",
+    "send_queue_frames",
+    "heartbeat_ms",
+    "client_timeout_ms",
+    "presence_timeout_ms",
+    "feed_poll_ms",
+    "feed_idle_ms",
+    "feed_safety_poll_ms",
+    "feed_batch",
+    "prune_interval_ms",
+    "bus_flush_ms",
+    "bus_max_bytes",
     "shutdown_grace_ms",
 ];
 
@@ -123,8 +145,8 @@ impl Config {
     ) -> Result<Config, String> {
         let mut config = Config::default();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             for (key, value) in table {
@@ -132,21 +154,31 @@ impl Config {
                     toml::Value::String(s) => s,
                     toml::Value::Array(items) => items
                         .iter()
-                        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     other => other.to_string(),
                 };
-                config.set(&key, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+                config
+                    .set(&key, &text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("ROWSYNC_") else { continue };
+            let Some(key) = name.strip_prefix("ROWSYNC_") else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
             if key == "config" || key == "log" {
                 continue;
             }
-            config.set(&key, &value).map_err(|e| format!("{name}: {e}"))?;
+            config
+                .set(&key, &value)
+                .map_err(|e| format!("{name}: {e}"))?;
         }
         config.validate()?;
         Ok(config)
@@ -154,14 +186,22 @@ impl Config {
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-            value.trim().parse().map_err(|_| format!("not a number: {value:?}"))
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("not a number: {value:?}"))
         }
         fn ms(value: &str) -> Result<Duration, String> {
             num::<u64>(value).map(Duration::from_millis)
         }
         let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
         match key {
-            "listen" => self.listen = value.trim().parse().map_err(|_| format!("not an address: {value:?}"))?,
+            "listen" => {
+                self.listen = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("not an address: {value:?}"))?
+            }
             "database_url" => self.database_url = Secret(value.to_string()),
             "pool_size" => self.pool_size = num(value)?,
             "jwt_algorithm" => {
@@ -247,7 +287,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -260,28 +303,51 @@ mod tests {
         std::fs::write(&file, "listen = \"0.0.0.0:9000\"\nmax_rooms = 4\nallowed_origins = [\"https://a.example\", \"https://b.example/\"]\n").unwrap();
         let config = Config::load(
             Some(&file),
-            env(&[("ROWSYNC_DATABASE_URL", "host=x"), ("ROWSYNC_JWT_SECRET", SECRET), ("ROWSYNC_MAX_ROOMS", "7"), ("OTHER", "1")]),
+            env(&[
+                ("ROWSYNC_DATABASE_URL", "host=x"),
+                ("ROWSYNC_JWT_SECRET", SECRET),
+                ("ROWSYNC_MAX_ROOMS", "7"),
+                ("OTHER", "1"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.max_rooms, 7);
-        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
         assert_eq!(format!("{:?}", config.jwt_secret), "(secret)");
     }
 
     #[test]
     fn refuses_unknown_keys_bad_numbers_and_weak_secrets() {
-        let base = [("ROWSYNC_DATABASE_URL", "host=x"), ("ROWSYNC_JWT_SECRET", SECRET)];
+        let base = [
+            ("ROWSYNC_DATABASE_URL", "host=x"),
+            ("ROWSYNC_JWT_SECRET", SECRET),
+        ];
         let with = |extra: (&str, &str)| {
             let mut pairs = base.to_vec();
             pairs.push(extra);
             Config::load(None, env(&pairs))
         };
-        assert!(with(("ROWSYNC_MAX_FRAM_BYTES", "1")).unwrap_err().contains("unknown key"));
-        assert!(with(("ROWSYNC_MAX_ROOMS", "many")).unwrap_err().contains("not a number"));
-        assert!(with(("ROWSYNC_MAX_ROOMS", "0")).unwrap_err().contains("positive"));
-        assert!(with(("ROWSYNC_JWT_SECRET", "short")).unwrap_err().contains("32 bytes"));
-        assert!(Config::load(None, env(&[("ROWSYNC_JWT_SECRET", SECRET)])).unwrap_err().contains("database_url"));
-        assert!(with(("ROWSYNC_JWT_ALGORITHM", "RS256")).unwrap_err().contains("PEM"));
+        assert!(with(("ROWSYNC_MAX_FRAM_BYTES", "1"))
+            .unwrap_err()
+            .contains("unknown key"));
+        assert!(with(("ROWSYNC_MAX_ROOMS", "many"))
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(with(("ROWSYNC_MAX_ROOMS", "0"))
+            .unwrap_err()
+            .contains("positive"));
+        assert!(with(("ROWSYNC_JWT_SECRET", "short"))
+            .unwrap_err()
+            .contains("32 bytes"));
+        assert!(Config::load(None, env(&[("ROWSYNC_JWT_SECRET", SECRET)]))
+            .unwrap_err()
+            .contains("database_url"));
+        assert!(with(("ROWSYNC_JWT_ALGORITHM", "RS256"))
+            .unwrap_err()
+            .contains("PEM"));
     }
 }

@@ -20,7 +20,8 @@ pub async fn as_user(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let context = tx.prepare_cached(SET_CONTEXT).await?;
-    tx.execute(&context, &[&claims.role, &claims.raw.to_string()]).await?;
+    tx.execute(&context, &[&claims.role, &claims.raw.to_string()])
+        .await?;
     let statement = tx.prepare_cached(sql).await?;
     let row = tx.query_one(&statement, params).await?;
     let value: Option<Value> = row.get(0);
@@ -36,11 +37,30 @@ pub async fn get(pool: &Pool, claims: &Claims, pointers: &Value) -> Result<Value
     as_user(pool, claims, "SELECT rowsync.get($1)", &[pointers]).await
 }
 
-pub async fn list(pool: &Pool, claims: &Claims, table: &str, column: &str, value: &str, max: i32) -> Result<Value, Error> {
-    as_user(pool, claims, "SELECT rowsync.list($1, $2, $3, $4)", &[&table, &column, &value, &max]).await
+pub async fn list(
+    pool: &Pool,
+    claims: &Claims,
+    table: &str,
+    column: &str,
+    value: &str,
+    max: i32,
+) -> Result<Value, Error> {
+    as_user(
+        pool,
+        claims,
+        "SELECT rowsync.list($1, $2, $3, $4)",
+        &[&table, &column, &value, &max],
+    )
+    .await
 }
 
-pub async fn scope_visible(pool: &Pool, claims: &Claims, table: &str, column: &str, value: &str) -> Result<bool, Error> {
+pub async fn scope_visible(
+    pool: &Pool,
+    claims: &Claims,
+    table: &str,
+    column: &str,
+    value: &str,
+) -> Result<bool, Error> {
     let visible = as_user(
         pool,
         claims,

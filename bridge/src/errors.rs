@@ -67,7 +67,9 @@ pub fn for_sqlstate(state: &str) -> Kind {
         "57014" => TIMEOUT,
         s if s.starts_with("23") => CONSTRAINT,
         s if s.starts_with("22") => INVALID_VALUE,
-        s if s.starts_with("08") || s.starts_with("57P") || s.starts_with("53") => DATABASE_UNAVAILABLE,
+        s if s.starts_with("08") || s.starts_with("57P") || s.starts_with("53") => {
+            DATABASE_UNAVAILABLE
+        }
         _ => INTERNAL,
     }
 }
@@ -98,12 +100,19 @@ impl Error {
     pub fn from_db(error: &tokio_postgres::Error) -> Error {
         let Some(db) = error.as_db_error() else {
             tracing::warn!(%error, "database unavailable");
-            return Error::new(DATABASE_UNAVAILABLE, "the database is unavailable; retry later");
+            return Error::new(
+                DATABASE_UNAVAILABLE,
+                "the database is unavailable; retry later",
+            );
         };
         let state = db.code().code();
         let kind = for_sqlstate(state);
         if kind == INTERNAL {
-            tracing::error!(sqlstate = state, message = db.message(), "unexpected database error");
+            tracing::error!(
+                sqlstate = state,
+                message = db.message(),
+                "unexpected database error"
+            );
             return Error::new(INTERNAL, "internal error");
         }
         let mut e = Error::new(kind, db.message());
@@ -126,7 +135,10 @@ impl From<deadpool_postgres::PoolError> for Error {
             deadpool_postgres::PoolError::Backend(e) => Error::from_db(&e),
             other => {
                 tracing::warn!(error = %other, "no database connection");
-                Error::new(DATABASE_UNAVAILABLE, "the database is unavailable; retry later")
+                Error::new(
+                    DATABASE_UNAVAILABLE,
+                    "the database is unavailable; retry later",
+                )
             }
         }
     }

@@ -54,7 +54,8 @@ async fn session(
     listener: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(&state.config.database_url.0, NoTls).await?;
+    let (client, mut connection) =
+        tokio_postgres::connect(&state.config.database_url.0, NoTls).await?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let (lost_tx, mut lost_rx) = mpsc::channel::<tokio_postgres::Error>(1);
     let bus = state.presence.inbound();
@@ -75,15 +76,23 @@ async fn session(
             }
         }
     });
-    client.batch_execute("LISTEN rowsync; LISTEN rowsync_bus").await?;
+    client
+        .batch_execute("LISTEN rowsync; LISTEN rowsync_bus")
+        .await?;
     let read = client.prepare(READ).await?;
     if !state.feed_started.swap(true, Ordering::SeqCst) {
         let head: i64 = client.query_one("SELECT rowsync.head()", &[]).await?.get(0);
         state.position.store(head, Ordering::SeqCst);
     }
-    client.execute("SELECT rowsync.listener_awake($1)", &[&listener]).await?;
+    client
+        .execute("SELECT rowsync.listener_awake($1)", &[&listener])
+        .await?;
     state.feed_ready.store(true, Ordering::SeqCst);
-    tracing::info!(listener, position = state.position.load(Ordering::SeqCst), "change feed connected");
+    tracing::info!(
+        listener,
+        position = state.position.load(Ordering::SeqCst),
+        "change feed connected"
+    );
 
     let mut awake = true;
     let mut last_change = Instant::now();
@@ -91,7 +100,9 @@ async fn session(
     let mut last_prune = Instant::now();
     loop {
         if *shutdown.borrow() {
-            let _ = client.execute("SELECT rowsync.listener_forget($1)", &[&listener]).await;
+            let _ = client
+                .execute("SELECT rowsync.listener_forget($1)", &[&listener])
+                .await;
             return Ok(());
         }
         if let Ok(error) = lost_rx.try_recv() {
@@ -101,14 +112,20 @@ async fn session(
         if read_count > 0 {
             last_change = Instant::now();
             if !awake {
-                client.execute("SELECT rowsync.listener_awake($1)", &[&listener]).await?;
+                client
+                    .execute("SELECT rowsync.listener_awake($1)", &[&listener])
+                    .await?;
                 awake = true;
                 last_refresh = Instant::now();
             }
             continue;
         }
         if last_refresh.elapsed() > REFRESH {
-            let call = if awake { "SELECT rowsync.listener_awake($1)" } else { "SELECT rowsync.listener_sleep($1)" };
+            let call = if awake {
+                "SELECT rowsync.listener_awake($1)"
+            } else {
+                "SELECT rowsync.listener_sleep($1)"
+            };
             client.execute(call, &[&listener]).await?;
             last_refresh = Instant::now();
         }
@@ -146,12 +163,16 @@ async fn session(
 /// Marks this listener asleep, then waits until every transaction that could have seen
 /// it awake (and so skipped its NOTIFY) has ended; the caller's next read sees them all.
 async fn fall_asleep(client: &Client, listener: &str) -> Result<(), tokio_postgres::Error> {
-    client.execute("SELECT rowsync.listener_sleep($1)", &[&listener]).await?;
+    client
+        .execute("SELECT rowsync.listener_sleep($1)", &[&listener])
+        .await?;
     let watermark: String = client
         .query_one("SELECT rowsync.listener_watermark()::text", &[])
         .await?
         .get(0);
-    let settled = client.prepare("SELECT rowsync.listener_settled($1::text::xid8)").await?;
+    let settled = client
+        .prepare("SELECT rowsync.listener_settled($1::text::xid8)")
+        .await?;
     let mut pause = Duration::from_micros(200);
     loop {
         let done: bool = client.query_one(&settled, &[&watermark]).await?.get(0);
@@ -164,17 +185,28 @@ async fn fall_asleep(client: &Client, listener: &str) -> Result<(), tokio_postgr
 }
 
 /// Reads and routes every readable change after the bridge's cursor.
-async fn drain(state: &Arc<AppState>, client: &Client, read: &Statement) -> Result<usize, tokio_postgres::Error> {
+async fn drain(
+    state: &Arc<AppState>,
+    client: &Client,
+    read: &Statement,
+) -> Result<usize, tokio_postgres::Error> {
     let mut total = 0;
     loop {
         let position = state.position.load(Ordering::SeqCst);
-        let rows = match client.query(read, &[&position, &state.config.feed_batch]).await {
+        let rows = match client
+            .query(read, &[&position, &state.config.feed_batch])
+            .await
+        {
             Ok(rows) => rows,
             Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
                 // This bridge was away longer than the log keeps changes: every
                 // subscriber reads its data again, and the feed goes on from the head.
                 let head: i64 = client.query_one("SELECT rowsync.head()", &[]).await?.get(0);
-                tracing::warn!(position, head, "cursor fell out of the change log; subscribers resync");
+                tracing::warn!(
+                    position,
+                    head,
+                    "cursor fell out of the change log; subscribers resync"
+                );
                 state.router.resync_where(|_| true, "cursor_gone");
                 state.position.store(head, Ordering::SeqCst);
                 continue;
@@ -188,8 +220,12 @@ async fn drain(state: &Arc<AppState>, client: &Client, read: &Statement) -> Resu
                 row_id: row.get(2),
                 version: row.get(3),
                 kind: row.get(4),
-                old_scopes: row.get::<_, Option<serde_json::Value>>(5).and_then(|v| v.as_object().cloned()),
-                new_scopes: row.get::<_, Option<serde_json::Value>>(6).and_then(|v| v.as_object().cloned()),
+                old_scopes: row
+                    .get::<_, Option<serde_json::Value>>(5)
+                    .and_then(|v| v.as_object().cloned()),
+                new_scopes: row
+                    .get::<_, Option<serde_json::Value>>(6)
+                    .and_then(|v| v.as_object().cloned()),
                 at: row.get(7),
             };
             state.router.route(&change);

@@ -43,7 +43,8 @@ pub fn routes(state: Arc<AppState>) -> axum::Router {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(json!({"error": self.body}))).into_response()
     }
 }
@@ -73,31 +74,58 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
         return true;
     };
     let origin = origin.trim_end_matches('/');
-    if state.config.allowed_origins.iter().any(|o| o == "*" || o == origin) {
+    if state
+        .config
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o == origin)
+    {
         return true;
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     origin == format!("http://{host}") || origin == format!("https://{host}")
 }
 
 fn parse_json(state: &AppState, body: &Bytes) -> Result<Value, Error> {
     if body.len() > state.config.max_frame_bytes {
-        return Err(Error::new(errors::FRAME_TOO_LARGE, format!("body over max_frame_bytes ({})", state.config.max_frame_bytes)));
+        return Err(Error::new(
+            errors::FRAME_TOO_LARGE,
+            format!(
+                "body over max_frame_bytes ({})",
+                state.config.max_frame_bytes
+            ),
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")))
 }
 
-async fn transactions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, Error> {
+async fn transactions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Error> {
     let claims = claims_from(&state, bearer(&headers))?;
     let tx = parse_json(&state, &body)?;
-    let result = db::apply(&state.pool, &claims, &tx).await.inspect_err(|e| state.metrics.error(e.body.code))?;
+    let result = db::apply(&state.pool, &claims, &tx)
+        .await
+        .inspect_err(|e| state.metrics.error(e.body.code))?;
     Ok(Json(result))
 }
 
-async fn records(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, Error> {
+async fn records(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Error> {
     let claims = claims_from(&state, bearer(&headers))?;
     let pointers = parse_json(&state, &body)?;
-    let result = db::get(&state.pool, &claims, &pointers).await.inspect_err(|e| state.metrics.error(e.body.code))?;
+    let result = db::get(&state.pool, &claims, &pointers)
+        .await
+        .inspect_err(|e| state.metrics.error(e.body.code))?;
     Ok(Json(result))
 }
 
@@ -108,9 +136,16 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&state, &headers) {
-        return Error::new(errors::FORBIDDEN_ORIGIN, "this origin may not open connections").into_response();
+        return Error::new(
+            errors::FORBIDDEN_ORIGIN,
+            "this origin may not open connections",
+        )
+        .into_response();
     }
-    let token = query.get("access_token").map(String::as_str).or_else(|| bearer(&headers));
+    let token = query
+        .get("access_token")
+        .map(String::as_str)
+        .or_else(|| bearer(&headers));
     let claims = claims_from(&state, token);
     let size = state.config.max_frame_bytes;
     upgrade
@@ -128,7 +163,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,
     };
-    let body = Json(json!({"status": if feed && pool { "ok" } else { "unavailable" }, "feed": feed, "database": pool}));
+    let body = Json(
+        json!({"status": if feed && pool { "ok" } else { "unavailable" }, "feed": feed, "database": pool}),
+    );
     if feed && pool {
         (StatusCode::OK, body).into_response()
     } else {

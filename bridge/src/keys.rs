@@ -6,30 +6,51 @@ pub const MAX_KEY_BYTES: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    Record { table: String, id: String },
-    Scope { table: String, column: String, value: String },
+    Record {
+        table: String,
+        id: String,
+    },
+    Scope {
+        table: String,
+        column: String,
+        value: String,
+    },
 }
 
 impl Key {
     pub fn parse(text: &str) -> Result<Key, Error> {
-        let bad = |why: &str| Error::new(errors::BAD_KEY, format!("bad key {:?}: {why}", truncate(text)));
+        let bad = |why: &str| {
+            Error::new(
+                errors::BAD_KEY,
+                format!("bad key {:?}: {why}", truncate(text)),
+            )
+        };
         if text.len() > MAX_KEY_BYTES {
             return Err(bad("longer than 512 bytes"));
         }
         let key = if let Some((table, rest)) = text.split_once('?') {
-            let (column, value) = rest.split_once('=').ok_or_else(|| bad("a scope is table?column=value"))?;
+            let (column, value) = rest
+                .split_once('=')
+                .ok_or_else(|| bad("a scope is table?column=value"))?;
             if !is_name(column) {
                 return Err(bad("the column is not a name"));
             }
             if value.is_empty() {
                 return Err(bad("the value is empty"));
             }
-            Key::Scope { table: table.into(), column: column.into(), value: value.into() }
+            Key::Scope {
+                table: table.into(),
+                column: column.into(),
+                value: value.into(),
+            }
         } else if let Some((table, id)) = text.split_once(':') {
             if id.is_empty() {
                 return Err(bad("the id is empty"));
             }
-            Key::Record { table: table.into(), id: id.into() }
+            Key::Record {
+                table: table.into(),
+                id: id.into(),
+            }
         } else {
             return Err(bad("use table:id or table?column=value"));
         };
@@ -72,12 +93,32 @@ mod tests {
 
     #[test]
     fn parses_records_and_scopes() {
-        assert_eq!(Key::parse("tasks:1").unwrap(), Key::Record { table: "tasks".into(), id: "1".into() });
+        assert_eq!(
+            Key::parse("tasks:1").unwrap(),
+            Key::Record {
+                table: "tasks".into(),
+                id: "1".into()
+            }
+        );
         assert_eq!(
             Key::parse("app.tasks?board_id=b:1").unwrap(),
-            Key::Scope { table: "app.tasks".into(), column: "board_id".into(), value: "b:1".into() }
+            Key::Scope {
+                table: "app.tasks".into(),
+                column: "board_id".into(),
+                value: "b:1".into()
+            }
         );
-        for bad in ["", "tasks", "tasks:", "tasks?board", "tasks?=1", "tasks?a b=1", "ta sks:1", ":1", "t;drop:1"] {
+        for bad in [
+            "",
+            "tasks",
+            "tasks:",
+            "tasks?board",
+            "tasks?=1",
+            "tasks?a b=1",
+            "ta sks:1",
+            ":1",
+            "t;drop:1",
+        ] {
             assert!(Key::parse(bad).is_err(), "{bad}");
         }
         assert!(Key::parse(&format!("tasks:{}", "x".repeat(600))).is_err());

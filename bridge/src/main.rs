@@ -39,7 +39,10 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("rowsync-bridge: cannot listen on {}: {error}", config.listen);
+            eprintln!(
+                "rowsync-bridge: cannot listen on {}: {error}",
+                config.listen
+            );
             std::process::exit(1);
         }
     };

@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -52,18 +54,60 @@ impl Metrics {
     pub fn render(&self, connections: usize, subscriptions: usize) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, value: usize| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
         let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         };
-        gauge(&mut out, "rowsync_connections", "Open WebSocket connections.", connections);
-        gauge(&mut out, "rowsync_subscriptions", "Subscriptions over all connections.", subscriptions);
-        counter(&mut out, "rowsync_changes_read_total", "Changes read from the change log.", &self.changes_read);
-        counter(&mut out, "rowsync_frames_sent_total", "Frames sent to clients.", &self.frames_sent);
-        counter(&mut out, "rowsync_messages_received_total", "Frames received from clients.", &self.messages_received);
-        counter(&mut out, "rowsync_slow_closes_total", "Connections closed for falling behind.", &self.slow_closes);
-        counter(&mut out, "rowsync_bus_messages_total", "Presence and broadcast notifications sent to other bridges.", &self.bus_messages);
+        gauge(
+            &mut out,
+            "rowsync_connections",
+            "Open WebSocket connections.",
+            connections,
+        );
+        gauge(
+            &mut out,
+            "rowsync_subscriptions",
+            "Subscriptions over all connections.",
+            subscriptions,
+        );
+        counter(
+            &mut out,
+            "rowsync_changes_read_total",
+            "Changes read from the change log.",
+            &self.changes_read,
+        );
+        counter(
+            &mut out,
+            "rowsync_frames_sent_total",
+            "Frames sent to clients.",
+            &self.frames_sent,
+        );
+        counter(
+            &mut out,
+            "rowsync_messages_received_total",
+            "Frames received from clients.",
+            &self.messages_received,
+        );
+        counter(
+            &mut out,
+            "rowsync_slow_closes_total",
+            "Connections closed for falling behind.",
+            &self.slow_closes,
+        );
+        counter(
+            &mut out,
+            "rowsync_bus_messages_total",
+            "Presence and broadcast notifications sent to other bridges.",
+            &self.bus_messages,
+        );
         let _ = writeln!(out, "# HELP rowsync_errors_total Errors reported to clients, by code.\n# TYPE rowsync_errors_total counter");
         if let Ok(errors) = self.errors.lock() {
             for (code, n) in errors.iter() {
@@ -76,7 +120,11 @@ impl Metrics {
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.counts[i]);
             }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", h.count, h.sum, h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+                h.count, h.sum, h.count
+            );
         }
         out
     }

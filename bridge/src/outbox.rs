@@ -33,12 +33,18 @@ struct State {
 
 impl Outbox {
     pub fn new(limit: usize) -> Outbox {
-        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limit }
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limit,
+        }
     }
 
     /// Queues a frame; `false` when the queue is over its bound (the connection is slow).
     pub fn push(&self, frame: Outgoing) -> bool {
-        let Ok(mut state) = self.state.lock() else { return false };
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
         if state.overflowed {
             return false;
         }
@@ -71,7 +77,9 @@ impl Outbox {
 
     /// Takes every queued frame, oldest first.
     pub fn drain(&self) -> Vec<Outgoing> {
-        let Ok(mut state) = self.state.lock() else { return Vec::new() };
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
+        };
         state.popped += state.frames.len() as u64;
         state.pending.clear();
         state.live = 0;
@@ -100,7 +108,10 @@ impl State {
         self.pending.clear();
         for (i, frame) in frames.iter().enumerate() {
             if let Some(Outgoing::Change(c)) = frame {
-                self.pending.insert(format!("{}:{}", c.table, c.id.as_deref().unwrap_or("")), i as u64);
+                self.pending.insert(
+                    format!("{}:{}", c.table, c.id.as_deref().unwrap_or("")),
+                    i as u64,
+                );
             }
         }
         self.frames = frames.into();

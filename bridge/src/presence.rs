@@ -54,19 +54,30 @@ impl Inbound {
             if queue.len() < 10_000 {
                 queue.push(payload);
             } else {
-                tracing::warn!("presence bus backlog full; dropping a batch until members re-announce");
+                tracing::warn!(
+                    "presence bus backlog full; dropping a batch until members re-announce"
+                );
             }
         }
     }
 
     fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
     }
 }
 
 impl Presence {
     pub fn new(bridge: String, timeout: Duration, max_bytes: usize) -> Presence {
-        Presence { bridge, timeout, max_bytes, inner: Mutex::default(), inbound: Inbound::default() }
+        Presence {
+            bridge,
+            timeout,
+            max_bytes,
+            inner: Mutex::default(),
+            inbound: Inbound::default(),
+        }
     }
 
     pub fn inbound(&self) -> Inbound {
@@ -78,47 +89,106 @@ impl Presence {
     }
 
     /// Joins (or updates) `conn` in `room`: it receives the room's state, the others a diff.
-    pub fn join(&self, conn: ConnId, outbox: &Arc<Outbox>, room: &str, user: Option<&str>, state: Value) {
+    pub fn join(
+        &self,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        room: &str,
+        user: Option<&str>,
+        state: Value,
+    ) {
         let id = self.member_id(conn);
-        let Ok(mut inner) = self.inner.lock() else { return };
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
         let r = inner.rooms.entry(room.to_string()).or_default();
+        let first_here = r.local.is_empty();
         let joined = r.local.insert(conn, outbox.clone()).is_none();
-        r.members.insert(id.clone(), Member { user: user.map(str::to_string), state: state.clone(), expires: None });
+        r.members.insert(
+            id.clone(),
+            Member {
+                user: user.map(str::to_string),
+                state: state.clone(),
+                expires: None,
+            },
+        );
         if joined {
             let members: Vec<Value> = r.members.iter().map(|(id, m)| member_json(id, m)).collect();
-            outbox.push(Outgoing::Text(json!({"type": "presence", "room": room, "event": "state", "members": members}).to_string()));
+            outbox.push(Outgoing::Text(
+                json!({"type": "presence", "room": room, "event": "state", "members": members})
+                    .to_string(),
+            ));
         }
         let joins = json!([{ "id": id, "user": user, "state": state }]);
-        notify_local(r, Some(conn), &json!({"type": "presence", "room": room, "event": "diff", "joins": joins, "leaves": []}));
-        queue(&mut inner.outbound, json!({"t": "join", "room": room, "id": id, "user": user, "state": state}));
+        notify_local(
+            r,
+            Some(conn),
+            &json!({"type": "presence", "room": room, "event": "diff", "joins": joins, "leaves": []}),
+        );
+        queue(
+            &mut inner.outbound,
+            json!({"t": "join", "room": room, "id": id, "user": user, "state": state}),
+        );
+        if first_here {
+            // This bridge did not follow the room: ask the others who is in it.
+            queue(
+                &mut inner.outbound,
+                json!({"t": "sync", "room": room, "id": self.bridge}),
+            );
+        }
     }
 
     pub fn leave(&self, conn: ConnId, room: &str) {
         let id = self.member_id(conn);
-        let Ok(mut inner) = self.inner.lock() else { return };
-        let Some(r) = inner.rooms.get_mut(room) else { return };
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let Some(r) = inner.rooms.get_mut(room) else {
+            return;
+        };
         if r.local.remove(&conn).is_none() {
             return;
         }
         r.members.remove(&id);
-        notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}));
+        notify_local(
+            r,
+            None,
+            &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}),
+        );
         if r.members.is_empty() && r.local.is_empty() {
             inner.rooms.remove(room);
         }
-        queue(&mut inner.outbound, json!({"t": "leave", "room": room, "id": id}));
+        queue(
+            &mut inner.outbound,
+            json!({"t": "leave", "room": room, "id": id}),
+        );
     }
 
     /// Sends an event to every other member of a room `conn` has joined.
-    pub fn broadcast(&self, conn: ConnId, room: &str, user: Option<&str>, event: &str, payload: Value) -> bool {
+    pub fn broadcast(
+        &self,
+        conn: ConnId,
+        room: &str,
+        user: Option<&str>,
+        event: &str,
+        payload: Value,
+    ) -> bool {
         let id = self.member_id(conn);
-        let Ok(mut inner) = self.inner.lock() else { return false };
-        let Some(r) = inner.rooms.get(room) else { return false };
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let Some(r) = inner.rooms.get(room) else {
+            return false;
+        };
         if !r.local.contains_key(&conn) {
             return false;
         }
         let frame = json!({"type": "broadcast", "room": room, "event": event, "payload": payload, "from": {"id": id, "user": user}});
         notify_local(r, Some(conn), &frame);
-        queue(&mut inner.outbound, json!({"t": "broadcast", "room": room, "id": id, "user": user, "event": event, "payload": payload}));
+        queue(
+            &mut inner.outbound,
+            json!({"t": "broadcast", "room": room, "id": id, "user": user, "event": event, "payload": payload}),
+        );
         true
     }
 
@@ -127,21 +197,34 @@ impl Presence {
     /// payloads to send now (at most `bus_max_bytes` in all).
     pub fn tick(&self, announce: bool) -> Vec<String> {
         let received = self.inbound.take();
-        let Ok(mut inner) = self.inner.lock() else { return Vec::new() };
+        let Ok(mut inner) = self.inner.lock() else {
+            return Vec::new();
+        };
         for payload in received {
             self.receive(&mut inner, &payload);
         }
         let now = Instant::now();
         for (room, r) in inner.rooms.iter_mut() {
-            let expired: Vec<String> = r.members.iter().filter(|(_, m)| m.expires.is_some_and(|e| e < now)).map(|(id, _)| id.clone()).collect();
+            let expired: Vec<String> = r
+                .members
+                .iter()
+                .filter(|(_, m)| m.expires.is_some_and(|e| e < now))
+                .map(|(id, _)| id.clone())
+                .collect();
             if !expired.is_empty() {
                 for id in &expired {
                     r.members.remove(id);
                 }
-                notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": expired}));
+                notify_local(
+                    r,
+                    None,
+                    &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": expired}),
+                );
             }
         }
-        inner.rooms.retain(|_, r| !r.members.is_empty() || !r.local.is_empty());
+        inner
+            .rooms
+            .retain(|_, r| !r.members.is_empty() || !r.local.is_empty());
         if announce {
             let mine: Vec<Value> = inner
                 .rooms
@@ -163,7 +246,10 @@ impl Presence {
         while let Some(event) = inner.outbound.front() {
             let size = event.to_string().len() + 1;
             if size > NOTIFY_BYTES - 100 {
-                tracing::warn!(bytes = size, "presence event too large for the bus; not sent to other bridges");
+                tracing::warn!(
+                    bytes = size,
+                    "presence event too large for the bus; not sent to other bridges"
+                );
                 inner.outbound.pop_front();
                 continue;
             }
@@ -171,7 +257,10 @@ impl Presence {
                 break; // the rest waits for the next flush
             }
             if batch_bytes + size > NOTIFY_BYTES - 100 {
-                payloads.push(json!({"bridge": self.bridge, "events": std::mem::take(&mut batch)}).to_string());
+                payloads.push(
+                    json!({"bridge": self.bridge, "events": std::mem::take(&mut batch)})
+                        .to_string(),
+                );
                 batch_bytes = 0;
             }
             batch_bytes += size;
@@ -187,33 +276,68 @@ impl Presence {
     }
 
     fn receive(&self, inner: &mut Inner, payload: &str) {
-        let Ok(message) = serde_json::from_str::<Value>(payload) else { return };
+        let Ok(message) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
         if message["bridge"].as_str() == Some(self.bridge.as_str()) {
             return;
         }
-        let Some(events) = message["events"].as_array() else { return };
+        let Some(events) = message["events"].as_array() else {
+            return;
+        };
+        let mut announce = Vec::new();
         for event in events {
-            let (Some(room), Some(id)) = (event["room"].as_str(), event["id"].as_str()) else { continue };
-            let Some(r) = inner.rooms.get_mut(room) else { continue };
+            let (Some(room), Some(id)) = (event["room"].as_str(), event["id"].as_str()) else {
+                continue;
+            };
+            let Some(r) = inner.rooms.get_mut(room) else {
+                continue;
+            };
             match event["t"].as_str() {
                 Some("join") => {
                     let user = event["user"].as_str().map(str::to_string);
                     let state = event["state"].clone();
-                    let changed = r.members.get(id).is_none_or(|m| m.state != state || m.user != user);
-                    r.members.insert(id.to_string(), Member { user: user.clone(), state: state.clone(), expires: Some(Instant::now() + self.timeout) });
+                    let changed = r
+                        .members
+                        .get(id)
+                        .is_none_or(|m| m.state != state || m.user != user);
+                    r.members.insert(
+                        id.to_string(),
+                        Member {
+                            user: user.clone(),
+                            state: state.clone(),
+                            expires: Some(Instant::now() + self.timeout),
+                        },
+                    );
                     if changed {
-                        notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [{"id": id, "user": user, "state": state}], "leaves": []}));
+                        notify_local(
+                            r,
+                            None,
+                            &json!({"type": "presence", "room": room, "event": "diff", "joins": [{"id": id, "user": user, "state": state}], "leaves": []}),
+                        );
                     }
                 }
                 Some("leave") if r.members.remove(id).is_some() => {
-                    notify_local(r, None, &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}));
+                    notify_local(
+                        r,
+                        None,
+                        &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}),
+                    );
                 }
                 Some("broadcast") => {
                     let frame = json!({"type": "broadcast", "room": room, "event": event["event"], "payload": event["payload"], "from": {"id": id, "user": event["user"]}});
                     notify_local(r, None, &frame);
                 }
+                Some("sync") => {
+                    for (id, m) in r.members.iter().filter(|(_, m)| m.expires.is_none()) {
+                        announce.push(json!({"t": "join", "room": room, "id": id, "user": m.user, "state": m.state}));
+                    }
+                }
                 _ => {}
             }
+        }
+        for event in announce {
+            queue(&mut inner.outbound, event);
         }
     }
 }
@@ -233,7 +357,12 @@ fn notify_local(room: &Room, except: Option<ConnId>, frame: &Value) {
 
 /// Queues an event for the bus, replacing a waiting one of the same sender, room and kind.
 fn queue(outbound: &mut VecDeque<Value>, event: Value) {
-    let same = |e: &Value| e["t"] == event["t"] && e["room"] == event["room"] && e["id"] == event["id"] && e["event"] == event["event"];
+    let same = |e: &Value| {
+        e["t"] == event["t"]
+            && e["room"] == event["room"]
+            && e["id"] == event["id"]
+            && e["event"] == event["event"]
+    };
     if let Some(waiting) = outbound.iter_mut().find(|e| same(e)) {
         *waiting = event;
     } else {
@@ -246,7 +375,14 @@ mod tests {
     use super::*;
 
     fn texts(outbox: &Outbox) -> Vec<Value> {
-        outbox.drain().into_iter().map(|o| match o { Outgoing::Text(t) => serde_json::from_str(&t).unwrap(), other => panic!("{other:?}") }).collect()
+        outbox
+            .drain()
+            .into_iter()
+            .map(|o| match o {
+                Outgoing::Text(t) => serde_json::from_str(&t).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     #[test]

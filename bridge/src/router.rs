@@ -94,10 +94,18 @@ impl Router {
     /// Queues `change` for every subscriber of its keys, one frame per connection.
     /// Returns how many frames were queued.
     pub fn route(&self, change: &FeedChange) -> usize {
-        let Ok(inner) = self.inner.read() else { return 0 };
+        let Ok(inner) = self.inner.read() else {
+            return 0;
+        };
         if change.kind == "truncate" {
             drop(inner);
-            return self.resync_where(|key| key.starts_with(&format!("{}:", change.table)) || key.starts_with(&format!("{}?", change.table)), "truncate");
+            return self.resync_where(
+                |key| {
+                    key.starts_with(&format!("{}:", change.table))
+                        || key.starts_with(&format!("{}?", change.table))
+                },
+                "truncate",
+            );
         }
         let mut matched: HashMap<ConnId, Vec<String>> = HashMap::new();
         for key in change.keys() {
@@ -127,7 +135,9 @@ impl Router {
 
     /// Tells every subscriber of a key matching `matches` to read its data again.
     pub fn resync_where(&self, matches: impl Fn(&str) -> bool, reason: &str) -> usize {
-        let Ok(inner) = self.inner.read() else { return 0 };
+        let Ok(inner) = self.inner.read() else {
+            return 0;
+        };
         let mut per_conn: HashMap<ConnId, Vec<&String>> = HashMap::new();
         for (key, conns) in &inner.by_key {
             if matches(key) {
@@ -184,8 +194,16 @@ mod tests {
     #[test]
     fn a_move_reaches_both_scopes_and_the_record_once_per_connection() {
         let router = Router::default();
-        let (a, b, c) = (Arc::new(Outbox::new(10)), Arc::new(Outbox::new(10)), Arc::new(Outbox::new(10)));
-        let (ida, idb, idc) = (router.connect(a.clone()), router.connect(b.clone()), router.connect(c.clone()));
+        let (a, b, c) = (
+            Arc::new(Outbox::new(10)),
+            Arc::new(Outbox::new(10)),
+            Arc::new(Outbox::new(10)),
+        );
+        let (ida, idb, idc) = (
+            router.connect(a.clone()),
+            router.connect(b.clone()),
+            router.connect(c.clone()),
+        );
         router.subscribe(ida, "tasks?board_id=b1");
         router.subscribe(ida, "tasks:t1");
         router.subscribe(idb, "tasks?board_id=b2");
@@ -193,11 +211,16 @@ mod tests {
         assert_eq!(router.route(&moved_task()), 2);
         let frames = a.drain();
         assert_eq!(frames.len(), 1);
-        let Outgoing::Change(frame) = &frames[0] else { panic!("{frames:?}") };
+        let Outgoing::Change(frame) = &frames[0] else {
+            panic!("{frames:?}")
+        };
         assert_eq!(frame.keys, ["tasks:t1", "tasks?board_id=b1"]);
         assert_eq!(b.drain().len(), 1);
         assert!(c.drain().is_empty());
-        router.disconnect(ida, &["tasks?board_id=b1".to_string(), "tasks:t1".to_string()]);
+        router.disconnect(
+            ida,
+            &["tasks?board_id=b1".to_string(), "tasks:t1".to_string()],
+        );
         assert_eq!(router.counts(), (2, 2));
     }
 

@@ -36,16 +36,34 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Result<AppState, String> {
-        let pg: tokio_postgres::Config = config.database_url.0.parse().map_err(|e| format!("database_url: {e}"))?;
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pg: tokio_postgres::Config = config
+            .database_url
+            .0
+            .parse()
+            .map_err(|e| format!("database_url: {e}"))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .build()
             .map_err(|e| format!("database pool: {e}"))?;
-        let bridge = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+        let bridge = format!(
+            "{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
         Ok(AppState {
             verifier: Verifier::new(&config)?,
-            presence: Presence::new(bridge_id(&bridge), config.presence_timeout, config.bus_max_bytes),
+            presence: Presence::new(
+                bridge_id(&bridge),
+                config.presence_timeout,
+                config.bus_max_bytes,
+            ),
             pool,
             router: Router::default(),
             metrics: Metrics::default(),
@@ -74,7 +92,11 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
 
 /// Serves until `shutdown` resolves; then tells every connection to go (close 1001),
 /// waits up to `shutdown_grace` for them, and stops the feed.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState::new(config, stop_rx.clone())?);
     let feed = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
@@ -82,10 +104,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, "rowsync-bridge listening");
     let mut stopped = stop_rx.clone();
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!("shutting down: closing connections");
@@ -104,7 +125,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 /// Sends this bridge's presence and broadcast events to the others, batched.
 async fn publish_presence(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(state.config.bus_flush);
-    let announce_every = (state.config.presence_timeout.as_millis() / 3 / state.config.bus_flush.as_millis().max(1)).max(1) as u64;
+    let announce_every =
+        (state.config.presence_timeout.as_millis() / 3 / state.config.bus_flush.as_millis().max(1))
+            .max(1) as u64;
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
@@ -124,7 +147,10 @@ async fn publish_presence(state: Arc<AppState>, mut shutdown: watch::Receiver<bo
             }
         };
         for payload in payloads {
-            match client.execute("SELECT pg_notify('rowsync_bus', $1)", &[&payload]).await {
+            match client
+                .execute("SELECT pg_notify('rowsync_bus', $1)", &[&payload])
+                .await
+            {
                 Ok(_) => Metrics::add(&state.metrics.bus_messages, 1),
                 Err(error) => tracing::warn!(%error, "presence not sent to other bridges"),
             }

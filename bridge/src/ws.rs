@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 /// 4100–4199: reconnect (with backoff, a fresh token, or from the last cursor).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_BIG: u16 = 1009;
     pub const BAD_REQUEST: u16 = 4000;
     pub const UNAUTHORIZED: u16 = 4001;
     pub const TOKEN_EXPIRED: u16 = 4100;
@@ -53,7 +54,11 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, claims: Result<C
     let claims = match claims {
         Ok(claims) => claims,
         Err(error) => {
-            let code = if error.kind == errors::TOKEN_EXPIRED { close::TOKEN_EXPIRED } else { close::UNAUTHORIZED };
+            let code = if error.kind == errors::TOKEN_EXPIRED {
+                close::TOKEN_EXPIRED
+            } else {
+                close::UNAUTHORIZED
+            };
             let _ = send_error(&mut socket, None, &error).await;
             let _ = close_with(&mut socket, code, &error.body.message).await;
             return;
@@ -92,7 +97,9 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, claims: Result<C
     if let Some((code, reason)) = outcome {
         let _ = close_with(&mut socket, code, &reason).await;
     }
-    conn.state.router.disconnect(conn.id, conn.subscriptions.iter());
+    conn.state
+        .router
+        .disconnect(conn.id, conn.subscriptions.iter());
     for room in &conn.rooms {
         conn.state.presence.leave(conn.id, room);
     }
@@ -111,7 +118,12 @@ impl Conn {
                     let message = match message {
                         Some(Ok(message)) => message,
                         Some(Err(error)) => {
-                            tracing::debug!(%error, conn = self.id, "websocket read failed");
+                            // A frame over max_frame_bytes: say so with the standard code.
+                            let inner = error.into_inner();
+                            if let Some(tungstenite::Error::Capacity(reason)) = inner.downcast_ref::<tungstenite::Error>() {
+                                return Some((close::TOO_BIG, reason.to_string()));
+                            }
+                            tracing::debug!(error = %inner, conn = self.id, "websocket read failed");
                             return None;
                         }
                         None => return None,
@@ -165,7 +177,10 @@ impl Conn {
     async fn flush(&mut self, socket: &mut WebSocket) -> Flow {
         if self.outbox.overflowed() {
             Metrics::add(&self.state.metrics.slow_closes, 1);
-            return Flow::Close(close::SLOW, "too far behind: reconnect and resume from your last cursor".into());
+            return Flow::Close(
+                close::SLOW,
+                "too far behind: reconnect and resume from your last cursor".into(),
+            );
         }
         for frame in self.outbox.drain() {
             let text = match &frame {
@@ -189,31 +204,78 @@ impl Conn {
             if self.bucket.flooding() {
                 return Flow::Close(close::RATE_LIMITED, "far over messages_per_second".into());
             }
-            return self.reply_error(socket, None, Error::new(errors::RATE_LIMITED, "too many messages: slow down")).await;
+            return self
+                .reply_error(
+                    socket,
+                    None,
+                    Error::new(errors::RATE_LIMITED, "too many messages: slow down"),
+                )
+                .await;
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => return self.reply_error(socket, None, Error::new(errors::BAD_JSON, format!("malformed JSON: {e}"))).await,
+            Err(e) => {
+                return self
+                    .reply_error(
+                        socket,
+                        None,
+                        Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")),
+                    )
+                    .await
+            }
         };
         let reference = value.get("ref").cloned();
-        const TYPES: [&str; 8] = ["auth", "subscribe", "unsubscribe", "fetch", "write", "presence", "broadcast", "ping"];
+        const TYPES: [&str; 8] = [
+            "auth",
+            "subscribe",
+            "unsubscribe",
+            "fetch",
+            "write",
+            "presence",
+            "broadcast",
+            "ping",
+        ];
         match value.get("type").and_then(Value::as_str) {
             Some(t) if TYPES.contains(&t) => {}
             Some(t) => {
                 let t: String = t.chars().take(40).collect();
-                return self.reply_error(socket, reference.as_ref(), Error::new(errors::UNKNOWN_TYPE, format!("unknown message type {t:?}"))).await;
+                return self
+                    .reply_error(
+                        socket,
+                        reference.as_ref(),
+                        Error::new(errors::UNKNOWN_TYPE, format!("unknown message type {t:?}")),
+                    )
+                    .await;
             }
-            None => return self.reply_error(socket, reference.as_ref(), Error::new(errors::BAD_MESSAGE, "a message needs a string \"type\"")).await,
+            None => {
+                return self
+                    .reply_error(
+                        socket,
+                        reference.as_ref(),
+                        Error::new(errors::BAD_MESSAGE, "a message needs a string \"type\""),
+                    )
+                    .await
+            }
         }
         let message: ClientMessage = match serde_json::from_value(value) {
             Ok(m) => m,
-            Err(e) => return self.reply_error(socket, reference.as_ref(), Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))).await,
+            Err(e) => {
+                return self
+                    .reply_error(
+                        socket,
+                        reference.as_ref(),
+                        Error::new(errors::BAD_MESSAGE, format!("bad message: {e}")),
+                    )
+                    .await
+            }
         };
         let reference = message.reference().cloned();
         let result = match message {
             ClientMessage::Ping { .. } => Ok(json!({"type": "pong"})),
             ClientMessage::Auth { token, .. } => self.reauthenticate(&token),
-            ClientMessage::Subscribe { keys, cursor, .. } => self.subscribe(socket, keys, cursor).await,
+            ClientMessage::Subscribe { keys, cursor, .. } => {
+                self.subscribe(socket, keys, cursor).await
+            }
             ClientMessage::Unsubscribe { keys, .. } => {
                 for key in &keys {
                     if self.subscriptions.remove(key) {
@@ -226,12 +288,31 @@ impl Conn {
             ClientMessage::Write { tx, .. } => db::apply(&self.state.pool, &self.claims, &tx)
                 .await
                 .map(|result| json!({"type": "ack", "result": result})),
-            ClientMessage::Presence { action, room, state, .. } => self.presence(action, room, state).await,
-            ClientMessage::Broadcast { room, event, payload, .. } => {
-                if self.state.presence.broadcast(self.id, &room, self.claims.sub.as_deref(), &event, payload) {
+            ClientMessage::Presence {
+                action,
+                room,
+                state,
+                ..
+            } => self.presence(action, room, state).await,
+            ClientMessage::Broadcast {
+                room,
+                event,
+                payload,
+                ..
+            } => {
+                if self.state.presence.broadcast(
+                    self.id,
+                    &room,
+                    self.claims.sub.as_deref(),
+                    &event,
+                    payload,
+                ) {
                     Ok(json!({"type": "ack"}))
                 } else {
-                    Err(Error::new(errors::NOT_JOINED, format!("join room {room:?} (presence) before broadcasting to it")))
+                    Err(Error::new(
+                        errors::NOT_JOINED,
+                        format!("join room {room:?} (presence) before broadcasting to it"),
+                    ))
                 }
             }
         };
@@ -249,7 +330,12 @@ impl Conn {
         }
     }
 
-    async fn reply_error(&self, socket: &mut WebSocket, reference: Option<&Value>, error: Error) -> Flow {
+    async fn reply_error(
+        &self,
+        socket: &mut WebSocket,
+        reference: Option<&Value>,
+        error: Error,
+    ) -> Flow {
         self.state.metrics.error(error.body.code);
         match send_error(socket, reference, &error).await {
             Ok(()) => Flow::Continue,
@@ -260,7 +346,10 @@ impl Conn {
     fn reauthenticate(&mut self, token: &str) -> Result<Value, Error> {
         let claims = self.state.verifier.verify(token)?;
         if claims.sub != self.claims.sub || claims.role != self.claims.role {
-            return Err(Error::new(errors::UNAUTHORIZED, "a refreshed token must be for the same user and role"));
+            return Err(Error::new(
+                errors::UNAUTHORIZED,
+                "a refreshed token must be for the same user and role",
+            ));
         }
         self.claims = claims;
         Ok(json!({"type": "ack", "exp": self.claims.exp}))
@@ -276,20 +365,35 @@ impl Conn {
             }
             match Key::parse(text)? {
                 Key::Record { table, id } => records.push((text.clone(), table, id)),
-                Key::Scope { table, column, value } => {
-                    if !db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value).await? {
-                        return Err(Error::new(errors::NOT_FOUND, format!("scope {text:?} not found or not visible")));
+                Key::Scope {
+                    table,
+                    column,
+                    value,
+                } => {
+                    if !db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value)
+                        .await?
+                    {
+                        return Err(Error::new(
+                            errors::NOT_FOUND,
+                            format!("scope {text:?} not found or not visible"),
+                        ));
                     }
                     self.authorized.insert(text.clone());
                 }
             }
         }
         if !records.is_empty() {
-            let pointers: Vec<Value> = records.iter().map(|(_, t, id)| json!({"table": t, "id": id})).collect();
+            let pointers: Vec<Value> = records
+                .iter()
+                .map(|(_, t, id)| json!({"table": t, "id": id}))
+                .collect();
             let found = db::get(&self.state.pool, &self.claims, &Value::Array(pointers)).await?;
             for (i, (text, _, _)) in records.iter().enumerate() {
                 if found["rows"][i]["row"].is_null() {
-                    return Err(Error::new(errors::NOT_FOUND, format!("record {text:?} not found or not visible")));
+                    return Err(Error::new(
+                        errors::NOT_FOUND,
+                        format!("record {text:?} not found or not visible"),
+                    ));
                 }
                 self.authorized.insert(text.clone());
             }
@@ -297,10 +401,25 @@ impl Conn {
         Ok(())
     }
 
-    async fn subscribe(&mut self, socket: &mut WebSocket, keys: Vec<String>, cursor: Option<i64>) -> Result<Value, Error> {
-        let new: Vec<String> = keys.iter().filter(|k| !self.subscriptions.contains(*k)).cloned().collect();
+    async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        keys: Vec<String>,
+        cursor: Option<i64>,
+    ) -> Result<Value, Error> {
+        let new: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.subscriptions.contains(*k))
+            .cloned()
+            .collect();
         if self.subscriptions.len() + new.len() > self.state.config.max_subscriptions {
-            return Err(Error::new(errors::TOO_MANY_SUBSCRIPTIONS, format!("at most {} subscriptions per connection", self.state.config.max_subscriptions)));
+            return Err(Error::new(
+                errors::TOO_MANY_SUBSCRIPTIONS,
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.state.config.max_subscriptions
+                ),
+            ));
         }
         self.authorize(&new).await?;
         for key in &new {
@@ -324,14 +443,21 @@ impl Conn {
                 Outgoing::Change(change) => change_json(&change),
                 Outgoing::Text(text) => text,
             };
-            send_text(socket, text).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+            send_text(socket, text)
+                .await
+                .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
         }
         Ok(json!({"type": "ack", "keys": keys, "cursor": position}))
     }
 
     /// Sends every change after `cursor` that concerns `keys`, in feed order, and returns
     /// their cursors. A cursor the log no longer holds gets a `resync` for those keys.
-    async fn catch_up(&mut self, socket: &mut WebSocket, cursor: i64, keys: &[String]) -> Result<HashSet<i64>, Error> {
+    async fn catch_up(
+        &mut self,
+        socket: &mut WebSocket,
+        cursor: i64,
+        keys: &[String],
+    ) -> Result<HashSet<i64>, Error> {
         let wanted: HashSet<&String> = keys.iter().collect();
         let client = self.state.pool.get().await?;
         let read = client
@@ -340,11 +466,16 @@ impl Conn {
         let mut sent = HashSet::new();
         let mut after = cursor;
         loop {
-            let rows = match client.query(&read, &[&after, &self.state.config.feed_batch]).await {
+            let rows = match client
+                .query(&read, &[&after, &self.state.config.feed_batch])
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
                     let frame = json!({"type": "resync", "keys": keys, "reason": "cursor_gone"});
-                    send_text(socket, frame.to_string()).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                    send_text(socket, frame.to_string())
+                        .await
+                        .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
                     return Ok(sent);
                 }
                 Err(e) => return Err(e.into()),
@@ -356,12 +487,20 @@ impl Conn {
                     row_id: row.get(2),
                     version: row.get(3),
                     kind: row.get(4),
-                    old_scopes: row.get::<_, Option<Value>>(5).and_then(|v| v.as_object().cloned()),
-                    new_scopes: row.get::<_, Option<Value>>(6).and_then(|v| v.as_object().cloned()),
+                    old_scopes: row
+                        .get::<_, Option<Value>>(5)
+                        .and_then(|v| v.as_object().cloned()),
+                    new_scopes: row
+                        .get::<_, Option<Value>>(6)
+                        .and_then(|v| v.as_object().cloned()),
                     at: 0.0,
                 };
                 after = change.cursor;
-                let matched: Vec<String> = change.keys().into_iter().filter(|k| wanted.contains(k)).collect();
+                let matched: Vec<String> = change
+                    .keys()
+                    .into_iter()
+                    .filter(|k| wanted.contains(k))
+                    .collect();
                 if matched.is_empty() {
                     continue;
                 }
@@ -374,7 +513,9 @@ impl Conn {
                     keys: matched,
                     at: 0.0,
                 };
-                send_text(socket, change_json(&frame)).await.map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                send_text(socket, change_json(&frame))
+                    .await
+                    .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
                 sent.insert(frame.cursor);
             }
             if rows.len() < self.state.config.feed_batch as usize {
@@ -385,7 +526,13 @@ impl Conn {
 
     async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
         if keys.len() > self.state.config.max_fetch_keys {
-            return Err(Error::new(errors::BAD_MESSAGE, format!("at most {} keys per fetch", self.state.config.max_fetch_keys)));
+            return Err(Error::new(
+                errors::BAD_MESSAGE,
+                format!(
+                    "at most {} keys per fetch",
+                    self.state.config.max_fetch_keys
+                ),
+            ));
         }
         let position = self.state.position.load(Ordering::SeqCst);
         let mut pointers = Vec::new();
@@ -393,8 +540,20 @@ impl Conn {
         for text in &keys {
             match Key::parse(text)? {
                 Key::Record { table, id } => pointers.push(json!({"table": table, "id": id})),
-                Key::Scope { table, column, value } => {
-                    let rows = db::list(&self.state.pool, &self.claims, &table, &column, &value, 1000).await?;
+                Key::Scope {
+                    table,
+                    column,
+                    value,
+                } => {
+                    let rows = db::list(
+                        &self.state.pool,
+                        &self.claims,
+                        &table,
+                        &column,
+                        &value,
+                        1000,
+                    )
+                    .await?;
                     scopes.push(json!({"key": text, "rows": rows}));
                 }
             }
@@ -407,7 +566,12 @@ impl Conn {
         Ok(json!({"type": "records", "records": records, "scopes": scopes, "cursor": position}))
     }
 
-    async fn presence(&mut self, action: PresenceAction, room: String, state: Value) -> Result<Value, Error> {
+    async fn presence(
+        &mut self,
+        action: PresenceAction,
+        room: String,
+        state: Value,
+    ) -> Result<Value, Error> {
         match action {
             PresenceAction::Leave => {
                 if self.rooms.remove(&room) {
@@ -417,19 +581,40 @@ impl Conn {
             PresenceAction::Join | PresenceAction::Update => {
                 let size = state.to_string().len();
                 if size > self.state.config.max_presence_state_bytes {
-                    return Err(Error::new(errors::STATE_TOO_LARGE, format!("presence state is {size} bytes, the limit is {}", self.state.config.max_presence_state_bytes)));
+                    return Err(Error::new(
+                        errors::STATE_TOO_LARGE,
+                        format!(
+                            "presence state is {size} bytes, the limit is {}",
+                            self.state.config.max_presence_state_bytes
+                        ),
+                    ));
                 }
                 if !self.rooms.contains(&room) {
                     if self.rooms.len() >= self.state.config.max_rooms {
-                        return Err(Error::new(errors::TOO_MANY_ROOMS, format!("at most {} rooms per connection", self.state.config.max_rooms)));
+                        return Err(Error::new(
+                            errors::TOO_MANY_ROOMS,
+                            format!(
+                                "at most {} rooms per connection",
+                                self.state.config.max_rooms
+                            ),
+                        ));
                     }
                     if action == PresenceAction::Update {
-                        return Err(Error::new(errors::NOT_JOINED, format!("join room {room:?} before updating")));
+                        return Err(Error::new(
+                            errors::NOT_JOINED,
+                            format!("join room {room:?} before updating"),
+                        ));
                     }
                     self.authorize(std::slice::from_ref(&room)).await?;
                     self.rooms.insert(room.clone());
                 }
-                self.state.presence.join(self.id, &self.outbox, &room, self.claims.sub.as_deref(), state);
+                self.state.presence.join(
+                    self.id,
+                    &self.outbox,
+                    &room,
+                    self.claims.sub.as_deref(),
+                    state,
+                );
             }
         }
         Ok(json!({"type": "ack", "room": room}))
@@ -453,7 +638,11 @@ async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), axum::Err
     socket.send(Message::Text(Utf8Bytes::from(text))).await
 }
 
-async fn send_error(socket: &mut WebSocket, reference: Option<&Value>, error: &Error) -> Result<(), axum::Error> {
+async fn send_error(
+    socket: &mut WebSocket,
+    reference: Option<&Value>,
+    error: &Error,
+) -> Result<(), axum::Error> {
     let mut frame = json!({"type": "error", "error": error.body});
     if let Some(r) = reference {
         frame["ref"] = r.clone();
@@ -464,7 +653,12 @@ async fn send_error(socket: &mut WebSocket, reference: Option<&Value>, error: &E
 async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
     // A close reason is at most 123 bytes.
     let reason: String = reason.chars().take(100).collect();
-    socket.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await
 }
 
 /// Allows `rate` messages a second, in bursts of up to `rate`.
@@ -477,12 +671,18 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: u32) -> TokenBucket {
-        TokenBucket { rate: rate as f64, tokens: rate as f64, refused: 0, last: Instant::now() }
+        TokenBucket {
+            rate: rate as f64,
+            tokens: rate as f64,
+            refused: 0,
+            last: Instant::now(),
+        }
     }
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

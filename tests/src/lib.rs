@@ -92,8 +92,32 @@ impl Cluster {
         CLUSTER.get_or_init(Cluster::start)
     }
 
+    /// A cluster of the test's own, for tests that stop or restart Postgres. Stopped on drop.
+    pub fn private(name: &str) -> Cluster {
+        Cluster::start_in(
+            std::env::temp_dir().join(format!("rowsync-test-{}-{name}", std::process::id())),
+        )
+    }
+
+    /// Restarts Postgres on the same port (fast shutdown: connections are cut).
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        run(
+            as_postgres(pg_ctl(&data).args(["-m", "fast", "-w", "stop"])),
+            "pg_ctl stop",
+        );
+        self.start_postgres();
+    }
+
     fn start() -> Cluster {
         let dir = std::env::temp_dir().join(format!("rowsync-test-{}", std::process::id()));
+        *DATA_DIR.lock().expect("data dir lock") = Some(dir.clone());
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(stop_cluster) };
+        Cluster::start_in(dir)
+    }
+
+    fn start_in(dir: PathBuf) -> Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test cluster dir");
         if is_root() {
@@ -125,10 +149,16 @@ impl Cluster {
             ),
             "initdb",
         );
-        *DATA_DIR.lock().expect("data dir lock") = Some(dir.clone());
-        // SAFETY: registering a plain extern "C" fn.
-        unsafe { libc::atexit(stop_cluster) };
-        let port = free_port();
+        let cluster = Cluster {
+            dir,
+            port: free_port(),
+        };
+        cluster.start_postgres();
+        cluster
+    }
+
+    fn start_postgres(&self) {
+        let (dir, port, data) = (&self.dir, self.port, self.dir.join("data"));
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
              -c shared_buffers=64MB",
@@ -143,7 +173,6 @@ impl Cluster {
             ),
             "pg_ctl start",
         );
-        Cluster { dir, port }
     }
 
     pub fn url(&self, user: &str, db: &str) -> String {
@@ -260,3 +289,13 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = as_postgres(pg_ctl(&data).args(["-m", "immediate", "stop"])).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub mod bridge;

@@ -1,0 +1,195 @@
+//! Nothing is lost: a client resuming from its cursor, a Postgres restart under a running
+//! bridge, a bridge restart, and several bridges on one database.
+
+use rowsync_tests::bridge::{Bridge, Ws};
+use rowsync_tests::{demo, Cluster};
+use serde_json::{json, Value};
+
+async fn touch(cluster: &Cluster, db: &str, task: &str, title: &str) {
+    let backend = cluster.connect("postgres", db).await;
+    backend
+        .batch_execute(&format!(
+            "UPDATE app.tasks SET title = '{title}' WHERE id = '{task}'"
+        ))
+        .await
+        .unwrap();
+}
+
+fn scope() -> String {
+    format!("tasks?board_id={}", demo::LAUNCH)
+}
+
+/// A client that reconnects with its last cursor receives every change it missed, in
+/// order, then the live ones.
+#[tokio::test]
+async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_resume").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    let cursor = ack["cursor"].as_i64().unwrap();
+    drop(bob);
+
+    for (i, task) in [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP, demo::TASK_ANNOUNCE]
+        .iter()
+        .enumerate()
+    {
+        touch(cluster, &db, task, &format!("offline {i}")).await;
+    }
+    touch(cluster, &db, demo::TASK_MILK, "outside the scope").await;
+
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let mut missed = Vec::new();
+    while missed.len() < 3 {
+        let frame = bob
+            .wait_for("a missed change", |f| f["type"] == "change")
+            .await;
+        missed.push((
+            frame["id"].as_str().unwrap().to_string(),
+            frame["version"].as_i64().unwrap(),
+        ));
+    }
+    assert_eq!(
+        missed,
+        [
+            (demo::TASK_ANNOUNCE.to_string(), 2),
+            (demo::TASK_SIGNUP.to_string(), 2),
+            (demo::TASK_ANNOUNCE.to_string(), 3)
+        ]
+    );
+    touch(cluster, &db, demo::TASK_SIGNUP, "live again").await;
+    let live = bob
+        .wait_for("a live change", |f| f["type"] == "change")
+        .await;
+    assert_eq!(
+        (live["id"].as_str(), live["version"].as_i64()),
+        (Some(demo::TASK_SIGNUP), Some(3))
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_out_of_retention_gets_resync() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_resync").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    touch(cluster, &db, demo::TASK_ANNOUNCE, "old news").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let old: i64 = admin
+        .query_one("SELECT max(cursor) FROM rowsync.changes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(
+            "UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",
+        )
+        .await
+        .unwrap();
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [scope()], "cursor": old}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+    assert_eq!(resync["keys"], json!([scope()]));
+    assert_eq!(resync["reason"], "cursor_gone");
+    bridge.stop().await;
+}
+
+/// Postgres restarts under a running bridge: changes made while the bridge reconnects
+/// and after reach the subscriber; the bridge needs no help.
+#[tokio::test]
+async fn a_postgres_restart_loses_nothing() {
+    let cluster = Cluster::private("restart");
+    let db = cluster.database("restart").await;
+    let bridge = Bridge::start(&cluster, &db, |c| {
+        c.feed_safety_poll = std::time::Duration::from_secs(60)
+    })
+    .await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    touch(&cluster, &db, demo::TASK_ANNOUNCE, "before").await;
+    bob.wait_for("the change before the restart", |f| {
+        f["type"] == "change" && f["version"] == 2
+    })
+    .await;
+
+    cluster.restart();
+    touch(&cluster, &db, demo::TASK_ANNOUNCE, "during").await;
+    let frame = bob
+        .wait_for("the change made as the bridge reconnects", |f| {
+            f["type"] == "change" && f["version"] == 3
+        })
+        .await;
+    assert_eq!(frame["id"], demo::TASK_ANNOUNCE);
+    touch(&cluster, &db, demo::TASK_SIGNUP, "after").await;
+    bob.wait_for("the change after the restart", |f| {
+        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    })
+    .await;
+    bridge.stop().await;
+}
+
+/// A bridge restart: the client reconnects to the new bridge from its last cursor.
+#[tokio::test]
+async fn a_bridge_restart_loses_nothing() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_restart").await;
+    let first = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&first, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    let mut cursor = ack["cursor"].as_i64().unwrap();
+    touch(cluster, &db, demo::TASK_ANNOUNCE, "one").await;
+    let frame = bob.wait_for("a change", |f| f["type"] == "change").await;
+    cursor = frame["cursor"].as_i64().unwrap_or(cursor);
+    first.stop().await;
+    assert_eq!(bob.closed().await, Some(1001));
+
+    touch(cluster, &db, demo::TASK_SIGNUP, "while no bridge runs").await;
+    let second = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&second, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
+        .await;
+    let missed = bob
+        .wait_for("the change made between bridges", |f| f["type"] == "change")
+        .await;
+    assert_eq!(missed["id"], demo::TASK_SIGNUP);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn two_bridges_both_deliver_every_change() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_two").await;
+    let one = Bridge::start(cluster, &db, |_| {}).await;
+    let two = Bridge::start(cluster, &db, |_| {}).await;
+    let mut a = Ws::connect(&one, "alice").await;
+    let mut b = Ws::connect(&two, "bob").await;
+    a.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    b.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    for task in [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP] {
+        touch(cluster, &db, task, "seen twice").await;
+    }
+    for ws in [&mut a, &mut b] {
+        let mut ids: Vec<Value> = Vec::new();
+        while ids.len() < 2 {
+            ids.push(ws.wait_for("a change", |f| f["type"] == "change").await["id"].clone());
+        }
+        assert_eq!(ids, [json!(demo::TASK_ANNOUNCE), json!(demo::TASK_SIGNUP)]);
+    }
+    one.stop().await;
+    two.stop().await;
+}
