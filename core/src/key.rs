@@ -6,7 +6,7 @@ use crate::Row;
 use serde_json::{Map, Value};
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub column: String,
     pub path: Vec<String>,

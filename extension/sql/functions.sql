@@ -43,7 +43,8 @@ BEGIN
         NEW.version := 1;
         new_row := to_jsonb(NEW);
     ELSIF TG_OP = 'UPDATE' THEN
-        NEW.version := OLD.version + 1;
+        -- coalesce: rows written before the table was synced may lack a version.
+        NEW.version := coalesce(OLD.version, 0) + 1;
         old_row := to_jsonb(OLD);
         new_row := to_jsonb(NEW);
     ELSE
@@ -116,7 +117,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'RS005',
             MESSAGE = format('%s cannot be synced: it needs a single-column primary key', tbl),
             DETAIL = format('primary key columns: %s', coalesce(key_columns::text, 'none')),
-            HINT = 'add a primary key of type uuid, text or bigint';
+            HINT = 'add a primary key of type uuid, text, varchar, integer or bigint';
     END IF;
     IF key_type NOT IN ('uuid'::regtype, 'text'::regtype, 'bigint'::regtype,
                         'integer'::regtype, 'character varying'::regtype) THEN
@@ -208,7 +209,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'RS410',
                 MESSAGE = format('cursor %s is not in the change log', after),
                 DETAIL = 'it is older than the retention window, or was never issued',
-                HINT = 'resync: read the rows again, then follow the feed from rowsync.head()';
+                HINT = 'resync: take rowsync.head() first, then read the rows again, then follow the feed from that head';
         END IF;
         RETURN QUERY
             SELECT c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes, c.new_scopes, c.at
@@ -395,3 +396,12 @@ BEGIN
     RETURN rows;
 END
 $$;
+
+-- Whoever ran CREATE EXTENSION administers rowsync, superuser or not: a trusted
+-- extension's objects belong to the bootstrap superuser, so they are granted here.
+GRANT UPDATE ON rowsync.settings TO @extowner@;
+GRANT SELECT ON rowsync.changes TO @extowner@ WITH GRANT OPTION;
+GRANT EXECUTE ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text),
+    rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(),
+    rowsync.read_changes(bigint, integer), rowsync.head(), rowsync.grant_feed(regrole)
+    TO @extowner@ WITH GRANT OPTION;

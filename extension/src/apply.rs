@@ -40,7 +40,13 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         .map(|op| ((op.table.clone(), op.id.clone()), None))
         .collect();
     for ((table, id), row) in before.iter_mut() {
-        let sql = tables[table].select_row_sql("FOR UPDATE");
+        // A row only created needs no lock (nor UPDATE privilege): the insert itself
+        // refuses a taken id.
+        let only_created = ops
+            .iter()
+            .filter(|op| op.table == *table && op.id == *id)
+            .all(|op| matches!(op.action, Action::Create { .. }));
+        let sql = tables[table].select_row_sql(if only_created { "" } else { "FOR UPDATE" });
         *row = json_row(client, &sql, &[id.as_str().into()]).and_then(into_row);
     }
     let now = if ops
@@ -94,12 +100,25 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         .map(|(_, op)| (op.table.clone(), op.id.clone()))
         .collect();
     let mut rows = Vec::new();
+    let mut stored = Rows::new();
     let mut wrote = false;
     for (key, post) in &after {
         let table = &tables[&key.0];
         let pre = &before[key];
-        let (row, changed) = write(client, table, &key.1, pre, post, recreated.contains(key));
+        let create_index = ops.iter().rposition(|op| {
+            op.table == key.0 && op.id == key.1 && matches!(op.action, Action::Create { .. })
+        });
+        let (row, changed) = write(
+            client,
+            table,
+            &key.1,
+            pre,
+            post,
+            recreated.contains(key),
+            create_index,
+        );
         wrote |= changed;
+        stored.insert(key.clone(), row.clone());
         rows.push(json!({
             "table": key.0,
             "id": key.1,
@@ -120,10 +139,11 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
     } else {
         Value::Null
     };
+    let inverse = guard_with_stored(outcome.inverse, &stored);
     let result = json!({
         "id": tx.id,
         "rows": rows,
-        "inverse": outcome.inverse.iter().map(Op::to_json).collect::<Vec<_>>(),
+        "inverse": inverse.iter().map(Op::to_json).collect::<Vec<_>>(),
         "skipped": outcome.skipped.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "cursor": cursor,
     });
@@ -131,6 +151,30 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         remember(client, id, &result);
     }
     Ok(result)
+}
+
+/// Guards undo with what Postgres stored, not what the client sent: `"2030-01-01 10:00"`
+/// is stored as `"2030-01-01T10:00:00+00:00"`. Only the inverse of each key's last write
+/// (the first in the inverse) compares against the stored row; earlier ones compare
+/// against values the undo itself writes.
+fn guard_with_stored(mut inverse: Vec<Op>, stored: &Rows) -> Vec<Op> {
+    let mut seen = BTreeSet::new();
+    for op in inverse.iter_mut() {
+        let (table, id) = (op.table.clone(), op.id.clone());
+        if let Action::Set {
+            key,
+            expect: Some(expect),
+            ..
+        } = &mut op.action
+        {
+            if seen.insert((table.clone(), id.clone(), key.clone())) {
+                if let Some(Some(row)) = stored.get(&(table, id)) {
+                    *expect = key.get(row).cloned().unwrap_or(Value::Null);
+                }
+            }
+        }
+    }
+    inverse
 }
 
 fn max_ops(client: &mut SpiClient<'_>) -> usize {
@@ -168,8 +212,9 @@ fn validate(mut ops: Vec<Op>, tables: &BTreeMap<String, SyncedTable>) -> Result<
         let invalid = |field: &str, message: String| {
             Failure::InvalidOp(OpError::new(field, message).at(index))
         };
-        if !values::id_fits(&table.pk_type, &op.id) {
-            return Err(invalid("id", format!("not a valid {} key", table.pk_type)));
+        match values::canonical_id(&table.pk_type, &op.id) {
+            Some(id) => op.id = id,
+            None => return Err(invalid("id", format!("not a valid {} key", table.pk_type))),
         }
         let column = |name: &str| {
             table
@@ -193,7 +238,7 @@ fn validate(mut ops: Vec<Op>, tables: &BTreeMap<String, SyncedTable>) -> Result<
                         continue;
                     }
                     let col = column(name)?;
-                    if *name == table.pk && !id_equals(v, &op.id) {
+                    if *name == table.pk && !id_equals(v, &table.pk_type, &op.id) {
                         return Err(invalid(
                             "value",
                             format!("the primary key \"{name}\" must equal the op's id"),
@@ -261,12 +306,14 @@ fn validate(mut ops: Vec<Op>, tables: &BTreeMap<String, SyncedTable>) -> Result<
     Ok(ops)
 }
 
-fn id_equals(value: &Value, id: &str) -> bool {
-    match value {
-        Value::String(s) => s.eq_ignore_ascii_case(id),
-        Value::Number(n) => n.to_string() == id,
-        _ => false,
-    }
+/// Whether a key value in a `create` names the op's (canonical) id.
+fn id_equals(value: &Value, pk_type: &str, id: &str) -> bool {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return false,
+    };
+    values::canonical_id(pk_type, &text).as_deref() == Some(id)
 }
 
 fn into_row(value: Value) -> Option<Row> {
@@ -285,17 +332,19 @@ fn write(
     pre: &Option<Row>,
     post: &Option<Row>,
     recreated: bool,
+    create_index: Option<usize>,
 ) -> (Option<Row>, bool) {
+    let index = create_index.unwrap_or(0);
     match (pre, post) {
         (None, None) => (None, false),
-        (None, Some(new)) => (Some(insert(client, table, id, new)), true),
+        (None, Some(new)) => (Some(insert(client, table, id, new, index)), true),
         (Some(_), None) => {
             delete(client, table, id);
             (None, true)
         }
         (Some(_), Some(new)) if recreated => {
             delete(client, table, id);
-            (Some(insert(client, table, id, new)), true)
+            (Some(insert(client, table, id, new, index)), true)
         }
         (Some(old), Some(new)) => {
             let changed: Row = new
@@ -323,7 +372,13 @@ fn column_list(row: &Row) -> Vec<String> {
         .collect()
 }
 
-fn insert(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, row: &Row) -> Row {
+fn insert(
+    client: &mut SpiClient<'_>,
+    table: &SyncedTable,
+    id: &str,
+    row: &Row,
+    index: usize,
+) -> Row {
     let columns = column_list(row).join(", ");
     let sql = format!(
         "INSERT INTO {q} AS t ({columns}) SELECT {columns} FROM jsonb_populate_record(NULL::{q}, $1) \
@@ -334,10 +389,12 @@ fn insert(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, row: &Row) 
     let args = [JsonB(Value::Object(row.clone())).into()];
     match json_row(client, &sql, &args).and_then(into_row) {
         Some(stored) => stored,
+        // Word for word what a visible taken id gets (Failure::AlreadyExists), so that
+        // the answer does not tell a hidden row from a visible one.
         None => raise(
             PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             format!("row {}:{id} already exists", table.name),
-            "create on an id that is taken".into(),
+            format!("op {index}"),
             "create rows with fresh ids (UUIDs)",
         ),
     }
@@ -398,9 +455,9 @@ fn remember(client: &mut SpiClient<'_>, id: &str, result: &Value) {
     if stored.is_none() {
         raise(
             PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-            format!("transaction {id} was applied already or is being applied"),
-            "another call with this transaction id committed first".into(),
-            "retry: a retry returns the stored result",
+            format!("transaction id {id} is already taken"),
+            "a transaction with this id was applied by someone else, or is being applied by another call right now".into(),
+            "if this is a retry of your own transaction, retry again to get its stored result; otherwise use a fresh id",
         );
     }
 }

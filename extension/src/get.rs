@@ -37,8 +37,8 @@ fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
     for (name, table) in &tables {
         let ids: Vec<String> = pointers
             .iter()
-            .filter(|(t, id)| t == name && values::id_fits(&table.pk_type, id))
-            .map(|(_, id)| id.clone())
+            .filter(|(t, _)| t == name)
+            .filter_map(|(_, id)| values::canonical_id(&table.pk_type, id))
             .collect();
         if ids.is_empty() {
             continue;
@@ -59,10 +59,11 @@ fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
     let rows: Vec<Value> = pointers
         .into_iter()
         .map(|(table, id)| {
-            let row = found
-                .get(&(table.clone(), id.to_ascii_lowercase()))
-                .or_else(|| found.get(&(table.clone(), id.clone())))
-                .cloned()
+            let canonical = tables
+                .get(&table)
+                .and_then(|t| values::canonical_id(&t.pk_type, &id));
+            let row = canonical
+                .and_then(|c| found.get(&(table.clone(), c)).cloned())
                 .unwrap_or(Value::Null);
             json!({ "table": table, "id": id, "row": row })
         })
@@ -103,13 +104,10 @@ fn parse(pointers: &Value, max: usize) -> Result<Vec<(String, String)>, Failure>
             };
             match pair {
                 Some((t, id)) if !t.is_empty() && !id.is_empty() => Ok((t, id)),
-                _ => Err(Failure::InvalidOp(
-                    OpError::new(
-                        "pointer",
-                        "must be \"table:id\" or {\"table\": …, \"id\": …}",
-                    )
-                    .at(i),
-                )),
+                _ => Err(Failure::InvalidOp(OpError::new(
+                    &format!("pointers[{i}]"),
+                    "must be \"table:id\" or {\"table\": …, \"id\": …}",
+                ))),
             }
         })
         .collect()

@@ -446,4 +446,55 @@ mod tests {
             Ok(Some(0))
         );
     }
+
+    #[pg_test]
+    fn one_row_one_id_however_spelled() {
+        demo_table();
+        let upper = A.to_ascii_uppercase();
+        let created = apply(
+            json!({"ops": [{"type": "create", "table": "items", "id": upper, "value": {"id": upper, "n": 1}}]}),
+        );
+        assert_eq!(created["rows"][0]["id"], json!(A));
+        let both = apply(json!({"ops": [
+            {"type": "set", "table": "items", "id": upper, "key": "n", "value": 2, "version": 1},
+            {"type": "set", "table": "items", "id": A, "key": "done", "value": true, "version": 1}
+        ]}));
+        assert_eq!(both["rows"].as_array().unwrap().len(), 1, "{both}");
+        assert_eq!(both["rows"][0]["version"], json!(2));
+    }
+
+    /// Undo compares against the value as stored, not as the client spelled it.
+    #[pg_test]
+    fn undo_guards_hold_what_postgres_stored() {
+        Spi::run("SET LOCAL TimeZone = 'UTC'").unwrap();
+        demo_table();
+        apply(json!({"ops": [{"type": "create", "table": "items", "id": A, "value": {}}]}));
+        let set = apply(
+            json!({"ops": [{"type": "set", "table": "items", "id": A, "key": "due", "value": "2030-01-01 10:00"}]}),
+        );
+        assert_eq!(
+            set["inverse"][0]["expect"],
+            json!("2030-01-01T10:00:00+00:00")
+        );
+        let undo = apply(json!({"ops": set["inverse"].clone()}));
+        assert_eq!(undo["skipped"], json!([]));
+        assert_eq!(undo["rows"][0]["row"]["due"], Value::Null);
+    }
+
+    #[pg_test]
+    fn numbers_keep_their_digits() {
+        demo_table();
+        apply(json!({"ops": [{"type": "create", "table": "items", "id": A, "value": {}}]}));
+        Spi::run(&format!("UPDATE public.items SET meta = '{{\"big\": 12345678901234567890123, \"price\": 19.90}}' WHERE id = '{A}'")).unwrap();
+        apply(
+            json!({"ops": [{"type": "set", "table": "items", "id": A, "key": "meta.color", "value": "red"}]}),
+        );
+        let meta = Spi::get_one::<String>("SELECT meta::text FROM public.items")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            meta,
+            r#"{"big": 12345678901234567890123, "color": "red", "price": 19.90}"#
+        );
+    }
 }

@@ -59,11 +59,31 @@ fn is_integer_type(type_name: &str) -> bool {
     )
 }
 
-/// Whether `id` is a valid text form of a key of type `pk_type`.
-pub fn id_fits(pk_type: &str, id: &str) -> bool {
+/// The canonical text form of `id` as a key of type `pk_type` (lower-case UUIDs,
+/// integers without sign or leading zeros), as Postgres prints it; `None` when `id` is
+/// not such a key. One row has one id, however a client spells it.
+pub fn canonical_id(pk_type: &str, id: &str) -> Option<String> {
     match pk_type {
-        "uuid" => rowsync_core::is_uuid(id),
-        "bigint" | "integer" | "smallint" => id.parse::<i64>().is_ok(),
-        _ => true,
+        "uuid" => rowsync_core::is_uuid(id).then(|| id.to_ascii_lowercase()),
+        "bigint" | "integer" | "smallint" => id.parse::<i64>().ok().map(|n| n.to_string()),
+        _ => Some(id.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_id;
+
+    #[test]
+    fn ids_have_one_spelling() {
+        let upper = "0B5E4F6A-1111-4222-8333-944455556666";
+        assert_eq!(
+            canonical_id("uuid", upper).as_deref(),
+            Some("0b5e4f6a-1111-4222-8333-944455556666")
+        );
+        assert_eq!(canonical_id("bigint", "+007").as_deref(), Some("7"));
+        assert_eq!(canonical_id("text", "Aa").as_deref(), Some("Aa"));
+        assert_eq!(canonical_id("uuid", "nope"), None);
+        assert_eq!(canonical_id("integer", "1.5"), None);
     }
 }
