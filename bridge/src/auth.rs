@@ -103,6 +103,20 @@ fn is_role_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// An HS256 token for `sub` with the configured default role, valid `ttl` seconds.
+pub fn mint(config: &Config, sub: &str, ttl: u64) -> Result<String, String> {
+    if config.jwt_algorithm != JwtAlgorithm::Hs256 {
+        return Err("tokens can be minted only with an HS256 secret".into());
+    }
+    let claims = serde_json::json!({"sub": sub, "role": config.default_role, "exp": now() + ttl});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(config.jwt_secret.0.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()

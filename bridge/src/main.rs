@@ -1,5 +1,7 @@
-//! `rowsync-bridge [--config FILE] [--check-config]`: loads the configuration, sets up
-//! logging, binds, and serves until Ctrl-C or SIGTERM.
+//! `rowsync-bridge [--config FILE] [--check-config] [--mint-token SUB]`: loads the
+//! configuration, sets up logging, binds, and serves until Ctrl-C or SIGTERM.
+//! `--mint-token` prints an HS256 token for user SUB signed with the configured secret,
+//! valid for an hour: for development, where the bridge holds the secret anyway.
 
 use rowsync_bridge::Config;
 use std::path::PathBuf;
@@ -9,12 +11,16 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mut file = std::env::var_os("ROWSYNC_CONFIG").map(PathBuf::from);
     let mut check = false;
+    let mut mint: Option<String> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => file = args.next().map(PathBuf::from),
             "--check-config" => check = true,
+            "--mint-token" => mint = args.next(),
             _ => {
-                eprintln!("usage: rowsync-bridge [--config FILE] [--check-config]");
+                eprintln!(
+                    "usage: rowsync-bridge [--config FILE] [--check-config] [--mint-token SUB]"
+                );
                 std::process::exit(2);
             }
         }
@@ -26,6 +32,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(sub) = mint {
+        match rowsync_bridge::auth::mint(&config, &sub, 3600) {
+            Ok(token) => println!("{token}"),
+            Err(error) => {
+                eprintln!("rowsync-bridge: {error}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if check {
         println!("{config:#?}");
         println!("configuration OK");
