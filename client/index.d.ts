@@ -1,0 +1,91 @@
+// Types of @rowsync/client (the modules are plain ES modules with JSDoc).
+
+export type Row = Record<string, unknown>;
+export type ConnectionState = 'idle' | 'connecting' | 'open' | 'offline' | 'closed';
+
+export type Op =
+  | { type: 'set'; table: string; id: string; key: string | string[]; value?: unknown; remove?: boolean; expect?: unknown; version?: number }
+  | { type: 'set-now'; table: string; id: string; key: string | string[]; version?: number }
+  | { type: 'listInsert'; table: string; id: string; key: string | string[]; value: unknown; position?: 'append' | 'prepend' | { before: unknown } | { after: unknown }; version?: number }
+  | { type: 'listRemove'; table: string; id: string; key: string | string[]; value: unknown; version?: number }
+  | { type: 'create'; table: string; id: string; value: Row; expect_absent?: boolean }
+  | { type: 'delete'; table: string; id: string; expect_version?: number; version?: number };
+
+export interface TransactionResult {
+  id: string | null;
+  rows: { table: string; id: string; version: number | null; row: Row | null }[];
+  inverse: Op[];
+  skipped: { index: number; table: string; id: string; key?: string | string[]; reason: 'changed' | 'gone' | 'exists' }[];
+  cursor: number | null;
+}
+
+export interface Storage {
+  load(): Promise<{ id: string; ops: Op[]; created: number }[]>;
+  put(tx: { id: string; ops: Op[]; created: number }): Promise<void>;
+  remove(id: string): Promise<void>;
+}
+
+export interface ClientOptions {
+  url: string;
+  getToken: () => Promise<string> | string;
+  storage?: Storage;
+  WebSocket?: typeof WebSocket;
+  undoWindowMs?: number;
+  requestTimeoutMs?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface View<T> {
+  subscribe(listener: () => void): () => void;
+  getSnapshot(): T;
+}
+
+export declare class RowsyncError extends Error {
+  code: string;
+  temporary: boolean;
+  sqlstate?: string;
+  detail?: string;
+  hint?: string;
+}
+
+export interface Member { id: string; user: string | null; state: unknown }
+
+export interface Room {
+  join(state?: unknown): Promise<unknown>;
+  update(state: unknown): Promise<unknown>;
+  leave(): Promise<unknown>;
+  broadcast(event: string, payload?: unknown): boolean;
+  onEvent(listener: (event: { event: string; payload: unknown; from: { id: string; user: string | null } }) => void): () => void;
+  subscribe(listener: () => void): () => void;
+  getSnapshot(): Member[];
+}
+
+export interface RowsyncClient {
+  readonly state: ConnectionState;
+  readonly ready: Promise<void>;
+  readonly canUndo: boolean;
+  readonly canRedo: boolean;
+  on(event: 'state', listener: (e: { state: ConnectionState; reason: string }) => void): () => void;
+  on(event: 'rejected', listener: (e: { tx: { id: string; ops: Op[] }; error: RowsyncError }) => void): () => void;
+  on(event: 'skipped', listener: (e: { tx: { id: string; ops: Op[] }; skipped: TransactionResult['skipped'] }) => void): () => void;
+  on(event: 'history' | 'change' | 'error', listener: (e: any) => void): () => void;
+  record(table: string, id: string): View<Row | null | undefined>;
+  query(table: string, scope: Record<string, string>, order?: (a: Row, b: Row) => number): View<Row[]>;
+  write(ops: Op[]): Promise<TransactionResult>;
+  undo(): Promise<TransactionResult | null>;
+  redo(): Promise<TransactionResult | null>;
+  room(name: string): Room;
+  close(): void;
+}
+
+export declare function createClient(options: ClientOptions): RowsyncClient;
+export declare function memoryStorage(): Storage;
+export declare function indexedDbStorage(name?: string): Storage;
+export declare function bindUndoKeys(client: RowsyncClient, target?: EventTarget): () => void;
+export declare function typing(room: Room, options?: { idleMs?: number }): {
+  start(): void;
+  stop(): void;
+  subscribe(listener: () => void): () => void;
+  getSnapshot(): string[];
+};

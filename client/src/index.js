@@ -1,0 +1,399 @@
+// The rowsync browser client: a record cache with live views, optimistic writes with the
+// extension's exact semantics (ops.js runs the shared vectors), a durable queue, undo and
+// redo from the server's inverse ops, presence and broadcast, and resume after reconnects.
+
+import { Connection, RowsyncError } from './connection.js';
+import { applyTransaction, parseTransaction } from './ops.js';
+import { defaultStorage } from './queue.js';
+import { Presence } from './presence.js';
+
+export { RowsyncError } from './connection.js';
+export { memoryStorage, indexedDbStorage } from './queue.js';
+export { typing } from './presence.js';
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} url                          the bridge's ws(s)://…/v1/ws
+ * @property {() => Promise<string>|string} getToken  called at connect and before expiry
+ * @property {import('./queue.js').Storage} [storage]  default: IndexedDB, else memory
+ * @property {typeof WebSocket} [WebSocket]        injectable, for tests
+ * @property {number} [undoWindowMs]               writes closer than this undo together (500)
+ * @property {number} [requestTimeoutMs]
+ * @property {number} [minBackoffMs]
+ * @property {number} [maxBackoffMs]
+ */
+
+/** @param {ClientOptions} options */
+export function createClient(options) {
+  return new RowsyncClient(options);
+}
+
+/**
+ * @template T
+ * @typedef {object} View
+ * @property {(listener: () => void) => () => void} subscribe
+ * @property {() => T} getSnapshot
+ */
+
+export class RowsyncClient {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    this.options = options;
+    this.connection = new Connection(options);
+    this.storage = options.storage ?? defaultStorage();
+    /** Rows as the server last said, by "table:id"; null: gone or hidden. */
+    this.server = new Map();
+    /** @type {import('./queue.js').PendingTx[]} */
+    this.pending = [];
+    /** Server rows with the pending transactions applied on top. */
+    this.visible = new Map();
+    /** Subscribed keys with how many views use each. */
+    this.watched = new Map();
+    /** @type {number|null} the position in the feed of the last frame received */
+    this.cursor = null;
+    this.views = new Set();
+    this.waiters = new Map();
+    this.undoStack = [];
+    this.redoStack = [];
+    this.refetch = new Set();
+    this.events = new Map();
+    this.presence = new Presence(this.connection);
+    this.flushing = false;
+    this.connection.onState((state, reason) => this.emit('state', { state, reason }));
+    this.connection.onOpen(() => this.resume());
+    this.connection.onPush((frame) => this.onPush(frame));
+    this.ready = this.storage.load().then((txs) => {
+      this.pending = txs;
+      this.recompute();
+      this.flush();
+    });
+    if (typeof window !== 'undefined') {
+      window.addEventListener('online', () => this.connection.wake('the network is back'));
+      window.addEventListener('offline', () => this.emit('state', { state: 'offline', reason: 'the browser is offline' }));
+      document.addEventListener('visibilitychange', () => {
+        if (!document.hidden) this.connection.wake('the page is visible again');
+      });
+    }
+    this.connection.start();
+  }
+
+  get state() { return this.connection.state; }
+
+  /** Events: state, rejected ({tx, error}), skipped ({skipped}), change ({frame}). */
+  on(event, listener) {
+    if (!this.events.has(event)) this.events.set(event, new Set());
+    this.events.get(event).add(listener);
+    return () => this.events.get(event).delete(listener);
+  }
+
+  emit(event, payload) {
+    for (const listener of this.events.get(event) ?? []) listener(payload);
+  }
+
+  close() {
+    this.connection.stop();
+  }
+
+  /** A live view of one record (undefined until loaded, null when gone or hidden). */
+  record(table, id) {
+    const key = `${table}:${id}`;
+    return this.view(key, () => this.visible.get(key));
+  }
+
+  /**
+   * A live view of the rows of a scope, e.g. query('tasks', {board_id: b}).
+   * @param {string} table @param {Record<string, string>} scope
+   * @param {(a: any, b: any) => number} [order]
+   */
+  query(table, scope, order) {
+    const [[column, value]] = Object.entries(scope);
+    const key = `${table}?${column}=${value}`;
+    const prefix = `${table}:`;
+    return this.view(key, () => {
+      const rows = [];
+      for (const [k, row] of this.visible) {
+        if (row && k.startsWith(prefix) && String(row[column]) === String(value)) rows.push(row);
+      }
+      return order ? rows.sort(order) : rows;
+    });
+  }
+
+  view(key, compute) {
+    let snapshot = compute();
+    const listeners = new Set();
+    const view = {
+      key,
+      refresh: () => {
+        const next = compute();
+        if (!sameSnapshot(snapshot, next)) {
+          snapshot = next;
+          for (const listener of listeners) listener();
+        }
+      },
+      subscribe: (listener) => {
+        if (listeners.size === 0) {
+          this.views.add(view);
+          this.watch(key);
+        }
+        listeners.add(listener);
+        return () => {
+          listeners.delete(listener);
+          if (listeners.size === 0) {
+            this.views.delete(view);
+            this.unwatch(key);
+          }
+        };
+      },
+      getSnapshot: () => snapshot,
+    };
+    return view;
+  }
+
+  watch(key) {
+    const count = this.watched.get(key) ?? 0;
+    this.watched.set(key, count + 1);
+    if (count === 0 && this.state === 'open') this.follow([key], null);
+  }
+
+  unwatch(key) {
+    const count = (this.watched.get(key) ?? 1) - 1;
+    if (count > 0) {
+      this.watched.set(key, count);
+      return;
+    }
+    this.watched.delete(key);
+    if (this.state === 'open') this.connection.request({ type: 'unsubscribe', keys: [key] }).catch(() => {});
+  }
+
+  /** Subscribes to keys (from a cursor after a reconnect) and loads their rows. */
+  async follow(keys, cursor) {
+    try {
+      const ack = await this.connection.request({ type: 'subscribe', keys, ...(cursor !== null ? { cursor } : {}) });
+      if (cursor === null || this.cursor === null) this.cursor = ack.cursor;
+      if (cursor === null) await this.load(keys);
+    } catch (error) {
+      this.emit('error', { error, keys });
+    }
+  }
+
+  async load(keys) {
+    if (keys.length === 0 || this.state !== 'open') return;
+    const reply = await this.connection.request({ type: 'fetch', keys });
+    for (const record of reply.records ?? []) this.store(record.table, record.id, record.row);
+    for (const scope of reply.scopes ?? []) {
+      const table = scope.key.split('?')[0];
+      const pk = 'id';
+      for (const row of scope.rows) this.store(table, String(row[pk]), row);
+    }
+    this.recompute();
+  }
+
+  /** Keeps the newer of what we have and what the server sent. */
+  store(table, id, row) {
+    const key = `${table}:${id}`;
+    const known = this.server.get(key);
+    if (row && known && typeof known.version === 'number' && row.version < known.version) return;
+    this.server.set(key, row ?? null);
+  }
+
+  async resume() {
+    this.presence.rejoin();
+    const keys = [...this.watched.keys()];
+    if (keys.length > 0) await this.follow(keys, this.cursor);
+    this.flush();
+  }
+
+  onPush(frame) {
+    switch (frame.type) {
+      case 'change':
+        this.cursor = frame.cursor;
+        if (frame.id !== null) this.scheduleRefetch(`${frame.table}:${frame.id}`);
+        this.emit('change', { frame });
+        break;
+      case 'resync':
+        this.load(frame.keys).catch(() => {});
+        break;
+      case 'presence':
+      case 'broadcast':
+        this.presence.onFrame(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Refetches changed records together, once per turn of the event loop. */
+  scheduleRefetch(key) {
+    const first = this.refetch.size === 0;
+    this.refetch.add(key);
+    if (!first) return;
+    setTimeout(() => {
+      const keys = [...this.refetch];
+      this.refetch.clear();
+      this.load(keys).catch(() => keys.forEach((k) => this.refetch.add(k)));
+    }, 0);
+  }
+
+  /** Server rows, then every pending transaction on top, then tell the views. */
+  recompute() {
+    let rows = new Map(this.server);
+    for (const tx of this.pending) {
+      try {
+        rows = applyTransaction(rows, parseTransaction({ ops: tx.ops }).ops, tx.now ?? null).rows;
+      } catch {
+        // The server will refuse it too; until then it is not shown.
+      }
+    }
+    this.visible = rows;
+    for (const view of this.views) view.refresh();
+  }
+
+  /**
+   * Applies `ops` at once, queues them durably and sends them. Resolves with the server's
+   * result; rejects (and rolls back, with a `rejected` event) when the server refuses.
+   */
+  write(ops) {
+    return this.submit(ops, 'undo').promise;
+  }
+
+  submit(ops, record) {
+    const now = new Date().toISOString();
+    const parsed = parseTransaction({ ops });
+    const local = applyTransaction(this.visible, parsed.ops, now);
+    const tx = { id: uuid(), ops, now, created: Date.now() };
+    this.pending.push(tx);
+    this.recompute();
+    const promise = new Promise((resolve, reject) => this.waiters.set(tx.id, { resolve, reject }));
+    promise.catch(() => {});
+    if (record === 'undo') this.pushUndo(this.undoStack, tx.id, local.inverse, true);
+    if (record === 'redo') this.pushUndo(this.redoStack, tx.id, local.inverse, false);
+    if (record === 'undo-from-redo') this.pushUndo(this.undoStack, tx.id, local.inverse, false);
+    this.storage.put(tx).then(() => this.flush());
+    return { id: tx.id, promise };
+  }
+
+  async flush() {
+    if (this.flushing || this.state !== 'open') return;
+    this.flushing = true;
+    try {
+      while (this.pending.length > 0 && this.state === 'open') {
+        const tx = this.pending[0];
+        let reply;
+        try {
+          reply = await this.connection.request({ type: 'write', tx: { id: tx.id, ops: tx.ops } });
+        } catch (error) {
+          if (error.temporary) {
+            if (this.state === 'open') setTimeout(() => this.flush(), 1000);
+            return;
+          }
+          this.finish(tx, null, error);
+          continue;
+        }
+        this.finish(tx, reply.result, null);
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  finish(tx, result, error) {
+    this.pending = this.pending.filter((t) => t.id !== tx.id);
+    this.storage.remove(tx.id);
+    if (result) {
+      for (const r of result.rows) this.store(r.table, r.id, r.row);
+      this.updateInverse(tx.id, result.inverse);
+      if (result.skipped?.length) this.emit('skipped', { tx, skipped: result.skipped });
+    } else {
+      this.dropInverse(tx.id);
+      this.emit('rejected', { tx, error });
+    }
+    this.recompute();
+    const waiter = this.waiters.get(tx.id);
+    this.waiters.delete(tx.id);
+    if (waiter) result ? waiter.resolve(result) : waiter.reject(error);
+  }
+
+  pushUndo(stack, txId, inverse, group) {
+    const last = stack[stack.length - 1];
+    const now = Date.now();
+    if (group && last && now - last.at < (this.options.undoWindowMs ?? 500)) {
+      last.parts.push({ txId, inverse });
+      last.at = now;
+    } else {
+      stack.push({ parts: [{ txId, inverse }], at: now });
+    }
+    if (group) this.redoStack = [];
+    this.emit('history', {});
+  }
+
+  updateInverse(txId, inverse) {
+    for (const entry of [...this.undoStack, ...this.redoStack]) {
+      for (const part of entry.parts) if (part.txId === txId) part.inverse = inverse;
+    }
+  }
+
+  dropInverse(txId) {
+    for (const stack of [this.undoStack, this.redoStack]) {
+      for (const entry of stack) entry.parts = entry.parts.filter((p) => p.txId !== txId);
+    }
+    this.undoStack = this.undoStack.filter((e) => e.parts.length > 0);
+    this.redoStack = this.redoStack.filter((e) => e.parts.length > 0);
+    this.emit('history', {});
+  }
+
+  get canUndo() { return this.undoStack.length > 0; }
+  get canRedo() { return this.redoStack.length > 0; }
+
+  /** Undoes the last group of writes, skipping (and reporting) fields others changed since. */
+  undo() { return this.replay(this.undoStack, 'redo'); }
+
+  redo() { return this.replay(this.redoStack, 'undo-from-redo'); }
+
+  replay(stack, record) {
+    const entry = stack.pop();
+    if (!entry) return Promise.resolve(null);
+    const ops = [...entry.parts].reverse().flatMap((p) => p.inverse);
+    this.emit('history', {});
+    if (ops.length === 0) return Promise.resolve(null);
+    return this.submit(ops, record).promise;
+  }
+
+  /** A presence room: who is here, with a small state each, and ephemeral events. */
+  room(name) {
+    return this.presence.room(name);
+  }
+}
+
+function sameSnapshot(a, b) {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  return a.every((row, i) => row === b[i]);
+}
+
+function uuid() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** Ctrl/Cmd+Z undoes, Shift+Ctrl/Cmd+Z and Ctrl+Y redo; text fields keep their own undo. */
+export function bindUndoKeys(client, target = globalThis.window) {
+  const handler = (event) => {
+    const editable = event.target?.closest?.('input, textarea, [contenteditable="true"]');
+    if (editable || !(event.ctrlKey || event.metaKey)) return;
+    const key = event.key.toLowerCase();
+    if (key === 'z' && !event.shiftKey) {
+      event.preventDefault();
+      client.undo();
+    } else if ((key === 'z' && event.shiftKey) || key === 'y') {
+      event.preventDefault();
+      client.redo();
+    }
+  };
+  target.addEventListener('keydown', handler);
+  return () => target.removeEventListener('keydown', handler);
+}
