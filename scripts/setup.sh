@@ -12,7 +12,7 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-apt_packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config libssl-dev curl)
+apt_packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config libssl-dev curl chromium nodejs)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -26,5 +26,8 @@ fi
 step "extension: install into Postgres 15 for the end-to-end tests"
 install_extension
 
-step "core unit tests, shared vectors, end-to-end tests"
+step "client unit tests and shared vectors (node's test runner)"
+node --test client/test/
+
+step "core and bridge unit tests, shared vectors, end-to-end and browser tests"
 cargo test --workspace --exclude rowsync

@@ -1,10 +1,12 @@
-//! End-to-end tests of the extension against a real Postgres cluster over real
-//! connections: everything that needs commits, several sessions or notifications.
+//! End-to-end tests against a real Postgres cluster: the extension over real connections
+//! (commits, several sessions, notifications), the bridge over real WebSockets, and the
+//! demo in Debian's Chromium.
 
 mod bridge_input;
 mod bridge_live;
 mod bridge_presence;
 mod bridge_resume;
+mod browser;
 mod feed;
 mod golden;
 mod input;

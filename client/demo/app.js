@@ -12,8 +12,9 @@ window.rowsync = client;
 bindUndoKeys(client);
 
 const $ = (id) => document.getElementById(id);
-const el = (tag, props = {}, ...children) => {
+const el = (tag, { dataset = {}, ...props } = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
   node.append(...children);
   return node;
 };
@@ -49,7 +50,7 @@ let boardId = params.get('board');
 let unsubscribeBoard = () => {};
 memberships.subscribe(renderPicker);
 function renderPicker() {
-  const rows = memberships.getSnapshot();
+  const rows = [...memberships.getSnapshot()].sort((a, b) => a.board_id.localeCompare(b.board_id));
   const picker = $('board-picker');
   picker.replaceChildren(...rows.map((m) => el('option', { value: m.board_id, textContent: m.board_id.slice(-2) })));
   for (const m of rows) {

@@ -1,0 +1,169 @@
+// The demo in a real browser: two users collaborating through a real bridge and Postgres.
+// Started by the Rust test suite (tests/browser.rs), which provides the bridge and tokens:
+// ROWSYNC_BRIDGE, ROWSYNC_TOKENS (JSON by user), ROWSYNC_SCREENSHOTS (a folder).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { launch } from './browser.mjs';
+
+const BRIDGE = process.env.ROWSYNC_BRIDGE;
+const TOKENS = JSON.parse(process.env.ROWSYNC_TOKENS ?? '{}');
+const SHOTS = process.env.ROWSYNC_SCREENSHOTS;
+/** The bound we promise for an edit to reach the other page. */
+const SYNC_BOUND_MS = 2000;
+
+const ANNOUNCE = '00000000-0000-4000-8000-000000000001';
+const SIGNUP = '00000000-0000-4000-8000-000000000002';
+const VENUE = '00000000-0000-4000-8000-000000000003';
+const SECRET = '00000000-0000-4000-8000-000000000004';
+const LAUNCH = '00000000-0000-4000-8000-0000000000b1';
+
+let browser;
+const pages = {};
+
+before(async () => {
+  assert.ok(BRIDGE, 'ROWSYNC_BRIDGE is set by tests/browser.rs');
+  browser = await launch();
+  pages.alice = await open('alice');
+  pages.bob = await open('bob');
+});
+
+after(() => browser?.close());
+
+async function open(user, query = '') {
+  const page = await browser.newPage();
+  await page.goto(`${BRIDGE}/demo/?token=${TOKENS[user]}&board=${LAUNCH}${query}`);
+  await page.waitFor(`document.querySelector('#status').textContent === 'online'`, `${user} online`);
+  await page.waitFor(`document.querySelectorAll('.card').length > 0`, `${user}'s board`);
+  return page;
+}
+
+const titleOf = (id) => `document.querySelector('.card[data-id="${id}"] input.title')?.value`;
+const statusColumnOf = (id) => `document.querySelector('.card[data-id="${id}"]')?.closest('.column')?.dataset.status`;
+
+function setTitle(page, id, title) {
+  return page.eval(`(() => {
+    const input = document.querySelector('.card[data-id="${id}"] input.title');
+    input.value = ${JSON.stringify(title)};
+    input.dispatchEvent(new Event('blur'));
+    return true;
+  })()`);
+}
+
+/** Cuts the page off the network, including the open WebSocket. */
+async function goOffline(page) {
+  await page.offline(true);
+  await page.eval(`(window.rowsync.connection.socket?.close(), true)`);
+  await page.waitFor(`document.querySelector('#status').textContent !== 'online'`, 'the offline badge');
+}
+
+const click = (page, selector) => page.eval(`(document.querySelector(${JSON.stringify(selector)}).click(), true)`);
+
+async function serverRow(user, id) {
+  const response = await fetch(`${BRIDGE}/v1/records`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKENS[user]}`, 'content-type': 'application/json' },
+    body: JSON.stringify([`tasks:${id}`]),
+  });
+  return (await response.json()).rows[0].row;
+}
+
+async function shot(page, name) {
+  if (SHOTS) await page.screenshot(join(SHOTS, `${name}.png`));
+}
+
+test('two users see each other\'s edits within the bound', async () => {
+  const started = Date.now();
+  await setTitle(pages.bob, ANNOUNCE, 'Write the launch post');
+  assert.equal(await pages.bob.eval(titleOf(ANNOUNCE)), 'Write the launch post', 'applied at once where it was made');
+  await pages.alice.waitFor(`${titleOf(ANNOUNCE)} === 'Write the launch post'`, 'bob\'s edit in alice\'s page', SYNC_BOUND_MS);
+  const elapsed = Date.now() - started;
+  console.log(`edit reached the other page in ${elapsed} ms (bound ${SYNC_BOUND_MS} ms)`);
+  await click(pages.alice, `.card[data-id="${SIGNUP}"] button.right`);
+  await pages.bob.waitFor(`${statusColumnOf(SIGNUP)} === 'done'`, 'alice\'s move in bob\'s page', SYNC_BOUND_MS);
+  await shot(pages.alice, 'board-alice');
+  await shot(pages.bob, 'board-bob');
+});
+
+test('presence shows who is here, typing shows in the other page', async () => {
+  await pages.alice.waitFor(`document.querySelector('#presence .avatar[data-user="bob"]')`, 'bob\'s avatar for alice');
+  await pages.bob.waitFor(`document.querySelector('#presence .avatar[data-user="alice"]')`, 'alice\'s avatar for bob');
+  await click(pages.alice, `.card[data-id="${VENUE}"] button.talk`);
+  await click(pages.bob, `.card[data-id="${VENUE}"] button.talk`);
+  // Joining the thread's room goes through Postgres when bridges differ; here it is one.
+  await pages.bob.waitFor(`window.rowsync.room('comments?task_id=${VENUE}').joined`, 'bob in the thread');
+  await pages.alice.waitFor(`window.rowsync.room('comments?task_id=${VENUE}').getSnapshot().length === 2`, 'both in the thread');
+  await pages.alice.eval(`(() => { const i = document.querySelector('#comment-input'); i.value = 'Booked for Friday'; i.dispatchEvent(new Event('input')); return true; })()`);
+  await pages.bob.waitFor(`document.querySelector('#typing').textContent.includes('alice is typing')`, 'alice typing, in bob\'s page');
+  await shot(pages.bob, 'typing');
+  await pages.alice.eval(`(document.querySelector('#comment-form').requestSubmit(), true)`);
+  await pages.bob.waitFor(`document.querySelector('#comments').textContent.includes('Booked for Friday')`, 'alice\'s comment in bob\'s page');
+  await pages.bob.waitFor(`document.querySelector('#typing').textContent === ''`, 'typing to stop');
+});
+
+test('an edit made offline survives a reload and syncs when back online', async () => {
+  const bob = pages.bob;
+  await goOffline(bob);
+  await setTitle(bob, VENUE, 'Venue (edited offline)');
+  assert.equal(await bob.eval(titleOf(VENUE)), 'Venue (edited offline)');
+  await shot(bob, 'offline');
+  assert.equal((await serverRow('bob', VENUE)).title, 'Book the venue', 'not on the server yet');
+  // Reload while the bridge stays out of reach: the write waits in IndexedDB.
+  await bob.offline(false);
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}&ws=ws://127.0.0.1:9/v1/ws`);
+  await bob.waitFor(`window.rowsync.ready.then(() => window.rowsync.pending.length === 1)`, 'the queued write after the reload');
+  assert.equal((await serverRow('bob', VENUE)).title, 'Book the venue');
+  // Back online: the queued write goes through.
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}`);
+  await bob.waitFor(`document.querySelector('#status').textContent === 'online'`, 'bob online again');
+  const deadline = Date.now() + 10000;
+  while ((await serverRow('bob', VENUE)).title !== 'Venue (edited offline)') {
+    assert.ok(Date.now() < deadline, 'the offline edit reached the server');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await pages.alice.waitFor(`${titleOf(VENUE)} === 'Venue (edited offline)'`, 'the offline edit in alice\'s page', SYNC_BOUND_MS);
+});
+
+test('a conflict rolls back visibly', async () => {
+  const bob = pages.bob;
+  await bob.waitFor(`${titleOf(ANNOUNCE)} && ${titleOf(SIGNUP)}`, 'bob\'s board');
+  await goOffline(bob);
+  await setTitle(bob, ANNOUNCE, 'Bob\'s stale title');
+  await setTitle(pages.alice, ANNOUNCE, 'Alice\'s newer title');
+  await pages.alice.waitFor(`window.rowsync.pending.length === 0`, 'alice\'s write acknowledged');
+  await bob.offline(false);
+  await bob.eval(`(window.dispatchEvent(new Event('online')), true)`);
+  await bob.waitFor(`document.querySelector('#toast').textContent.includes('undone by the server')`, 'the rollback notice');
+  await bob.waitFor(`${titleOf(ANNOUNCE)} === "Alice's newer title"`, 'bob\'s page showing the server\'s title');
+  await shot(bob, 'conflict');
+});
+
+test('undo in one page does not clobber the other user\'s later edit', async () => {
+  const alice = pages.alice;
+  await setTitle(alice, SIGNUP, 'Signup, fixed');
+  await click(alice, `.card[data-id="${SIGNUP}"] button.left`);
+  await alice.waitFor(`window.rowsync.pending.length === 0 && ${statusColumnOf(SIGNUP)} === 'doing'`, 'alice\'s two edits acknowledged');
+  await pages.bob.waitFor(`${statusColumnOf(SIGNUP)} === 'doing'`, 'alice\'s move in bob\'s page');
+  await click(pages.bob, `.card[data-id="${SIGNUP}"] button.left`);
+  await alice.waitFor(`${statusColumnOf(SIGNUP)} === 'todo'`, 'bob\'s later move in alice\'s page');
+  await alice.eval(`(window.dispatchEvent(new KeyboardEvent('keydown', {key: 'z', ctrlKey: true})), true)`);
+  await alice.waitFor(`${titleOf(SIGNUP)} === 'Fix the signup form'`, 'alice\'s title undone');
+  await alice.waitFor(`document.querySelector('#toast').textContent.includes('someone else edited')`, 'the skipped notice');
+  assert.equal(await alice.eval(statusColumnOf(SIGNUP)), 'todo', 'bob\'s later move survives the undo');
+  await pages.bob.waitFor(`${titleOf(SIGNUP)} === 'Fix the signup form' && ${statusColumnOf(SIGNUP)} === 'todo'`, 'the undo, in bob\'s page');
+  await shot(alice, 'undo');
+});
+
+test('a user never sees another user\'s private board', async () => {
+  const bob = pages.bob;
+  const boards = await bob.eval(`[...document.querySelectorAll('#board-picker option')].map((o) => o.textContent)`);
+  assert.ok(!boards.includes('Alice\'s notes'), `bob's boards: ${boards}`);
+  assert.ok(!(await bob.eval(`document.body.textContent.includes('secret plan')`)));
+  const fetched = await bob.eval(`window.rowsync.connection.request({type: 'fetch', keys: ['tasks:${SECRET}']}).then((r) => r.records[0].row)`);
+  assert.equal(fetched, null);
+  const alice = await pages.alice.eval(`[...document.querySelectorAll('#board-picker option')].map((o) => o.textContent)`);
+  assert.ok(alice.includes('Alice\'s notes'), `alice's boards: ${alice}`);
+  assert.deepEqual(pages.alice.consoleErrors, []);
+  assert.deepEqual(pages.bob.consoleErrors, []);
+});

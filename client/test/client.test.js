@@ -1,0 +1,125 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient, memoryStorage } from '../src/index.js';
+import { Connection } from '../src/connection.js';
+import { FakeServer, until } from './fake-server.js';
+
+const TASK = { id: 't1', version: 1, title: 'Write', status: 'todo', board_id: 'b1', tags: ['a'] };
+
+function setup(storage = memoryStorage()) {
+  const server = new FakeServer({ 'tasks:t1': structuredClone(TASK) });
+  const client = createClient({ url: 'ws://fake/v1/ws', getToken: () => 'x.e30.y', WebSocket: server.WebSocket, storage, minBackoffMs: 1, maxBackoffMs: 5 });
+  return { server, client };
+}
+
+async function loaded(client) {
+  const view = client.record('tasks', 't1');
+  view.subscribe(() => {});
+  await until(() => view.getSnapshot()?.title, 'the record to load');
+  return view;
+}
+
+test('a write shows at once, then carries the server\'s version', async () => {
+  const { client } = setup();
+  const view = await loaded(client);
+  const done = client.write([{ type: 'set', table: 'tasks', id: 't1', key: 'title', value: 'Ship' }]);
+  assert.equal(view.getSnapshot().title, 'Ship', 'optimistic, in the same turn');
+  const result = await done;
+  assert.equal(result.rows[0].version, 2);
+  assert.equal(view.getSnapshot().version, 2);
+  client.close();
+});
+
+test('a refused write rolls back and says why', async () => {
+  const { server, client } = setup();
+  const view = await loaded(client);
+  const rejected = new Promise((resolve) => client.on('rejected', resolve));
+  server.refuseNext = { code: 'conflict', message: 'version conflict', temporary: false };
+  const write = client.write([{ type: 'set', table: 'tasks', id: 't1', key: 'title', value: 'Mine', version: 1 }]);
+  assert.equal(view.getSnapshot().title, 'Mine');
+  await assert.rejects(write, { code: 'conflict' });
+  assert.equal((await rejected).error.code, 'conflict');
+  assert.equal(view.getSnapshot().title, 'Write');
+  client.close();
+});
+
+test('writes made offline wait in storage, survive a new client and sync', async () => {
+  const storage = memoryStorage();
+  const first = setup(storage);
+  const view = await loaded(first.client);
+  first.server.online = false;
+  first.server.disconnect();
+  await until(() => first.client.state === 'offline', 'offline');
+  first.client.write([{ type: 'listInsert', table: 'tasks', id: 't1', key: 'tags', value: 'offline' }]).catch(() => {});
+  assert.deepEqual(view.getSnapshot().tags, ['a', 'offline']);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal((await storage.load()).length, 1);
+  first.client.close();
+
+  const second = setup(storage);
+  await second.client.ready;
+  await until(() => second.server.rows.get('tasks:t1').tags.includes('offline'), 'the queued write on the server');
+  await until(() => second.client.pending.length === 0, 'the acknowledgement');
+  assert.equal((await storage.load()).length, 0);
+  second.client.close();
+});
+
+test('after a reconnect it resumes from the last cursor', async () => {
+  const { server, client } = setup();
+  await loaded(client);
+  server.push({ type: 'change', table: 'tasks', id: 't1', version: 1, kind: 'update', cursor: 42, keys: ['tasks:t1'] });
+  await until(() => client.cursor === 42, 'the cursor');
+  server.disconnect();
+  await until(() => server.received.some((f) => f.type === 'subscribe' && f.cursor === 42), 'a subscribe from cursor 42');
+  client.close();
+});
+
+test('undo applies the server\'s guarded inverse; redo reapplies', async () => {
+  const { server, client } = setup();
+  const view = await loaded(client);
+  await client.write([{ type: 'set', table: 'tasks', id: 't1', key: 'status', value: 'doing' }]);
+  assert.ok(client.canUndo);
+  await client.undo();
+  assert.equal(view.getSnapshot().status, 'todo');
+  assert.ok(client.canRedo);
+  await client.redo();
+  assert.equal(view.getSnapshot().status, 'doing');
+  // A collaborator's later edit is not clobbered: the guard skips it.
+  server.rows.set('tasks:t1', { ...server.rows.get('tasks:t1'), status: 'done', version: 9 });
+  server.push({ type: 'change', table: 'tasks', id: 't1', version: 9, kind: 'update', cursor: 50, keys: ['tasks:t1'] });
+  await until(() => view.getSnapshot().status === 'done', 'the collaborator\'s edit');
+  const skipped = new Promise((resolve) => client.on('skipped', resolve));
+  await client.undo();
+  assert.equal((await skipped).skipped[0].reason, 'changed');
+  assert.equal(view.getSnapshot().status, 'done');
+  client.close();
+});
+
+test('writes close together undo together', async () => {
+  const { client } = setup();
+  const view = await loaded(client);
+  await client.write([{ type: 'set', table: 'tasks', id: 't1', key: 'title', value: 'A' }]);
+  await client.write([{ type: 'listInsert', table: 'tasks', id: 't1', key: 'tags', value: 'b' }]);
+  assert.equal(client.undoStack.length, 1);
+  await client.undo();
+  assert.equal(view.getSnapshot().title, 'Write');
+  assert.deepEqual(view.getSnapshot().tags, ['a']);
+  client.close();
+});
+
+test('backoff grows, is capped and jittered', () => {
+  const delays = [];
+  const connection = new Connection({ url: 'ws://x', getToken: () => '', minBackoffMs: 100, maxBackoffMs: 1000, random: () => 1 });
+  const setTimeoutReal = globalThis.setTimeout;
+  globalThis.setTimeout = (fn, ms) => { delays.push(ms); return 0; };
+  try {
+    for (let i = 0; i < 6; i++) connection.retry('test');
+  } finally {
+    globalThis.setTimeout = setTimeoutReal;
+  }
+  assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+  const half = new Connection({ url: 'ws://x', getToken: () => '', minBackoffMs: 100, random: () => 0.5 });
+  globalThis.setTimeout = (fn, ms) => { delays.push(ms); return 0; };
+  try { half.retry('test'); } finally { globalThis.setTimeout = setTimeoutReal; }
+  assert.equal(delays.at(-1), 50);
+});

@@ -1,0 +1,37 @@
+//! The demo app and the client in Debian's Chromium, driven by client/e2e (node's test
+//! runner speaking the DevTools protocol): two users on a real bridge and Postgres.
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/screenshots`.
+
+use rowsync_tests::bridge::{token, Bridge};
+use rowsync_tests::Cluster;
+use serde_json::json;
+use std::path::Path;
+
+#[tokio::test]
+async fn the_demo_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cluster = Cluster::shared();
+    let db = cluster.database("browser").await;
+    let client_dir = root.join("client");
+    let bridge = Bridge::start(cluster, &db, |c| c.static_dir = Some(client_dir)).await;
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let tokens = json!({"alice": token("alice", 3600), "bob": token("bob", 3600), "carol": token("carol", 3600)});
+    let output = tokio::process::Command::new("node")
+        .args(["--experimental-websocket", "--test", "--test-reporter=spec"])
+        .arg(root.join("client/e2e/demo.test.mjs"))
+        .env("ROWSYNC_BRIDGE", format!("http://{}", bridge.addr))
+        .env("ROWSYNC_TOKENS", tokens.to_string())
+        .env("ROWSYNC_SCREENSHOTS", &shots)
+        .output()
+        .await
+        .expect("node runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}\nscreenshots: {}", shots.display());
+    assert!(output.status.success(), "browser tests failed:\n{report}");
+    bridge.stop().await;
+}
