@@ -72,6 +72,10 @@ use that secret in production):
   alice: $token_alice
   bob:   $token_bob
 
+  Demo board, two users (open both; edit, go offline, undo with Ctrl+Z):
+    http://127.0.0.1:$bridge_port/demo/?token=$token_alice
+    http://127.0.0.1:$bridge_port/demo/?token=$token_bob
+
   WebSocket: ws://127.0.0.1:$bridge_port/v1/ws?access_token=<token>
   curl -s -H "Authorization: Bearer $token_bob" -d '["tasks:00000000-0000-4000-8000-000000000001"]' \
        http://127.0.0.1:$bridge_port/v1/records
