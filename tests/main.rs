@@ -1,12 +1,11 @@
 //! End-to-end tests against a real Postgres cluster: the extension over real connections
-//! (commits, several sessions, notifications), the bridge over real WebSockets, and the
-//! demo in Debian's Chromium.
+//! (commits, several sessions, notifications) and the bridge over real WebSockets. The
+//! demo in Chromium is its own binary (browser.rs).
 
 mod bridge_input;
 mod bridge_live;
 mod bridge_presence;
 mod bridge_resume;
-mod browser;
 mod feed;
 mod golden;
 mod input;

@@ -188,7 +188,7 @@ fn max_ops(client: &mut SpiClient<'_>) -> usize {
 }
 
 fn resolve_tables(
-    client: &SpiClient<'_>,
+    client: &mut SpiClient<'_>,
     ops: &[Op],
 ) -> Result<BTreeMap<String, SyncedTable>, Failure> {
     let mut tables = BTreeMap::new();

@@ -2,7 +2,6 @@
 //! primary key and its columns' types, read from the registry and the catalog.
 
 use pgrx::spi::{quote_identifier, SpiClient};
-use pgrx::JsonB;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -51,13 +50,8 @@ WHERE s.name = $1";
 
 impl SyncedTable {
     /// The synced table ops call `name`, or `None`.
-    pub fn lookup(client: &SpiClient<'_>, name: &str) -> Option<SyncedTable> {
-        let found = client
-            .select(LOOKUP, Some(1), &[name.into()])
-            .and_then(|t| t.first().get_one::<JsonB>())
-            .ok()
-            .flatten()?;
-        let info = found.0;
+    pub fn lookup(client: &mut SpiClient<'_>, name: &str) -> Option<SyncedTable> {
+        let info = crate::sql::json_row(client, LOOKUP, &[name.into()])?;
         let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let category = |v: &Value| v.as_str().and_then(|s| s.chars().next());
         let columns = info["columns"]

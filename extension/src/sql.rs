@@ -3,15 +3,50 @@
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::JsonB;
 use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Plans kept for the backend's life, by statement text: planning, not running, is most
+/// of the cost of these small statements. Postgres invalidates a kept plan when the
+/// tables under it change.
+const MAX_PLANS: usize = 256;
+
+thread_local! {
+    static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+fn plan(client: &SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
+    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(sql).cloned()) {
+        return plan;
+    }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let plan = Rc::new(
+        client
+            .prepare_mut(sql, &types)
+            .unwrap_or_else(|e| internal(&format!("rowsync: SPI prepare failed: {e}")))
+            .keep(),
+    );
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(sql.to_string(), plan.clone());
+    });
+    plan
+}
 
 /// Runs `sql` and returns the first column of each row as JSON.
 pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<Value> {
+    let plan = plan(client, sql, args);
     let table = client
-        .update(sql, None, args)
+        .update(&*plan, None, args)
         .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
     table
         .filter_map(|row| {
