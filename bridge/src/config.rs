@@ -267,6 +267,7 @@ impl Config {
             ("max_subscriptions", self.max_subscriptions),
             ("max_rooms", self.max_rooms),
             ("max_fetch_keys", self.max_fetch_keys),
+            ("max_presence_state_bytes", self.max_presence_state_bytes),
             ("send_queue_frames", self.send_queue_frames),
             ("messages_per_second", self.messages_per_second as usize),
             ("feed_batch", self.feed_batch.max(0) as usize),
@@ -274,6 +275,20 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
+        }
+        let durations = [
+            ("heartbeat_ms", self.heartbeat),
+            ("client_timeout_ms", self.client_timeout),
+            ("presence_timeout_ms", self.presence_timeout),
+            ("feed_poll_ms", self.feed_poll),
+            ("feed_safety_poll_ms", self.feed_safety_poll),
+            ("bus_flush_ms", self.bus_flush),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be positive"));
+        }
+        if self.client_timeout <= self.heartbeat {
+            return Err("client_timeout_ms must be longer than heartbeat_ms".into());
         }
         if self.bus_max_bytes > 7900 * 64 {
             return Err("bus_max_bytes is at most 505600 (64 notifications of 7900 bytes)".into());

@@ -32,7 +32,6 @@ pub const NOT_JOINED: Kind = kind("not_joined", 409, false);
 pub const UNAUTHORIZED: Kind = kind("unauthorized", 401, false);
 pub const TOKEN_EXPIRED: Kind = kind("token_expired", 401, false);
 pub const FORBIDDEN_ORIGIN: Kind = kind("forbidden_origin", 403, false);
-pub const NOT_READY: Kind = kind("not_ready", 503, true);
 pub const INTERNAL: Kind = kind("internal", 500, true);
 
 // What Postgres and the extension refuse, by SQLSTATE.

@@ -141,7 +141,7 @@ async fn session(
                 }
                 continue;
             }
-            fall_asleep(&client, listener).await?;
+            fall_asleep(&client, listener, shutdown).await?;
             awake = false;
             last_refresh = Instant::now();
             // The loop reads once more before waiting.
@@ -160,9 +160,17 @@ async fn session(
     }
 }
 
+/// How long falling asleep waits for older transactions. A long transaction anywhere in
+/// the cluster can hold the horizon for minutes; past this the safety poll covers it.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+
 /// Marks this listener asleep, then waits until every transaction that could have seen
 /// it awake (and so skipped its NOTIFY) has ended; the caller's next read sees them all.
-async fn fall_asleep(client: &Client, listener: &str) -> Result<(), tokio_postgres::Error> {
+async fn fall_asleep(
+    client: &Client,
+    listener: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute("SELECT rowsync.listener_sleep($1)", &[&listener])
         .await?;
@@ -174,9 +182,16 @@ async fn fall_asleep(client: &Client, listener: &str) -> Result<(), tokio_postgr
         .prepare("SELECT rowsync.listener_settled($1::text::xid8)")
         .await?;
     let mut pause = Duration::from_micros(200);
+    let started = Instant::now();
     loop {
         let done: bool = client.query_one(&settled, &[&watermark]).await?.get(0);
-        if done {
+        if done || *shutdown.borrow() {
+            return Ok(());
+        }
+        if started.elapsed() > SETTLE_AT_MOST {
+            tracing::warn!(
+                "a long-running transaction holds the feed's horizon; relying on the safety poll"
+            );
             return Ok(());
         }
         tokio::time::sleep(pause).await;

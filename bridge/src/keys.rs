@@ -60,6 +60,25 @@ impl Key {
         Ok(key)
     }
 
+    /// The spelling the change feed uses: UUIDs in lower case, as Postgres prints them.
+    pub fn canonical(&self) -> String {
+        let fold = |v: &str| {
+            if rowsync_core::is_uuid(v) {
+                v.to_ascii_lowercase()
+            } else {
+                v.to_string()
+            }
+        };
+        match self {
+            Key::Record { table, id } => Key::record(table, &fold(id)),
+            Key::Scope {
+                table,
+                column,
+                value,
+            } => Key::scope(table, column, &fold(value)),
+        }
+    }
+
     pub fn table(&self) -> &str {
         match self {
             Key::Record { table, .. } | Key::Scope { table, .. } => table,
@@ -122,5 +141,10 @@ mod tests {
             assert!(Key::parse(bad).is_err(), "{bad}");
         }
         assert!(Key::parse(&format!("tasks:{}", "x".repeat(600))).is_err());
+        let upper = Key::parse("tasks?board_id=0B5E4F6A-1111-4222-8333-944455556666").unwrap();
+        assert_eq!(
+            upper.canonical(),
+            "tasks?board_id=0b5e4f6a-1111-4222-8333-944455556666"
+        );
     }
 }

@@ -87,7 +87,7 @@ impl Metrics {
         counter(
             &mut out,
             "rowsync_frames_sent_total",
-            "Frames sent to clients.",
+            "Queued frames (changes, presence, broadcast) sent to clients.",
             &self.frames_sent,
         );
         counter(

@@ -41,22 +41,28 @@ impl Outbox {
     }
 
     /// Queues a frame; `false` when the queue is over its bound (the connection is slow).
-    pub fn push(&self, frame: Outgoing) -> bool {
+    pub fn push(&self, mut frame: Outgoing) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
         if state.overflowed {
             return false;
         }
-        if let Outgoing::Change(change) = &frame {
+        if let Outgoing::Change(change) = &mut frame {
             let record = format!("{}:{}", change.table, change.id.as_deref().unwrap_or(""));
             // Later changes keep their place after earlier ones: a client resuming from the
-            // last cursor it saw must not skip anything queued before it.
+            // last cursor it saw must not skip anything queued before it. The keys merge:
+            // a row that left a scope still tells that scope's subscriber.
             if let Some(index) = state.pending.remove(&record) {
                 let position = (index - state.popped) as usize;
                 if let Some(slot) = state.frames.get_mut(position) {
-                    if slot.take().is_some() {
+                    if let Some(Outgoing::Change(older)) = slot.take() {
                         state.live -= 1;
+                        for key in older.keys {
+                            if !change.keys.contains(&key) {
+                                change.keys.push(key);
+                            }
+                        }
                     }
                 }
             }
@@ -144,6 +150,26 @@ mod tests {
         outbox.push(change("a", 4));
         outbox.push(change("a", 5));
         assert_eq!(outbox.drain(), vec![change("a", 5)]);
+    }
+
+    #[test]
+    fn coalesced_changes_keep_every_key() {
+        let outbox = Outbox::new(10);
+        let mut left = change("a", 1);
+        if let Outgoing::Change(c) = &mut left {
+            c.keys = vec!["t?board=1".into()];
+        }
+        let mut entered = change("a", 2);
+        if let Outgoing::Change(c) = &mut entered {
+            c.keys = vec!["t?board=2".into()];
+        }
+        outbox.push(left);
+        outbox.push(entered);
+        let frames = outbox.drain();
+        let Outgoing::Change(c) = &frames[0] else {
+            panic!()
+        };
+        assert_eq!(c.keys, ["t?board=2", "t?board=1"]);
     }
 
     #[test]

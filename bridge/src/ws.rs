@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const TOO_BIG: u16 = 1009;
-    pub const BAD_REQUEST: u16 = 4000;
     pub const UNAUTHORIZED: u16 = 4001;
     pub const TOKEN_EXPIRED: u16 = 4100;
     pub const SLOW: u16 = 4101;
@@ -194,6 +193,7 @@ impl Conn {
             if send_text(socket, text).await.is_err() {
                 return Flow::Close(close::GOING_AWAY, String::new());
             }
+            Metrics::add(&self.state.metrics.frames_sent, 1);
         }
         Flow::Continue
     }
@@ -273,10 +273,19 @@ impl Conn {
         let result = match message {
             ClientMessage::Ping { .. } => Ok(json!({"type": "pong"})),
             ClientMessage::Auth { token, .. } => self.reauthenticate(&token),
-            ClientMessage::Subscribe { keys, cursor, .. } => {
-                self.subscribe(socket, keys, cursor).await
-            }
+            ClientMessage::Subscribe { keys, cursor, .. } => match canonical(keys) {
+                Ok(keys) => self.subscribe(socket, keys, cursor).await,
+                Err(error) => Err(error),
+            },
             ClientMessage::Unsubscribe { keys, .. } => {
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        Key::parse(k)
+                            .map(|key| key.canonical())
+                            .unwrap_or_else(|_| k.clone())
+                    })
+                    .collect();
                 for key in &keys {
                     if self.subscriptions.remove(key) {
                         self.state.router.unsubscribe(self.id, key);
@@ -293,13 +302,19 @@ impl Conn {
                 room,
                 state,
                 ..
-            } => self.presence(action, room, state).await,
+            } => match canonical(vec![room]) {
+                Ok(mut rooms) => self.presence(action, rooms.remove(0), state).await,
+                Err(error) => Err(error),
+            },
             ClientMessage::Broadcast {
-                room,
+                mut room,
                 event,
                 payload,
                 ..
             } => {
+                if let Ok(key) = Key::parse(&room) {
+                    room = key.canonical();
+                }
                 if self.state.presence.broadcast(
                     self.id,
                     &room,
@@ -619,6 +634,13 @@ impl Conn {
         }
         Ok(json!({"type": "ack", "room": room}))
     }
+}
+
+/// Keys as the feed spells them, so that an upper-case UUID still matches its changes.
+fn canonical(keys: Vec<String>) -> Result<Vec<String>, Error> {
+    keys.iter()
+        .map(|k| Key::parse(k).map(|key| key.canonical()))
+        .collect()
 }
 
 fn change_json(change: &ChangeFrame) -> String {

@@ -15,7 +15,7 @@
  */
 
 /** Close codes that mean: do not reconnect until something changes (docs/protocol.md). */
-const FATAL = new Set([1009, 4000]);
+const FATAL = new Set([1009]);
 /** Close codes that mean: get a fresh token, then reconnect. */
 const REAUTH = new Set([4001, 4100]);
 
@@ -82,6 +82,9 @@ export class Connection {
   /** Reconnects now: the page came back, the network came back. */
   wake(reason) {
     if (this.stopped) return;
+    // An attempt under way may have started while offline: if it fails, retry at once.
+    this.attempt = 0;
+    this.woken = true;
     if (this.state !== 'open' && this.state !== 'connecting') {
       clearTimeout(this.retryTimer);
       this.connect(reason);
@@ -128,6 +131,7 @@ export class Connection {
       if (!welcomed && frame.type === 'welcome') {
         welcomed = true;
         this.attempt = 0;
+        this.woken = false;
         this.heartbeatMs = frame.heartbeat_ms ?? this.heartbeatMs;
         this.scheduleRefresh(token);
         this.setState('open', 'connected');
@@ -174,7 +178,9 @@ export class Connection {
     const min = this.options.minBackoffMs ?? 250;
     const max = this.options.maxBackoffMs ?? 10000;
     const random = this.options.random ?? Math.random;
-    const delay = immediate && this.attempt === 0 ? 0 : Math.round(random() * Math.min(max, min * 2 ** this.attempt));
+    const now = (immediate && this.attempt === 0) || this.woken;
+    this.woken = false;
+    const delay = now ? 0 : Math.round(random() * Math.min(max, min * 2 ** this.attempt));
     this.attempt += 1;
     this.setState('offline', reason);
     clearTimeout(this.retryTimer);

@@ -59,6 +59,7 @@ export class RowsyncClient {
     this.events = new Map();
     this.presence = new Presence(this.connection);
     this.flushing = false;
+    this.subscribing = 0;
     this.connection.onState((state, reason) => this.emit('state', { state, reason }));
     this.connection.onOpen(() => this.resume());
     this.connection.onPush((frame) => this.onPush(frame));
@@ -167,12 +168,17 @@ export class RowsyncClient {
 
   /** Subscribes to keys (from a cursor after a reconnect) and loads their rows. */
   async follow(keys, cursor) {
+    // While a subscribe is under way, catch-up frames and queued frames of other keys
+    // interleave out of feed order: only the ack's cursor is safe to resume from.
+    this.subscribing += 1;
     try {
       const ack = await this.connection.request({ type: 'subscribe', keys, ...(cursor !== null ? { cursor } : {}) });
-      if (cursor === null || this.cursor === null) this.cursor = ack.cursor;
+      this.cursor = ack.cursor;
       if (cursor === null) await this.load(keys);
     } catch (error) {
       this.emit('error', { error, keys });
+    } finally {
+      this.subscribing -= 1;
     }
   }
 
@@ -206,7 +212,7 @@ export class RowsyncClient {
   onPush(frame) {
     switch (frame.type) {
       case 'change':
-        this.cursor = frame.cursor;
+        if (this.subscribing === 0) this.cursor = frame.cursor;
         if (frame.id !== null) this.scheduleRefetch(`${frame.table}:${frame.id}`);
         this.emit('change', { frame });
         break;

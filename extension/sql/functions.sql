@@ -63,12 +63,12 @@ BEGIN
     IF TG_OP = 'UPDATE' AND old_row -> TG_ARGV[1] IS DISTINCT FROM new_row -> TG_ARGV[1] THEN
         -- A changed key is the old id deleted and the new one inserted.
         INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
-        VALUES (tx, TG_ARGV[0], old_row ->> TG_ARGV[1], OLD.version + 1, 'delete', old_scopes, NULL),
+        VALUES (tx, TG_ARGV[0], old_row ->> TG_ARGV[1], coalesce(OLD.version, 0) + 1, 'delete', old_scopes, NULL),
                (tx, TG_ARGV[0], new_row ->> TG_ARGV[1], NEW.version, 'insert', NULL, new_scopes);
     ELSE
         INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
         VALUES (tx, TG_ARGV[0], coalesce(new_row, old_row) ->> TG_ARGV[1],
-                CASE WHEN TG_OP = 'DELETE' THEN OLD.version + 1 ELSE NEW.version END,
+                CASE WHEN TG_OP = 'DELETE' THEN coalesce(OLD.version, 0) + 1 ELSE NEW.version END,
                 lower(TG_OP), old_scopes, new_scopes);
     END IF;
     -- The wake-up: identical payloads within one transaction are delivered once, so this
@@ -389,8 +389,8 @@ BEGIN
     END IF;
     SELECT format_type(a.atttypid, NULL) INTO col_type
       FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
-    EXECUTE format('SELECT coalesce(jsonb_agg(r ORDER BY r ->> %L), ''[]'') FROM '
-                   '(SELECT to_jsonb(t) AS r FROM %s AS t WHERE t.%I = $1::%s ORDER BY t.%I LIMIT $2) AS q',
+    EXECUTE format('SELECT coalesce(jsonb_agg(q.r ORDER BY q.k), ''[]'') FROM '
+                   '(SELECT to_jsonb(t) AS r, t.%I AS k FROM %s AS t WHERE t.%I = $1::%s ORDER BY t.%I LIMIT $2) AS q',
                    s.pk, s.rel, col, col_type, s.pk)
        INTO rows USING val, max_rows;
     RETURN rows;

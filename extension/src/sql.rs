@@ -21,7 +21,11 @@ thread_local! {
     static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
-fn plan(client: &SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
+fn plan(
+    client: &SpiClient<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> Rc<OwnedPreparedStatement> {
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(sql).cloned()) {
         return plan;
     }

@@ -1,0 +1,2 @@
+\set id random(1, 10000)
+UPDATE bench.naive SET n = n + 1 WHERE id = :id;
