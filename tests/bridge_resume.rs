@@ -193,3 +193,27 @@ async fn two_bridges_both_deliver_every_change() {
     one.stop().await;
     two.stop().await;
 }
+
+/// A TRUNCATE has no rows to send: a client resuming across one is told to resync.
+#[tokio::test]
+async fn resuming_across_a_truncate_gets_resync() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_truncate").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let comments = format!("comments?task_id={}", demo::TASK_SIGNUP);
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [comments]}))
+        .await;
+    let cursor = ack["cursor"].as_i64().unwrap();
+    drop(bob);
+    let admin = cluster.connect("postgres", &db).await;
+    admin.batch_execute("TRUNCATE app.comments").await.unwrap();
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [comments], "cursor": cursor}))
+        .await;
+    let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+    assert_eq!(resync["reason"], "truncate");
+    assert_eq!(resync["keys"], json!([comments]));
+    bridge.stop().await;
+}

@@ -22,3 +22,9 @@ INSERT INTO bench.naive (id) SELECT generate_series(1, 10000);
 SELECT rowsync.enable('bench.synced');
 SELECT rowsync.grant_feed(current_user::regrole);
 VACUUM ANALYZE;
+
+-- Fan-out and resume: rows 1–100 form scope grp=1 (shared subscriptions); each of the
+-- 10,000 rows is also a record of its own (distinct subscriptions).
+CREATE TABLE bench.items (id bigint PRIMARY KEY, grp int NOT NULL, n bigint NOT NULL DEFAULT 0, version bigint NOT NULL DEFAULT 1);
+INSERT INTO bench.items (id, grp) SELECT i, CASE WHEN i <= 100 THEN 1 ELSE 2 END FROM generate_series(1, 10000) AS i;
+SELECT rowsync.enable('bench.items', '{grp}');

@@ -511,6 +511,21 @@ impl Conn {
                     at: 0.0,
                 };
                 after = change.cursor;
+                if change.kind == "truncate" {
+                    let prefixes = [format!("{}:", change.table), format!("{}?", change.table)];
+                    let emptied: Vec<&String> = keys
+                        .iter()
+                        .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+                        .collect();
+                    if !emptied.is_empty() {
+                        let frame =
+                            json!({"type": "resync", "keys": emptied, "reason": "truncate"});
+                        send_text(socket, frame.to_string())
+                            .await
+                            .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                    }
+                    continue;
+                }
                 let matched: Vec<String> = change
                     .keys()
                     .into_iter()

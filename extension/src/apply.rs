@@ -190,7 +190,7 @@ fn max_ops(client: &mut SpiClient<'_>) -> usize {
 fn resolve_tables(
     client: &mut SpiClient<'_>,
     ops: &[Op],
-) -> Result<BTreeMap<String, SyncedTable>, Failure> {
+) -> Result<BTreeMap<String, std::rc::Rc<SyncedTable>>, Failure> {
     let mut tables = BTreeMap::new();
     for op in ops {
         if !tables.contains_key(&op.table) {
@@ -206,7 +206,10 @@ fn resolve_tables(
 
 /// Checks every op against its table's columns and key type. Returns the ops with the
 /// primary key filled into `create` values, so the row in memory is the row stored.
-fn validate(mut ops: Vec<Op>, tables: &BTreeMap<String, SyncedTable>) -> Result<Vec<Op>, Failure> {
+fn validate(
+    mut ops: Vec<Op>,
+    tables: &BTreeMap<String, std::rc::Rc<SyncedTable>>,
+) -> Result<Vec<Op>, Failure> {
     for (index, op) in ops.iter_mut().enumerate() {
         let table = &tables[&op.table];
         let invalid = |field: &str, message: String| {

@@ -3,7 +3,9 @@
 
 use pgrx::spi::{quote_identifier, SpiClient};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 pub struct SyncedTable {
     pub name: String,
@@ -48,9 +50,44 @@ SELECT jsonb_build_object(
 FROM rowsync.synced s
 WHERE s.name = $1";
 
+/// Which version of a synced table's definition the backend has cached: its oid and the
+/// pg_class row's xmin, which changes with ALTER TABLE. Two index lookups, where LOOKUP
+/// joins the catalog.
+const STAMP: &str = "
+SELECT jsonb_build_array(c.oid::bigint, c.xmin::text, s.pk, s.pk_type::oid::bigint)
+FROM rowsync.synced s JOIN pg_class c ON c.oid = s.rel
+WHERE s.name = $1";
+
+thread_local! {
+    static TABLES: RefCell<HashMap<String, (Value, Rc<SyncedTable>)>> = RefCell::new(HashMap::new());
+}
+
 impl SyncedTable {
-    /// The synced table ops call `name`, or `None`.
-    pub fn lookup(client: &mut SpiClient<'_>, name: &str) -> Option<SyncedTable> {
+    /// The synced table ops call `name`, or `None`. Cached per backend while its
+    /// definition stays the same.
+    pub fn lookup(client: &mut SpiClient<'_>, name: &str) -> Option<Rc<SyncedTable>> {
+        let stamp = crate::sql::json_row(client, STAMP, &[name.into()])?;
+        let cached = TABLES.with(|t| {
+            t.borrow()
+                .get(name)
+                .filter(|(s, _)| *s == stamp)
+                .map(|(_, table)| table.clone())
+        });
+        if let Some(table) = cached {
+            return Some(table);
+        }
+        let table = Rc::new(SyncedTable::load(client, name)?);
+        TABLES.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.len() > 256 {
+                t.clear();
+            }
+            t.insert(name.to_string(), (stamp, table.clone()));
+        });
+        Some(table)
+    }
+
+    fn load(client: &mut SpiClient<'_>, name: &str) -> Option<SyncedTable> {
         let info = crate::sql::json_row(client, LOOKUP, &[name.into()])?;
         let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let category = |v: &Value| v.as_str().and_then(|s| s.chars().next());

@@ -497,4 +497,16 @@ mod tests {
             r#"{"big": 12345678901234567890123, "color": "red", "price": 19.90}"#
         );
     }
+
+    /// The backend caches a table's definition; ALTER TABLE makes it read it again.
+    #[pg_test]
+    fn a_new_column_is_seen_at_once() {
+        demo_table();
+        apply(json!({"ops": [{"type": "create", "table": "items", "id": A, "value": {}}]}));
+        Spi::run("ALTER TABLE public.items ADD COLUMN color text").unwrap();
+        let set = apply(
+            json!({"ops": [{"type": "set", "table": "items", "id": A, "key": "color", "value": "red"}]}),
+        );
+        assert_eq!(set["rows"][0]["row"]["color"], json!("red"));
+    }
 }
