@@ -50,11 +50,13 @@ SELECT jsonb_build_object(
 FROM rowsync.synced s
 WHERE s.name = $1";
 
-/// Which version of a synced table's definition the backend has cached: its oid and the
-/// pg_class row's xmin, which changes with ALTER TABLE. Two index lookups, where LOOKUP
+/// Which version of a synced table's definition the backend has cached: its oid, the
+/// pg_class row's version (ALTER TABLE writes a new one, even within one transaction) and
+/// its live columns (DROP COLUMN leaves pg_class alone). Index lookups only, where LOOKUP
 /// joins the catalog.
 const STAMP: &str = "
-SELECT jsonb_build_array(c.oid::bigint, c.xmin::text, s.pk, s.pk_type::oid::bigint)
+SELECT jsonb_build_array(c.oid::bigint, c.xmin::text, c.ctid::text, s.pk, s.pk_type::oid::bigint,
+    (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
 FROM rowsync.synced s JOIN pg_class c ON c.oid = s.rel
 WHERE s.name = $1";
 
