@@ -141,6 +141,7 @@ async fn session(
                 }
                 continue;
             }
+            tracing::debug!(listener, idle = ?last_change.elapsed(), "feed idle: falling asleep");
             fall_asleep(&client, listener, shutdown).await?;
             awake = false;
             last_refresh = Instant::now();
