@@ -92,7 +92,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(25),
             client_timeout: Duration::from_secs(60),
             presence_timeout: Duration::from_secs(30),
-            feed_poll: Duration::from_millis(5),
+            feed_poll: Duration::from_millis(2),
             feed_idle: Duration::from_millis(250),
             feed_safety_poll: Duration::from_secs(5),
             feed_batch: 1000,

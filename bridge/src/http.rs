@@ -150,7 +150,7 @@ async fn websocket(
     let size = state.config.max_frame_bytes;
     upgrade
         // Small buffers on purpose: an idle connection should cost a few kilobytes.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(size)
         .max_frame_size(size)

@@ -17,14 +17,15 @@ pub struct Metrics {
     pub slow_closes: AtomicU64,
     pub bus_messages: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
-    latency: Mutex<Histogram>,
+    latency: Histogram,
 }
 
+/// Atomic, so that connection tasks on every thread record without a lock.
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -40,15 +41,13 @@ impl Metrics {
 
     /// Seconds from a change's commit to its frame leaving the bridge.
     pub fn observe_latency(&self, seconds: f64) {
-        if let Ok(mut h) = self.latency.lock() {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += seconds;
+        let h = &self.latency;
+        if let Some(i) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            h.counts[i].fetch_add(1, Ordering::Relaxed);
         }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self, connections: usize, subscriptions: usize) -> String {
@@ -115,17 +114,19 @@ impl Metrics {
             }
         }
         let name = "rowsync_change_delivery_seconds";
-        let _ = writeln!(out, "# HELP {name} From a change's commit to its frame being sent.\n# TYPE {name} histogram");
-        if let Ok(h) = self.latency.lock() {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-                h.count, h.sum, h.count
-            );
+        let _ = writeln!(out, "# HELP {name} From a change being logged (the writer's clock_timestamp) to its live frame being sent.\n# TYPE {name} histogram");
+        let h = &self.latency;
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += h.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
+        let count = h.count.load(Ordering::Relaxed);
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
         out
     }
 }

@@ -61,6 +61,7 @@ impl Outbox {
                         for key in older.keys {
                             if !change.keys.contains(&key) {
                                 change.keys.push(key);
+                                change.text = None;
                             }
                         }
                     }
@@ -137,6 +138,7 @@ mod tests {
             cursor,
             keys: vec![format!("t:{id}")],
             at: 0.0,
+            text: None,
         })
     }
 

@@ -99,6 +99,20 @@ pub struct ChangeFrame {
     /// When the change was written (seconds since the epoch), for the latency metric.
     #[serde(skip)]
     pub at: f64,
+    /// The frame as sent, serialised once for every connection with the same keys.
+    #[serde(skip)]
+    pub text: Option<std::sync::Arc<str>>,
+}
+
+impl ChangeFrame {
+    pub fn to_text(&self) -> std::sync::Arc<str> {
+        if let Some(text) = &self.text {
+            return text.clone();
+        }
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        value["type"] = Value::String("change".into());
+        value.to_string().into()
+    }
 }
 
 /// An error reply or push: a stable code (docs/errors.md), a message for people, and

@@ -116,9 +116,11 @@ impl Router {
             }
         }
         let mut queued = 0;
+        // Connections that matched the same keys get the same frame, serialised once.
+        let mut texts: HashMap<Vec<String>, std::sync::Arc<str>> = HashMap::new();
         for (conn, keys) in matched {
             if let Some(outbox) = inner.conns.get(&conn) {
-                outbox.push(Outgoing::Change(ChangeFrame {
+                let mut frame = ChangeFrame {
                     table: change.table.clone(),
                     id: change.row_id.clone(),
                     version: change.version,
@@ -126,7 +128,14 @@ impl Router {
                     cursor: change.cursor,
                     keys,
                     at: change.at,
-                }));
+                    text: None,
+                };
+                let text = texts
+                    .entry(frame.keys.clone())
+                    .or_insert_with(|| frame.to_text())
+                    .clone();
+                frame.text = Some(text);
+                outbox.push(Outgoing::Change(frame));
                 queued += 1;
             }
         }

@@ -104,6 +104,12 @@ pub async fn run(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, "rowsync-bridge listening");
     let mut stopped = stop_rx.clone();
+    // Frames are small and many: send each at once rather than wait for the peer's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
         let _ = stopped.wait_for(|s| *s).await;
     });

@@ -11,6 +11,7 @@ use crate::protocol::{ChangeFrame, ClientMessage, PresenceAction, PROTOCOL_VERSI
 use crate::router::ConnId;
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -186,14 +187,22 @@ impl Conn {
                 Outgoing::Change(change) => {
                     let seconds = unix_seconds() - change.at;
                     self.state.metrics.observe_latency(seconds.max(0.0));
-                    change_json(change)
+                    change.to_text().to_string()
                 }
                 Outgoing::Text(text) => text.clone(),
             };
-            if send_text(socket, text).await.is_err() {
+            // Queued frames go out in one write, not one each.
+            if socket
+                .feed(Message::Text(Utf8Bytes::from(text)))
+                .await
+                .is_err()
+            {
                 return Flow::Close(close::GOING_AWAY, String::new());
             }
             Metrics::add(&self.state.metrics.frames_sent, 1);
+        }
+        if socket.flush().await.is_err() {
+            return Flow::Close(close::GOING_AWAY, String::new());
         }
         Flow::Continue
     }
@@ -455,7 +464,7 @@ impl Conn {
                 }
             }
             let text = match frame {
-                Outgoing::Change(change) => change_json(&change),
+                Outgoing::Change(change) => change.to_text().to_string(),
                 Outgoing::Text(text) => text,
             };
             send_text(socket, text)
@@ -542,12 +551,18 @@ impl Conn {
                     cursor: change.cursor,
                     keys: matched,
                     at: 0.0,
+                    text: None,
                 };
-                send_text(socket, change_json(&frame))
+                socket
+                    .feed(Message::Text(Utf8Bytes::from(frame.to_text().to_string())))
                     .await
                     .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
                 sent.insert(frame.cursor);
             }
+            socket
+                .flush()
+                .await
+                .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
             if rows.len() < self.state.config.feed_batch as usize {
                 return Ok(sent);
             }
@@ -656,12 +671,6 @@ fn canonical(keys: Vec<String>) -> Result<Vec<String>, Error> {
     keys.iter()
         .map(|k| Key::parse(k).map(|key| key.canonical()))
         .collect()
-}
-
-fn change_json(change: &ChangeFrame) -> String {
-    let mut value = serde_json::to_value(change).unwrap_or(Value::Null);
-    value["type"] = json!("change");
-    value.to_string()
 }
 
 fn unix_seconds() -> f64 {
