@@ -130,7 +130,9 @@ impl Conn {
                     };
                     self.last_heard = Instant::now();
                     let flow = match message {
-                        Message::Text(text) => self.on_text(socket, text.as_str()).await,
+                        // Boxed: requests hold database futures, and an idle
+                        // connection should not carry their size.
+                        Message::Text(text) => Box::pin(self.on_text(socket, text.as_str())).await,
                         Message::Binary(_) => {
                             self.reply_error(socket, None, Error::new(errors::BAD_MESSAGE, "frames are JSON text, not binary")).await
                         }
