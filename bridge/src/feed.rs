@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
-const READ: &str = "SELECT cursor, tbl, row_id, version, kind, old_scopes, new_scopes, \
-                    extract(epoch FROM at)::float8 FROM rowsync.read_changes($1, $2)";
 /// Listeners not heard from for rowsync.settings.listener_timeout (1 minute by default)
 /// are forgotten; this is well inside it.
 const REFRESH: Duration = Duration::from_secs(15);
@@ -79,7 +77,7 @@ async fn session(
     client
         .batch_execute("LISTEN rowsync; LISTEN rowsync_bus")
         .await?;
-    let read = client.prepare(READ).await?;
+    let read = client.prepare(crate::router::READ_CHANGES).await?;
     if !state.feed_started.swap(true, Ordering::SeqCst) {
         let head: i64 = client.query_one("SELECT rowsync.head()", &[]).await?.get(0);
         state.position.store(head, Ordering::SeqCst);
@@ -230,20 +228,7 @@ async fn drain(
             Err(e) => return Err(e),
         };
         for row in &rows {
-            let change = FeedChange {
-                cursor: row.get(0),
-                table: row.get(1),
-                row_id: row.get(2),
-                version: row.get(3),
-                kind: row.get(4),
-                old_scopes: row
-                    .get::<_, Option<serde_json::Value>>(5)
-                    .and_then(|v| v.as_object().cloned()),
-                new_scopes: row
-                    .get::<_, Option<serde_json::Value>>(6)
-                    .and_then(|v| v.as_object().cloned()),
-                at: row.get(7),
-            };
+            let change = FeedChange::from_row(row);
             state.router.route(&change);
             // Advance only after routing: a subscriber that reads the position, then
             // drains its queue, has every change up to it.

@@ -25,7 +25,29 @@ pub struct FeedChange {
     pub at: f64,
 }
 
+/// What every reader of the feed selects, in the order `FeedChange::from_row` reads it.
+pub const READ_CHANGES: &str =
+    "SELECT cursor, tbl, row_id, version, kind, old_scopes, new_scopes, \
+                                extract(epoch FROM at)::float8 FROM rowsync.read_changes($1, $2)";
+
 impl FeedChange {
+    pub fn from_row(row: &tokio_postgres::Row) -> FeedChange {
+        let scopes = |i: usize| {
+            row.get::<_, Option<Value>>(i)
+                .and_then(|v| v.as_object().cloned())
+        };
+        FeedChange {
+            cursor: row.get(0),
+            table: row.get(1),
+            row_id: row.get(2),
+            version: row.get(3),
+            kind: row.get(4),
+            old_scopes: scopes(5),
+            new_scopes: scopes(6),
+            at: row.get(7),
+        }
+    }
+
     /// The keys this change concerns: its record, and every scope it was or is in.
     pub fn keys(&self) -> Vec<String> {
         let mut keys = Vec::new();

@@ -486,9 +486,7 @@ impl Conn {
     ) -> Result<HashSet<i64>, Error> {
         let wanted: HashSet<&String> = keys.iter().collect();
         let client = self.state.pool.get().await?;
-        let read = client
-            .prepare_cached("SELECT cursor, tbl, row_id, version, kind, old_scopes, new_scopes FROM rowsync.read_changes($1, $2)")
-            .await?;
+        let read = client.prepare_cached(crate::router::READ_CHANGES).await?;
         let mut sent = HashSet::new();
         let mut after = cursor;
         loop {
@@ -507,20 +505,7 @@ impl Conn {
                 Err(e) => return Err(e.into()),
             };
             for row in &rows {
-                let change = crate::router::FeedChange {
-                    cursor: row.get(0),
-                    table: row.get(1),
-                    row_id: row.get(2),
-                    version: row.get(3),
-                    kind: row.get(4),
-                    old_scopes: row
-                        .get::<_, Option<Value>>(5)
-                        .and_then(|v| v.as_object().cloned()),
-                    new_scopes: row
-                        .get::<_, Option<Value>>(6)
-                        .and_then(|v| v.as_object().cloned()),
-                    at: 0.0,
-                };
+                let change = crate::router::FeedChange::from_row(row);
                 after = change.cursor;
                 if change.kind == "truncate" {
                     let prefixes = [format!("{}:", change.table), format!("{}?", change.table)];

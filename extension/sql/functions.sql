@@ -329,6 +329,25 @@ END
 $$;
 REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
 
+-- The synced table `tbl`, when `col` is one of its scopes; RS002 or RS003 otherwise.
+CREATE FUNCTION rowsync._scope_table(tbl text, col text) RETURNS rowsync.synced
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.synced;
+BEGIN
+    SELECT * INTO s FROM rowsync.synced WHERE name = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', tbl),
+            DETAIL = 'no synced table has this name', HINT = 'call rowsync.enable(table) first';
+    END IF;
+    IF NOT (col = ANY (s.scopes)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('"%s" is not a scope of table "%s"', col, tbl),
+            DETAIL = format('its scopes: %s', s.scopes), HINT = 'scopes are set by rowsync.enable(table, scopes)';
+    END IF;
+    RETURN s;
+END
+$$;
+
 -- Whether the caller may follow scope `tbl?col=val`: the scope's parent row is visible to
 -- them (the row its single-column foreign key points at, e.g. the board of board_id),
 -- or, when the column has no such key, at least one row of the scope is.
@@ -341,15 +360,7 @@ DECLARE
     target_type text;
     visible boolean;
 BEGIN
-    SELECT * INTO s FROM rowsync.synced WHERE name = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', tbl),
-            DETAIL = 'no synced table has this name', HINT = 'call rowsync.enable(table) first';
-    END IF;
-    IF NOT (col = ANY (s.scopes)) THEN
-        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('"%s" is not a scope of table "%s"', col, tbl),
-            DETAIL = format('its scopes: %s', s.scopes), HINT = 'scopes are set by rowsync.enable(table, scopes)';
-    END IF;
+    s := rowsync._scope_table(tbl, col);
     SELECT c.confrelid::regclass, ta.attname, format_type(ta.atttypid, NULL)
       INTO target, target_col, target_type
       FROM pg_constraint c
@@ -378,15 +389,7 @@ DECLARE
     col_type text;
     rows jsonb;
 BEGIN
-    SELECT * INTO s FROM rowsync.synced WHERE name = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', tbl),
-            DETAIL = 'no synced table has this name', HINT = 'call rowsync.enable(table) first';
-    END IF;
-    IF NOT (col = ANY (s.scopes)) THEN
-        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('"%s" is not a scope of table "%s"', col, tbl),
-            DETAIL = format('its scopes: %s', s.scopes), HINT = 'scopes are set by rowsync.enable(table, scopes)';
-    END IF;
+    s := rowsync._scope_table(tbl, col);
     SELECT format_type(a.atttypid, NULL) INTO col_type
       FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
     EXECUTE format('SELECT coalesce(jsonb_agg(q.r ORDER BY q.k), ''[]'') FROM '
