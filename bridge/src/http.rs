@@ -103,17 +103,24 @@ fn parse_json(state: &AppState, body: &Bytes) -> Result<Value, Error> {
         .map_err(|e| Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")))
 }
 
+/// The token's claims and the JSON body of an API request.
+fn request(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(Claims, Value), Error> {
+    Ok((
+        claims_from(state, bearer(headers))?,
+        parse_json(state, body)?,
+    ))
+}
+
 async fn transactions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
-    let claims = claims_from(&state, bearer(&headers))?;
-    let tx = parse_json(&state, &body)?;
-    let result = db::apply(&state.pool, &claims, &tx)
-        .await
-        .inspect_err(|e| state.metrics.error(e.body.code))?;
-    Ok(Json(result))
+    let (claims, tx) = request(&state, &headers, &body)?;
+    let result = db::apply(&state.pool, &claims, &tx).await;
+    Ok(Json(
+        result.inspect_err(|e| state.metrics.error(e.body.code))?,
+    ))
 }
 
 async fn records(
@@ -121,12 +128,11 @@ async fn records(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
-    let claims = claims_from(&state, bearer(&headers))?;
-    let pointers = parse_json(&state, &body)?;
-    let result = db::get(&state.pool, &claims, &pointers)
-        .await
-        .inspect_err(|e| state.metrics.error(e.body.code))?;
-    Ok(Json(result))
+    let (claims, pointers) = request(&state, &headers, &body)?;
+    let result = db::get(&state.pool, &claims, &pointers).await;
+    Ok(Json(
+        result.inspect_err(|e| state.metrics.error(e.body.code))?,
+    ))
 }
 
 async fn websocket(
