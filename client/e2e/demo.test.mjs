@@ -51,11 +51,19 @@ function setTitle(page, id, title) {
   })()`);
 }
 
-/** Cuts the page off the network, including the open WebSocket. */
+/**
+ * Cuts the page off: the browser's network emulation (which does not stop WebSockets to
+ * this machine) and the client's connection, stopped as a lost network would.
+ */
 async function goOffline(page) {
   await page.offline(true);
-  await page.eval(`(window.rowsync.connection.socket?.close(), true)`);
+  await page.eval(`(window.rowsync.connection.stop(), true)`);
   await page.waitFor(`document.querySelector('#status').textContent !== 'online'`, 'the offline badge');
+}
+
+async function goOnline(page) {
+  await page.offline(false);
+  await page.eval(`(window.rowsync.connection.start(), true)`);
 }
 
 const click = (page, selector) => page.eval(`(document.querySelector(${JSON.stringify(selector)}).click(), true)`);
@@ -134,8 +142,7 @@ test('a conflict rolls back visibly', async () => {
   await setTitle(bob, ANNOUNCE, 'Bob\'s stale title');
   await setTitle(pages.alice, ANNOUNCE, 'Alice\'s newer title');
   await pages.alice.waitFor(`window.rowsync.pending.length === 0`, 'alice\'s write acknowledged');
-  await bob.offline(false);
-  await bob.eval(`(window.dispatchEvent(new Event('online')), true)`);
+  await goOnline(bob);
   await bob.waitFor(`document.querySelector('#toast').textContent.includes('undone by the server')`, 'the rollback notice');
   await bob.waitFor(`${titleOf(ANNOUNCE)} === "Alice's newer title"`, 'bob\'s page showing the server\'s title');
   await shot(bob, 'conflict');
