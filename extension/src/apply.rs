@@ -177,7 +177,8 @@ fn guard_with_stored(mut inverse: Vec<Op>, stored: &Rows) -> Vec<Op> {
     inverse
 }
 
-fn max_ops(client: &mut SpiClient<'_>) -> usize {
+/// rowsync.settings.max_ops: most ops in a transaction, most pointers in a get.
+pub(crate) fn max_ops(client: &mut SpiClient<'_>) -> usize {
     json_row(
         client,
         "SELECT to_jsonb(max_ops) FROM rowsync.settings",

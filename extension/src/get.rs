@@ -16,14 +16,7 @@ pub fn run(pointers: &Value) -> Result<Value, Failure> {
 }
 
 fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
-    let max = crate::sql::json_row(
-        client,
-        "SELECT to_jsonb(max_ops) FROM rowsync.settings",
-        &[],
-    )
-    .and_then(|v| v.as_u64())
-    .unwrap_or(1000) as usize;
-    let pointers = parse(pointers, max)?;
+    let pointers = parse(pointers, crate::apply::max_ops(client))?;
     let mut tables = BTreeMap::new();
     for (table, _) in &pointers {
         if !tables.contains_key(table) {
