@@ -1,6 +1,7 @@
 //! What rowsync knows of a synced table: its name in ops, its quoted name in SQL, its
 //! primary key and its columns' types, read from the registry and the catalog.
 
+use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -50,41 +51,85 @@ SELECT jsonb_build_object(
 FROM rowsync.synced s
 WHERE s.name = $1";
 
-/// Which version of a synced table's definition the backend has cached: its oid, the
-/// pg_class row's version (ALTER TABLE writes a new one, even within one transaction) and
-/// its live columns (DROP COLUMN leaves pg_class alone). Index lookups only, where LOOKUP
-/// joins the catalog.
-const STAMP: &str = "
-SELECT jsonb_build_array(c.oid::bigint, c.xmin::text, c.ctid::text, s.pk, s.pk_type::oid::bigint,
-    (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
-FROM rowsync.synced s JOIN pg_class c ON c.oid = s.rel
+/// The registry row for `name`: which table, and which version of the row (enable and
+/// disable write a new one). One index lookup.
+const REGISTRY: &str = "
+SELECT jsonb_build_array(s.rel::oid::bigint, s.xmin::text, s.ctid::text)
+FROM rowsync.synced s
 WHERE s.name = $1";
 
+struct Cached {
+    registry: Value,
+    oid: u32,
+    table: Rc<SyncedTable>,
+}
+
 thread_local! {
-    static TABLES: RefCell<HashMap<String, (Value, Rc<SyncedTable>)>> = RefCell::new(HashMap::new());
+    static TABLES: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
+    /// Tables whose definition changed since the cache last looked: Postgres reports
+    /// every ALTER TABLE (ours or another backend's, once committed) to relcache
+    /// callbacks. `None` in the list means "any table".
+    static CHANGED: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registers the relcache callback. Called once per backend, from `_PG_init`.
+pub fn watch_definitions() {
+    // SAFETY: registering a callback in _PG_init is what the API is for; the callback
+    // only records the relation id and never calls back into Postgres.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(definition_changed), pg_sys::Datum::from(0))
+    };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    CHANGED.with(|changed| {
+        let mut changed = changed.borrow_mut();
+        // Invalidations arrive in bursts (a VACUUM, a schema migration); past a few
+        // hundred, forgetting everything is cheaper than remembering each.
+        if changed.len() > 256 {
+            changed.clear();
+        }
+        changed.push((relid != pg_sys::InvalidOid).then(|| relid.to_u32()));
+    });
 }
 
 impl SyncedTable {
-    /// The synced table ops call `name`, or `None`. Cached per backend while its
-    /// definition stays the same.
+    /// The synced table ops call `name`, or `None`. Cached per backend until its
+    /// registry row or its definition changes.
     pub fn lookup(client: &mut SpiClient<'_>, name: &str) -> Option<Rc<SyncedTable>> {
-        let stamp = crate::sql::json_row(client, STAMP, &[name.into()])?;
+        // Running the query first also takes in any pending invalidations.
+        let registry = crate::sql::json_row(client, REGISTRY, &[name.into()])?;
+        let changed = CHANGED.with(|c| std::mem::take(&mut *c.borrow_mut()));
         let cached = TABLES.with(|t| {
-            t.borrow()
-                .get(name)
-                .filter(|(s, _)| *s == stamp)
-                .map(|(_, table)| table.clone())
+            let mut t = t.borrow_mut();
+            if changed.contains(&None) {
+                t.clear();
+            } else if !changed.is_empty() {
+                t.retain(|_, c| !changed.contains(&Some(c.oid)));
+            }
+            t.get(name)
+                .filter(|c| c.registry == registry)
+                .map(|c| c.table.clone())
         });
         if let Some(table) = cached {
             return Some(table);
         }
+        let oid = registry[0].as_u64().unwrap_or_default() as u32;
         let table = Rc::new(SyncedTable::load(client, name)?);
         TABLES.with(|t| {
             let mut t = t.borrow_mut();
             if t.len() > 256 {
                 t.clear();
             }
-            t.insert(name.to_string(), (stamp, table.clone()));
+            t.insert(
+                name.to_string(),
+                Cached {
+                    registry,
+                    oid,
+                    table: table.clone(),
+                },
+            );
         });
         Some(table)
     }
