@@ -13,8 +13,9 @@ pub struct Claims {
     pub role: String,
     /// Expiry, seconds since the epoch; `None` only for anonymous connections.
     pub exp: Option<u64>,
-    /// All claims, as policies read them.
-    pub raw: Value,
+    /// All claims as JSON text, as policies read them (request.jwt.claims). Text, not a
+    /// parsed map: every connection keeps its claims, and only SQL reads them.
+    pub raw: Box<str>,
 }
 
 pub struct Verifier {
@@ -82,7 +83,7 @@ impl Verifier {
             sub: raw.get("sub").and_then(Value::as_str).map(str::to_string),
             role,
             exp: raw.get("exp").and_then(Value::as_u64),
-            raw,
+            raw: raw.to_string().into(),
         })
     }
 
@@ -92,7 +93,7 @@ impl Verifier {
             sub: None,
             role: role.clone(),
             exp: None,
-            raw: serde_json::json!({ "role": role }),
+            raw: serde_json::json!({ "role": role }).to_string().into(),
         })
     }
 }

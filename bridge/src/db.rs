@@ -20,8 +20,7 @@ pub async fn as_user(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let context = tx.prepare_cached(SET_CONTEXT).await?;
-    tx.execute(&context, &[&claims.role, &claims.raw.to_string()])
-        .await?;
+    tx.execute(&context, &[&claims.role, &&*claims.raw]).await?;
     let statement = tx.prepare_cached(sql).await?;
     let row = tx.query_one(&statement, params).await?;
     let value: Option<Value> = row.get(0);

@@ -13,7 +13,8 @@ use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,12 +33,15 @@ pub mod close {
 
 struct Conn {
     id: ConnId,
+    /// Counted by graceful shutdown, which waits for connections to close.
+    _alive: Arc<()>,
     state: Arc<AppState>,
     claims: Claims,
     outbox: Arc<Outbox>,
-    subscriptions: HashSet<String>,
-    /// Keys this connection may use as presence rooms: those it was authorized to follow.
-    authorized: HashSet<String>,
+    /// Keys this connection was authorized to follow, and whether it follows each now
+    /// (it may use all of them as presence rooms). One map, not two sets: every
+    /// connection holds it.
+    keys: HashMap<String, bool>,
     rooms: HashSet<String>,
     bucket: TokenBucket,
     last_heard: Instant,
@@ -46,39 +50,55 @@ struct Conn {
 enum Flow {
     Continue,
     Close(u16, String),
+    /// The client went away: nothing to send.
+    Gone,
 }
 
 /// Serves one connection until it closes. `claims` is `Err` when the token was refused:
 /// the client is told why, in a close code it can act on.
-pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, claims: Result<Claims, Error>) {
-    let claims = match claims {
-        Ok(claims) => claims,
-        Err(error) => {
-            let code = if error.kind == errors::TOKEN_EXPIRED {
-                close::TOKEN_EXPIRED
-            } else {
-                close::UNAUTHORIZED
-            };
-            let _ = send_error(&mut socket, None, &error).await;
-            let _ = close_with(&mut socket, code, &error.body.message).await;
-            return;
+///
+/// Not an `async fn`: one keeps its arguments and a moved copy of them side by side in
+/// the future, and this future lives as long as the connection. The async block below
+/// uses what it captures in place.
+pub fn serve(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    claims: Result<Claims, Error>,
+) -> impl Future<Output = ()> + Send {
+    let mut conn = claims.map(|claims| Conn::new(state, claims));
+    async move {
+        let conn = match &mut conn {
+            Ok(conn) => conn,
+            Err(error) => {
+                let code = if error.kind == errors::TOKEN_EXPIRED {
+                    close::TOKEN_EXPIRED
+                } else {
+                    close::UNAUTHORIZED
+                };
+                let _ = send_error(&mut socket, None, error).await;
+                let _ = close_with(&mut socket, code, &error.body.message).await;
+                return;
+            }
+        };
+        // Built and sent in its own statement: a value still in scope would live in the
+        // connection's task for as long as the connection does.
+        let welcomed = send_text(&mut socket, welcome(conn).to_string()).await;
+        let outcome = match welcomed {
+            Ok(()) => conn.run(&mut socket).await,
+            Err(_) => None,
+        };
+        if let Some((code, reason)) = outcome {
+            let _ = close_with(&mut socket, code, &reason).await;
         }
-    };
-    let _alive = state.connections.clone();
-    let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
-    let id = state.router.connect(outbox.clone());
-    let mut conn = Conn {
-        id,
-        bucket: TokenBucket::new(state.config.messages_per_second),
-        state,
-        claims,
-        outbox,
-        subscriptions: HashSet::new(),
-        authorized: HashSet::new(),
-        rooms: HashSet::new(),
-        last_heard: Instant::now(),
-    };
-    let welcome = json!({
+        conn.state.router.disconnect(conn.id, conn.subscriptions());
+        for room in &conn.rooms {
+            conn.state.presence.leave(conn.id, room);
+        }
+    }
+}
+
+fn welcome(conn: &Conn) -> Value {
+    json!({
         "type": "welcome",
         "protocol": PROTOCOL_VERSION,
         "user": conn.claims.sub,
@@ -89,90 +109,144 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, claims: Result<C
             "max_subscriptions": conn.state.config.max_subscriptions,
             "messages_per_second": conn.state.config.messages_per_second,
         },
-    });
-    let outcome = match send_text(&mut socket, welcome.to_string()).await {
-        Ok(()) => conn.run(&mut socket).await,
-        Err(_) => None,
-    };
-    if let Some((code, reason)) = outcome {
-        let _ = close_with(&mut socket, code, &reason).await;
-    }
-    conn.state
-        .router
-        .disconnect(conn.id, conn.subscriptions.iter());
-    for room in &conn.rooms {
-        conn.state.presence.leave(conn.id, room);
-    }
+    })
+}
+
+/// What woke a connection's task.
+enum Event {
+    Frame(Option<Result<Message, axum::Error>>),
+    Queued,
+    Timer,
+    ShuttingDown,
 }
 
 impl Conn {
+    fn new(state: Arc<AppState>, claims: Claims) -> Conn {
+        let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
+        Conn {
+            id: state.router.connect(outbox.clone()),
+            _alive: state.connections.clone(),
+            bucket: TokenBucket::new(state.config.messages_per_second),
+            state,
+            claims,
+            outbox,
+            keys: HashMap::new(),
+            rooms: HashSet::new(),
+            last_heard: Instant::now(),
+        }
+    }
+
     /// Returns the close to send, or `None` when the client went away.
+    ///
+    /// The waits and the handling are apart: the waits' futures are gone before a handler
+    /// runs, so an idle connection's task holds only them. One timer serves both the
+    /// heartbeat and the token's expiry.
     async fn run(&mut self, socket: &mut WebSocket) -> Option<(u16, String)> {
-        let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
-        heartbeat.tick().await;
         let mut shutdown = self.state.shutdown.clone();
+        let mut next_beat = Instant::now() + self.state.config.heartbeat;
         loop {
-            let expiry = self.expiry();
-            tokio::select! {
-                message = socket.recv() => {
-                    let message = match message {
-                        Some(Ok(message)) => message,
-                        Some(Err(error)) => {
-                            // A frame over max_frame_bytes: say so with the standard code.
-                            let inner = error.into_inner();
-                            if let Some(tungstenite::Error::Capacity(reason)) = inner.downcast_ref::<tungstenite::Error>() {
-                                return Some((close::TOO_BIG, reason.to_string()));
-                            }
-                            tracing::debug!(error = %inner, conn = self.id, "websocket read failed");
-                            return None;
-                        }
-                        None => return None,
-                    };
-                    self.last_heard = Instant::now();
-                    let flow = match message {
-                        // Boxed: requests hold database futures, and an idle
-                        // connection should not carry their size.
-                        Message::Text(text) => Box::pin(self.on_text(socket, text.as_str())).await,
-                        Message::Binary(_) => {
-                            self.reply_error(socket, None, Error::new(errors::BAD_MESSAGE, "frames are JSON text, not binary")).await
-                        }
-                        Message::Close(_) => return None,
-                        Message::Ping(_) | Message::Pong(_) => Flow::Continue,
-                    };
-                    if let Flow::Close(code, reason) = flow {
-                        return Some((code, reason));
-                    }
-                }
-                _ = self.outbox.ready() => {
-                    if let Flow::Close(code, reason) = self.flush(socket).await {
-                        return Some((code, reason));
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if self.last_heard.elapsed() > self.state.config.client_timeout {
-                        return Some((close::HEARTBEAT_TIMEOUT, "no frame from the client within client_timeout".into()));
-                    }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return None;
-                    }
-                }
-                _ = tokio::time::sleep(expiry) => {
-                    let error = Error::new(errors::TOKEN_EXPIRED, "the token has expired: reconnect with a fresh one");
+            let expires = self.expires_at();
+            let event = tokio::select! {
+                frame = socket.recv() => Event::Frame(frame),
+                _ = self.outbox.ready() => Event::Queued,
+                _ = tokio::time::sleep_until(next_beat.min(expires).into()) => Event::Timer,
+                _ = shutdown.changed() => Event::ShuttingDown,
+            };
+            let flow = match event {
+                // Boxed: requests hold database futures, and an idle connection
+                // should not carry their size.
+                Event::Frame(frame) => Box::pin(self.on_frame(socket, frame)).await,
+                Event::Queued => self.flush(socket).await,
+                Event::Timer if Instant::now() >= expires => {
+                    let error = Error::new(
+                        errors::TOKEN_EXPIRED,
+                        "the token has expired: reconnect with a fresh one",
+                    );
                     let _ = send_error(socket, None, &error).await;
-                    return Some((close::TOKEN_EXPIRED, "token expired".into()));
+                    Flow::Close(close::TOKEN_EXPIRED, "token expired".into())
                 }
-                _ = shutdown.changed() => {
-                    return Some((close::GOING_AWAY, "server shutting down: reconnect".into()));
+                Event::Timer => {
+                    if Instant::now() < next_beat {
+                        continue;
+                    }
+                    next_beat = Instant::now() + self.state.config.heartbeat;
+                    if self.last_heard.elapsed() > self.state.config.client_timeout {
+                        Flow::Close(
+                            close::HEARTBEAT_TIMEOUT,
+                            "no frame from the client within client_timeout".into(),
+                        )
+                    } else if socket
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    } else {
+                        Flow::Continue
+                    }
                 }
+                Event::ShuttingDown => {
+                    Flow::Close(close::GOING_AWAY, "server shutting down: reconnect".into())
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close(code, reason) => return Some((code, reason)),
+                Flow::Gone => return None,
             }
         }
     }
 
-    fn expiry(&self) -> Duration {
-        match self.claims.exp {
+    async fn on_frame(
+        &mut self,
+        socket: &mut WebSocket,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Flow {
+        let message = match frame {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                // A frame over max_frame_bytes: say so with the standard code.
+                let inner = error.into_inner();
+                if let Some(tungstenite::Error::Capacity(reason)) =
+                    inner.downcast_ref::<tungstenite::Error>()
+                {
+                    return Flow::Close(close::TOO_BIG, reason.to_string());
+                }
+                tracing::debug!(error = %inner, conn = self.id, "websocket read failed");
+                return Flow::Gone;
+            }
+            None => return Flow::Gone,
+        };
+        self.last_heard = Instant::now();
+        match message {
+            Message::Text(text) => self.on_text(socket, text.as_str()).await,
+            Message::Binary(_) => {
+                self.reply_error(
+                    socket,
+                    None,
+                    Error::new(errors::BAD_MESSAGE, "frames are JSON text, not binary"),
+                )
+                .await
+            }
+            Message::Close(_) => Flow::Gone,
+            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+        }
+    }
+
+    fn subscriptions(&self) -> impl Iterator<Item = &String> {
+        self.keys
+            .iter()
+            .filter(|(_, followed)| **followed)
+            .map(|(key, _)| key)
+    }
+
+    /// When the token expires; anonymous connections never do.
+    fn expires_at(&self) -> Instant {
+        let left = match self.claims.exp {
             Some(exp) => Duration::from_secs(exp.saturating_sub(auth::now())),
             None => Duration::from_secs(365 * 24 * 3600),
-        }
+        };
+        Instant::now() + left
     }
 
     /// Sends everything queued for this connection.
@@ -298,7 +372,8 @@ impl Conn {
                     })
                     .collect();
                 for key in &keys {
-                    if self.subscriptions.remove(key) {
+                    if let Some(followed @ true) = self.keys.get_mut(key) {
+                        *followed = false;
                         self.state.router.unsubscribe(self.id, key);
                     }
                 }
@@ -386,7 +461,7 @@ impl Conn {
     async fn authorize(&mut self, keys: &[String]) -> Result<(), Error> {
         let mut records = Vec::new();
         for text in keys {
-            if self.authorized.contains(text) {
+            if self.keys.contains_key(text) {
                 continue;
             }
             match Key::parse(text)? {
@@ -404,7 +479,7 @@ impl Conn {
                             format!("scope {text:?} not found or not visible"),
                         ));
                     }
-                    self.authorized.insert(text.clone());
+                    self.keys.entry(text.clone()).or_insert(false);
                 }
             }
         }
@@ -421,7 +496,7 @@ impl Conn {
                         format!("record {text:?} not found or not visible"),
                     ));
                 }
-                self.authorized.insert(text.clone());
+                self.keys.entry(text.clone()).or_insert(false);
             }
         }
         Ok(())
@@ -435,10 +510,10 @@ impl Conn {
     ) -> Result<Value, Error> {
         let new: Vec<String> = keys
             .iter()
-            .filter(|k| !self.subscriptions.contains(*k))
+            .filter(|k| self.keys.get(*k) != Some(&true))
             .cloned()
             .collect();
-        if self.subscriptions.len() + new.len() > self.state.config.max_subscriptions {
+        if self.subscriptions().count() + new.len() > self.state.config.max_subscriptions {
             return Err(Error::new(
                 errors::TOO_MANY_SUBSCRIPTIONS,
                 format!(
@@ -450,7 +525,7 @@ impl Conn {
         self.authorize(&new).await?;
         for key in &new {
             self.state.router.subscribe(self.id, key);
-            self.subscriptions.insert(key.clone());
+            self.keys.insert(key.clone(), true);
         }
         // The position first, then the queue: every change up to it is queued by now, so
         // a client that resumes from the acknowledged cursor misses nothing.
