@@ -3,15 +3,16 @@
 //! slow, never silently dropped from.
 
 use crate::protocol::ChangeFrame;
+use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
-    Change(ChangeFrame),
+    Change(Arc<ChangeFrame>),
     /// Any other push, already serialised.
-    Text(String),
+    Text(Utf8Bytes),
 }
 
 pub struct Outbox {
@@ -20,12 +21,20 @@ pub struct Outbox {
     limit: usize,
 }
 
+/// Up to this many queued frames, finding a record's pending change scans the queue; past
+/// it, `State::pending` indexes them. A connection that keeps up queues one or two frames
+/// at a time, and the frames it scans are shared by every subscriber, so they are in
+/// cache: the map would be one more cold cache line per connection per change.
+const SCAN: usize = 16;
+
 #[derive(Default)]
 struct State {
     /// `None` marks a change that a newer change of the same record replaced.
     frames: VecDeque<Option<Outgoing>>,
-    /// Record key to its pending change's index in `frames`, counted from `popped`.
-    pending: HashMap<String, u64>,
+    /// Record hash to its pending change's index in `frames`, counted from `popped`.
+    /// Kept only while more than `SCAN` frames are queued. Two records with one hash
+    /// only cost a coalescing: `take_pending` checks the record it finds.
+    pending: HashMap<u64, u64>,
     popped: u64,
     live: usize,
     overflowed: bool,
@@ -48,38 +57,55 @@ impl Outbox {
         if state.overflowed {
             return false;
         }
+        // A queue that already held frames has a wake-up pending: its task drains
+        // everything, this frame too, under this lock.
+        let wake = state.frames.is_empty();
         if let Outgoing::Change(change) = &mut frame {
-            let record = format!("{}:{}", change.table, change.id.as_deref().unwrap_or(""));
             // Later changes keep their place after earlier ones: a client resuming from the
             // last cursor it saw must not skip anything queued before it. The keys merge:
             // a row that left a scope still tells that scope's subscriber.
-            if let Some(index) = state.pending.remove(&record) {
-                let position = (index - state.popped) as usize;
-                if let Some(slot) = state.frames.get_mut(position) {
-                    if let Some(Outgoing::Change(older)) = slot.take() {
-                        state.live -= 1;
-                        for key in older.keys {
-                            if !change.keys.contains(&key) {
-                                change.keys.push(key);
-                                change.text = None;
-                            }
-                        }
+            if let Some(position) = state.take_pending(change) {
+                if let Some(Some(Outgoing::Change(older))) =
+                    state.frames.get_mut(position).map(Option::take)
+                {
+                    state.live -= 1;
+                    let missing: Vec<String> = older
+                        .keys
+                        .iter()
+                        .filter(|key| !change.keys.contains(key))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() {
+                        let merged = Arc::make_mut(change);
+                        merged.keys.extend(missing);
+                        merged.text = None;
                     }
                 }
             }
-            let index = state.popped + state.frames.len() as u64;
-            state.pending.insert(record, index);
         }
         state.frames.push_back(Some(frame));
         state.live += 1;
+        match state.frames.len() {
+            n if n == SCAN + 1 => state.index(),
+            n if n > SCAN + 1 => {
+                if let Some(Some(Outgoing::Change(change))) = state.frames.back() {
+                    let (record, index) = (change.record, state.popped + n as u64 - 1);
+                    state.pending.insert(record, index);
+                }
+            }
+            _ => {}
+        }
         if state.live > self.limit {
             state.overflowed = true;
         } else if state.frames.len() > 2 * self.limit {
             state.compact();
         }
+        let open = !state.overflowed;
         drop(state);
-        self.notify.notify_one();
-        !self.overflowed()
+        if wake || !open {
+            self.notify.notify_one();
+        }
+        open
     }
 
     /// Takes every queued frame, oldest first.
@@ -108,38 +134,63 @@ impl Outbox {
 }
 
 impl State {
+    /// Where a pending change of `change`'s record is queued, forgetting it.
+    fn take_pending(&mut self, change: &ChangeFrame) -> Option<usize> {
+        let same =
+            |f: &Option<Outgoing>| matches!(f, Some(Outgoing::Change(c)) if c.same_record(change));
+        if self.frames.len() <= SCAN {
+            return self.frames.iter().rposition(same);
+        }
+        let index = self.pending.remove(&change.record)?;
+        let position = (index - self.popped) as usize;
+        self.frames
+            .get(position)
+            .filter(|f| same(f))
+            .map(|_| position)
+    }
+
+    /// Indexes every queued change by record.
+    fn index(&mut self) {
+        self.pending.clear();
+        for (i, frame) in self.frames.iter().enumerate() {
+            if let Some(Outgoing::Change(c)) = frame {
+                self.pending.insert(c.record, self.popped + i as u64);
+            }
+        }
+    }
+
     /// Drops the holes replaced changes left, keeping indices valid.
     fn compact(&mut self) {
         let frames: Vec<Option<Outgoing>> = self.frames.drain(..).filter(Option::is_some).collect();
         self.popped = 0;
-        self.pending.clear();
-        for (i, frame) in frames.iter().enumerate() {
-            if let Some(Outgoing::Change(c)) = frame {
-                self.pending.insert(
-                    format!("{}:{}", c.table, c.id.as_deref().unwrap_or("")),
-                    i as u64,
-                );
-            }
-        }
         self.frames = frames.into();
+        self.index();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::FeedChange;
 
     fn change(id: &str, cursor: i64) -> Outgoing {
-        Outgoing::Change(ChangeFrame {
+        keyed(id, cursor, &format!("t:{id}"))
+    }
+
+    fn keyed(id: &str, cursor: i64, key: &str) -> Outgoing {
+        let change = FeedChange {
+            cursor,
             table: "t".into(),
-            id: Some(id.into()),
+            row_id: Some(id.into()),
             version: Some(cursor),
             kind: "update".into(),
-            cursor,
-            keys: vec![format!("t:{id}")],
+            old_scopes: None,
+            new_scopes: None,
             at: 0.0,
-            text: None,
-        })
+        };
+        Outgoing::Change(Arc::new(
+            ChangeFrame::new(&change, vec![key.into()]).serialised(),
+        ))
     }
 
     #[test]
@@ -157,21 +208,38 @@ mod tests {
     #[test]
     fn coalesced_changes_keep_every_key() {
         let outbox = Outbox::new(10);
-        let mut left = change("a", 1);
-        if let Outgoing::Change(c) = &mut left {
-            c.keys = vec!["t?board=1".into()];
-        }
-        let mut entered = change("a", 2);
-        if let Outgoing::Change(c) = &mut entered {
-            c.keys = vec!["t?board=2".into()];
-        }
-        outbox.push(left);
-        outbox.push(entered);
+        outbox.push(keyed("a", 1, "t?board=1"));
+        outbox.push(keyed("a", 2, "t?board=2"));
         let frames = outbox.drain();
         let Outgoing::Change(c) = &frames[0] else {
             panic!()
         };
         assert_eq!(c.keys, ["t?board=2", "t?board=1"]);
+        assert!(c
+            .to_text()
+            .as_str()
+            .contains(r#""keys":["t?board=2","t?board=1"]"#));
+    }
+
+    #[test]
+    fn coalesces_past_the_scan_window() {
+        let outbox = Outbox::new(100);
+        for i in 0..40 {
+            outbox.push(change(&format!("r{i}"), i));
+        }
+        for i in 0..10 {
+            outbox.push(change(&format!("r{i}"), 100 + i));
+        }
+        let cursors: Vec<i64> = outbox
+            .drain()
+            .iter()
+            .map(|f| match f {
+                Outgoing::Change(c) => c.cursor,
+                Outgoing::Text(_) => -1,
+            })
+            .collect();
+        let expected: Vec<i64> = (10..40).chain(100..110).collect();
+        assert_eq!(cursors, expected);
     }
 
     #[test]

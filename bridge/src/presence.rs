@@ -6,6 +6,7 @@
 
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::ConnId;
+use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -116,7 +117,8 @@ impl Presence {
             let members: Vec<Value> = r.members.iter().map(|(id, m)| member_json(id, m)).collect();
             outbox.push(Outgoing::Text(
                 json!({"type": "presence", "room": room, "event": "state", "members": members})
-                    .to_string(),
+                    .to_string()
+                    .into(),
             ));
         }
         let joins = json!([{ "id": id, "user": user, "state": state }]);
@@ -347,7 +349,8 @@ fn member_json(id: &str, m: &Member) -> Value {
 }
 
 fn notify_local(room: &Room, except: Option<ConnId>, frame: &Value) {
-    let text = frame.to_string();
+    // Serialised once; every member's queue shares the bytes.
+    let text: Utf8Bytes = frame.to_string().into();
     for (conn, outbox) in &room.local {
         if Some(*conn) != except {
             outbox.push(Outgoing::Text(text.clone()));
@@ -379,7 +382,7 @@ mod tests {
             .drain()
             .into_iter()
             .map(|o| match o {
-                Outgoing::Text(t) => serde_json::from_str(&t).unwrap(),
+                Outgoing::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
                 other => panic!("{other:?}"),
             })
             .collect()

@@ -1,8 +1,11 @@
 //! The WebSocket protocol, version 1 (docs/protocol.md): JSON text frames. Requests carry
 //! a `ref` that replies echo; pushes carry none.
 
+use crate::router::FeedChange;
+use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -87,6 +90,7 @@ impl ClientMessage {
 }
 
 /// A change pushed to a subscriber: ids only; the client fetches the row as itself.
+/// Queued behind an `Arc`: every subscriber that matched the same keys shares one.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChangeFrame {
     pub table: String,
@@ -99,13 +103,46 @@ pub struct ChangeFrame {
     /// When the change was written (seconds since the epoch), for the latency metric.
     #[serde(skip)]
     pub at: f64,
-    /// The frame as sent, serialised once for every connection with the same keys.
+    /// A hash of (table, id), the record whose queued changes coalesce. A number, not a
+    /// shared string: ten thousand queues cloning one Arc would fight over its count.
     #[serde(skip)]
-    pub text: Option<std::sync::Arc<str>>,
+    pub record: u64,
+    /// The frame as sent, serialised once for all who share it; `None` after a merge.
+    #[serde(skip)]
+    pub text: Option<Utf8Bytes>,
 }
 
 impl ChangeFrame {
-    pub fn to_text(&self) -> std::sync::Arc<str> {
+    pub fn new(change: &FeedChange, keys: Vec<String>) -> ChangeFrame {
+        ChangeFrame {
+            table: change.table.clone(),
+            id: change.row_id.clone(),
+            version: change.version,
+            kind: change.kind.clone(),
+            cursor: change.cursor,
+            keys,
+            at: change.at,
+            record: {
+                let mut hasher = DefaultHasher::new();
+                (&change.table, &change.row_id).hash(&mut hasher);
+                hasher.finish()
+            },
+            text: None,
+        }
+    }
+
+    /// The frame with its text serialised, ready to share.
+    pub fn serialised(mut self) -> ChangeFrame {
+        self.text = Some(self.to_text());
+        self
+    }
+
+    /// Whether `other` is a change of the same record.
+    pub fn same_record(&self, other: &ChangeFrame) -> bool {
+        self.record == other.record && self.table == other.table && self.id == other.id
+    }
+
+    pub fn to_text(&self) -> Utf8Bytes {
         if let Some(text) = &self.text {
             return text.clone();
         }

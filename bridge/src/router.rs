@@ -5,7 +5,7 @@ use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::ChangeFrame;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -80,7 +80,9 @@ pub struct Router {
 #[derive(Default)]
 struct Inner {
     conns: HashMap<ConnId, Arc<Outbox>>,
-    by_key: HashMap<String, HashSet<ConnId>>,
+    /// Each key's subscribers, with their queues at hand: routing a change to 10k
+    /// subscribers should not look each one up again.
+    by_key: HashMap<String, HashMap<ConnId, Arc<Outbox>>>,
 }
 
 impl Router {
@@ -103,7 +105,13 @@ impl Router {
 
     pub fn subscribe(&self, id: ConnId, key: &str) {
         if let Ok(mut inner) = self.inner.write() {
-            inner.by_key.entry(key.to_string()).or_default().insert(id);
+            if let Some(outbox) = inner.conns.get(&id).cloned() {
+                inner
+                    .by_key
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(id, outbox);
+            }
         }
     }
 
@@ -129,36 +137,51 @@ impl Router {
                 "truncate",
             );
         }
-        let mut matched: HashMap<ConnId, Vec<String>> = HashMap::new();
-        for key in change.keys() {
-            if let Some(conns) = inner.by_key.get(&key) {
-                for conn in conns {
-                    matched.entry(*conn).or_default().push(key.clone());
+        let keys = change.keys();
+        let hits: Vec<(usize, &HashMap<ConnId, Arc<Outbox>>)> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, key)| inner.by_key.get(key).map(|conns| (i, conns)))
+            .collect();
+        // Every connection that matched the same keys gets the same frame: built and
+        // serialised once, shared behind an Arc.
+        let frame = |indexes: &[usize]| {
+            let matched = indexes.iter().map(|&i| keys[i].clone()).collect();
+            Arc::new(ChangeFrame::new(change, matched).serialised())
+        };
+        let mut queued = 0;
+        let mut push = |outbox: &Outbox, frame: &Arc<ChangeFrame>| {
+            outbox.push(Outgoing::Change(frame.clone()));
+            queued += 1;
+        };
+        match hits.as_slice() {
+            [] => {}
+            // The common case, one key (a record, or a scope the row stayed in): no
+            // grouping needed.
+            [(i, conns)] => {
+                let frame = frame(&[*i]);
+                for outbox in conns.values() {
+                    push(outbox, &frame);
                 }
             }
-        }
-        let mut queued = 0;
-        // Connections that matched the same keys get the same frame, serialised once.
-        let mut texts: HashMap<Vec<String>, std::sync::Arc<str>> = HashMap::new();
-        for (conn, keys) in matched {
-            if let Some(outbox) = inner.conns.get(&conn) {
-                let mut frame = ChangeFrame {
-                    table: change.table.clone(),
-                    id: change.row_id.clone(),
-                    version: change.version,
-                    kind: change.kind.clone(),
-                    cursor: change.cursor,
-                    keys,
-                    at: change.at,
-                    text: None,
-                };
-                let text = texts
-                    .entry(frame.keys.clone())
-                    .or_insert_with(|| frame.to_text())
-                    .clone();
-                frame.text = Some(text);
-                outbox.push(Outgoing::Change(frame));
-                queued += 1;
+            _ => {
+                let mut matched: HashMap<ConnId, (&Outbox, Vec<usize>)> = HashMap::new();
+                for (i, conns) in &hits {
+                    for (conn, outbox) in *conns {
+                        matched
+                            .entry(*conn)
+                            .or_insert((outbox, Vec::new()))
+                            .1
+                            .push(*i);
+                    }
+                }
+                let mut frames: HashMap<Vec<usize>, Arc<ChangeFrame>> = HashMap::new();
+                for (outbox, indexes) in matched.into_values() {
+                    let shared = frames
+                        .entry(indexes)
+                        .or_insert_with_key(|indexes| frame(indexes));
+                    push(outbox, shared);
+                }
             }
         }
         queued
@@ -169,19 +192,21 @@ impl Router {
         let Ok(inner) = self.inner.read() else {
             return 0;
         };
-        let mut per_conn: HashMap<ConnId, Vec<&String>> = HashMap::new();
+        let mut per_conn: HashMap<ConnId, (&Outbox, Vec<&String>)> = HashMap::new();
         for (key, conns) in &inner.by_key {
             if matches(key) {
-                for conn in conns {
-                    per_conn.entry(*conn).or_default().push(key);
+                for (conn, outbox) in conns {
+                    per_conn
+                        .entry(*conn)
+                        .or_insert((outbox, Vec::new()))
+                        .1
+                        .push(key);
                 }
             }
         }
-        for (conn, keys) in &per_conn {
-            if let Some(outbox) = inner.conns.get(conn) {
-                let frame = json!({"type": "resync", "keys": keys, "reason": reason});
-                outbox.push(Outgoing::Text(frame.to_string()));
-            }
+        for (outbox, keys) in per_conn.values() {
+            let frame = json!({"type": "resync", "keys": keys, "reason": reason});
+            outbox.push(Outgoing::Text(frame.to_string().into()));
         }
         per_conn.len()
     }
@@ -189,7 +214,7 @@ impl Router {
     pub fn counts(&self) -> (usize, usize) {
         self.inner
             .read()
-            .map(|i| (i.conns.len(), i.by_key.values().map(HashSet::len).sum()))
+            .map(|i| (i.conns.len(), i.by_key.values().map(HashMap::len).sum()))
             .unwrap_or((0, 0))
     }
 }
@@ -265,6 +290,6 @@ mod tests {
         change.kind = "truncate".into();
         change.row_id = None;
         assert_eq!(router.route(&change), 1);
-        assert!(matches!(&a.drain()[0], Outgoing::Text(t) if t.contains("resync")));
+        assert!(matches!(&a.drain()[0], Outgoing::Text(t) if t.as_str().contains("resync")));
     }
 }

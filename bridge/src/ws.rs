@@ -258,29 +258,33 @@ impl Conn {
                 "too far behind: reconnect and resume from your last cursor".into(),
             );
         }
+        match self.send_queued(socket, &HashSet::new()).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
+        }
+    }
+
+    /// Writes the queued frames, except changes whose cursor is in `skip`, and flushes
+    /// once: queued frames go out in one write, not one each.
+    async fn send_queued(
+        &mut self,
+        socket: &mut WebSocket,
+        skip: &HashSet<i64>,
+    ) -> Result<(), axum::Error> {
         for frame in self.outbox.drain() {
-            let text = match &frame {
+            let text = match frame {
+                Outgoing::Change(change) if skip.contains(&change.cursor) => continue,
                 Outgoing::Change(change) => {
                     let seconds = unix_seconds() - change.at;
                     self.state.metrics.observe_latency(seconds.max(0.0));
-                    change.to_text().to_string()
+                    change.to_text()
                 }
-                Outgoing::Text(text) => text.clone(),
+                Outgoing::Text(text) => text,
             };
-            // Queued frames go out in one write, not one each.
-            if socket
-                .feed(Message::Text(Utf8Bytes::from(text)))
-                .await
-                .is_err()
-            {
-                return Flow::Close(close::GOING_AWAY, String::new());
-            }
+            socket.feed(Message::Text(text)).await?;
             Metrics::add(&self.state.metrics.frames_sent, 1);
         }
-        if socket.flush().await.is_err() {
-            return Flow::Close(close::GOING_AWAY, String::new());
-        }
-        Flow::Continue
+        socket.flush().await
     }
 
     async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
@@ -534,20 +538,9 @@ impl Conn {
         if let Some(cursor) = cursor {
             sent = self.catch_up(socket, cursor, &keys).await?;
         }
-        for frame in self.outbox.drain() {
-            if let Outgoing::Change(change) = &frame {
-                if sent.contains(&change.cursor) {
-                    continue;
-                }
-            }
-            let text = match frame {
-                Outgoing::Change(change) => change.to_text().to_string(),
-                Outgoing::Text(text) => text,
-            };
-            send_text(socket, text)
-                .await
-                .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
-        }
+        self.send_queued(socket, &sent)
+            .await
+            .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
         Ok(json!({"type": "ack", "keys": keys, "cursor": position}))
     }
 
@@ -605,18 +598,9 @@ impl Conn {
                 if matched.is_empty() {
                     continue;
                 }
-                let frame = ChangeFrame {
-                    table: change.table,
-                    id: change.row_id,
-                    version: change.version,
-                    kind: change.kind,
-                    cursor: change.cursor,
-                    keys: matched,
-                    at: 0.0,
-                    text: None,
-                };
+                let frame = ChangeFrame::new(&change, matched);
                 socket
-                    .feed(Message::Text(Utf8Bytes::from(frame.to_text().to_string())))
+                    .feed(Message::Text(frame.to_text()))
                     .await
                     .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
                 sent.insert(frame.cursor);
