@@ -1,7 +1,7 @@
 //! `rowsync._apply`: validate, lock and read every touched row, apply the ops in memory
 //! with rowsync-core, then write each changed row once.
 
-use crate::catalog::SyncedTable;
+use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
 use crate::sql::{json_row, raise};
 use crate::values;
@@ -19,8 +19,17 @@ pub fn run(tx: &Value) -> Result<Value, Failure> {
 }
 
 fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> {
-    let max_ops = max_ops(client);
-    let tx = Transaction::parse(tx_json, max_ops).map_err(Failure::InvalidOp)?;
+    // The tables' names straight from the JSON, so that one statement reads the limit
+    // and the tables before parsing; a name that is not a string fails the parse.
+    let names: BTreeSet<String> = tx_json
+        .get("ops")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|op| Some(op.get("table")?.as_str()?.to_string()))
+        .collect();
+    let context = Context::read(client, names.into_iter().collect());
+    let tx = Transaction::parse(tx_json, context.max_ops).map_err(Failure::InvalidOp)?;
     if let Some(id) = &tx.id {
         if let Some(result) = json_row(
             client,
@@ -30,7 +39,7 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
             return Ok(result);
         }
     }
-    let tables = resolve_tables(client, &tx.ops)?;
+    let tables = resolve_tables(client, &context, &tx.ops)?;
     let ops = validate(tx.ops, &tables)?;
 
     // Lock every touched row in one fixed order, so that two transactions touching the
@@ -169,26 +178,17 @@ fn guard_with_stored(mut inverse: Vec<Op>, stored: &Rows) -> Vec<Op> {
     inverse
 }
 
-/// rowsync.settings.max_ops: most ops in a transaction, most pointers in a get.
-pub(crate) fn max_ops(client: &mut SpiClient<'_>) -> usize {
-    json_row(
-        client,
-        "SELECT to_jsonb(max_ops) FROM rowsync.settings",
-        &[],
-    )
-    .and_then(|v| v.as_u64())
-    .unwrap_or(1000) as usize
-}
-
 fn resolve_tables(
     client: &mut SpiClient<'_>,
+    context: &Context,
     ops: &[Op],
 ) -> Result<BTreeMap<String, std::rc::Rc<SyncedTable>>, Failure> {
     let mut tables = BTreeMap::new();
     for op in ops {
         if !tables.contains_key(&op.table) {
-            let table =
-                SyncedTable::lookup(client, &op.table).ok_or_else(|| Failure::NotSynced {
+            let table = context
+                .table(client, &op.table)
+                .ok_or_else(|| Failure::NotSynced {
                     table: op.table.clone(),
                 })?;
             tables.insert(op.table.clone(), table);

@@ -51,12 +51,42 @@ SELECT jsonb_build_object(
 FROM rowsync.synced s
 WHERE s.name = $1";
 
-/// The registry row for `name`: which table, and which version of the row (enable and
-/// disable write a new one). One index lookup.
-const REGISTRY: &str = "
-SELECT jsonb_build_array(s.rel::oid::bigint, s.xmin::text, s.ctid::text)
-FROM rowsync.synced s
-WHERE s.name = $1";
+/// What a call reads before anything else, in one statement: the max_ops setting, and
+/// for each table it names the registry row (which table, and which version of the row:
+/// enable and disable write a new one).
+const CONTEXT: &str = "
+SELECT jsonb_build_object(
+    'max_ops', (SELECT max_ops FROM rowsync.settings),
+    'tables', (SELECT coalesce(jsonb_object_agg(s.name,
+                   jsonb_build_array(s.rel::oid::bigint, s.xmin::text, s.ctid::text)), '{}')
+               FROM rowsync.synced s WHERE s.name = ANY($1::text[])))";
+
+/// rowsync.settings.max_ops and the registry rows of the tables a call names.
+pub struct Context {
+    /// Most ops in a transaction, most pointers in a get.
+    pub max_ops: usize,
+    registry: serde_json::Map<String, Value>,
+}
+
+impl Context {
+    pub fn read(client: &mut SpiClient<'_>, names: Vec<String>) -> Context {
+        let context = crate::sql::json_row(client, CONTEXT, &[names.into()]).unwrap_or_default();
+        Context {
+            max_ops: context["max_ops"].as_u64().unwrap_or(1000) as usize,
+            registry: match &context["tables"] {
+                Value::Object(tables) => tables.clone(),
+                _ => Default::default(),
+            },
+        }
+    }
+
+    /// The synced table ops call `name`, or `None` when no table of that name was
+    /// synced when the context was read. Cached per backend until its registry row or
+    /// its definition changes.
+    pub fn table(&self, client: &mut SpiClient<'_>, name: &str) -> Option<Rc<SyncedTable>> {
+        SyncedTable::lookup(client, name, self.registry.get(name)?.clone())
+    }
+}
 
 struct Cached {
     registry: Value,
@@ -95,11 +125,9 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
 }
 
 impl SyncedTable {
-    /// The synced table ops call `name`, or `None`. Cached per backend until its
-    /// registry row or its definition changes.
-    pub fn lookup(client: &mut SpiClient<'_>, name: &str) -> Option<Rc<SyncedTable>> {
-        // Running the query first also takes in any pending invalidations.
-        let registry = crate::sql::json_row(client, REGISTRY, &[name.into()])?;
+    /// `registry` is the table's registry row, read by a statement that took in any
+    /// pending invalidations on its way.
+    fn lookup(client: &mut SpiClient<'_>, name: &str, registry: Value) -> Option<Rc<SyncedTable>> {
         let changed = CHANGED.with(|c| std::mem::take(&mut *c.borrow_mut()));
         let cached = TABLES.with(|t| {
             let mut t = t.borrow_mut();

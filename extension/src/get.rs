@@ -1,7 +1,7 @@
 //! `rowsync._get`: the rows behind a list of pointers, read as the caller. A row that does
 //! not exist and a row the caller may not see both come back as `null`.
 
-use crate::catalog::SyncedTable;
+use crate::catalog::Context;
 use crate::failure::Failure;
 use crate::sql::json_rows;
 use crate::values;
@@ -16,13 +16,17 @@ pub fn run(pointers: &Value) -> Result<Value, Failure> {
 }
 
 fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
-    let pointers = parse(pointers, crate::apply::max_ops(client))?;
+    let pointers = parse(pointers, Context::read(client, Vec::new()).max_ops)?;
+    let names: Vec<String> = pointers.iter().map(|(table, _)| table.clone()).collect();
+    let context = Context::read(client, names);
     let mut tables = BTreeMap::new();
     for (table, _) in &pointers {
         if !tables.contains_key(table) {
-            let synced = SyncedTable::lookup(client, table).ok_or_else(|| Failure::NotSynced {
-                table: table.clone(),
-            })?;
+            let synced = context
+                .table(client, table)
+                .ok_or_else(|| Failure::NotSynced {
+                    table: table.clone(),
+                })?;
             tables.insert(table.clone(), synced);
         }
     }
