@@ -28,14 +28,28 @@ done
 echo "## resume: a client 10k changes behind"
 "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --resume 10000
 
-echo "## latency: 1k connections, 100 writes/s, shared and distinct keys"
-for mode in shared distinct; do
-  "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode "$mode" --rate 100 --seconds "$seconds"
+# Runs a load, then adds the server's CPU seconds during it (user + system) to its line:
+# on 2 cores the generator's share varies from run to run, the server's work per frame less.
+measure() {
+  local pid=$1; shift
+  local before after
+  before=$(cpu_ticks "$pid")
+  "$loadgen" "$@" | while read -r line; do
+    after=$(cpu_ticks "$pid")
+    python3 -c 'import json, sys; d = json.loads(sys.argv[1]); d["server_cpu_seconds"] = round(int(sys.argv[2]) / int(sys.argv[3]), 2); print(json.dumps(d))' \
+      "$line" "$((after - before))" "$(getconf CLK_TCK)"
+  done
+}
+
+echo "## latency: 1k connections, 100 writes/s, distinct and shared keys (shared: reference too)"
+for mode in distinct shared; do
+  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode "$mode" --rate 100 --seconds "$seconds"
 done
+measure "$ref_pid" --url "$ref_url" --reference --connections 1000 --mode shared --rate 100 --seconds "$seconds"
 
 echo "## fan-out: 10k connections on one shared scope, bridge and reference"
 for rate in 20 50; do
-  "$loadgen" --url "$ref_url" --reference --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
-  "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
+  measure "$ref_pid" --url "$ref_url" --reference --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
+  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
 done
 

@@ -17,7 +17,7 @@ start_cluster() {
   port=$(free_port)
   as_postgres "$PG_BIN/initdb" -D "$run/pgdata" -A trust -U postgres -E UTF8 --locale=C >/dev/null
   as_postgres "$PG_BIN/pg_ctl" -D "$run/pgdata" -l "$run/postgres.log" -w \
-    -o "-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
+    -o "-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min" start >/dev/null
   trap stop_all EXIT
   psql=("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres)
   "${psql[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
@@ -48,3 +48,5 @@ stop_all() {
 }
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+# utime + stime of a process, in clock ticks (proc(5): fields 14 and 15 of stat).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

@@ -3,6 +3,8 @@
 # bridge listening, on the same single-row update four ways: a plain table; a synced
 # table written in plain SQL (the capture trigger); rowsync.apply with one `set`; and a
 # naive feed that NOTIFYs on every write. Prints a markdown table.
+# After one checkpoint and a warm-up of every variant, no checkpoint falls inside the runs
+# (max_wal_size in lib.sh): each variant is measured past its full-page writes.
 #   bench/write_path.sh [seconds per run, default 8]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -11,11 +13,19 @@ build_release
 start_cluster
 start_bridge
 
+bench() {
+  "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$1" -j "$1" -T "$2" \
+    -M prepared -f "bench/pgbench/$3.sql" bench 2>&1
+}
+"${psql[@]}" -d bench -c CHECKPOINT >/dev/null
+for script in plain_update synced_update apply_set naive_notify; do
+  bench 1 2 "$script" >/dev/null
+done
+
 declare -A tps latency
 for clients in 1 8 16; do
   for script in plain_update synced_update apply_set naive_notify; do
-    out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$clients" -j "$clients" -T "$seconds" \
-      -M prepared -f "bench/pgbench/$script.sql" bench 2>&1)
+    out=$(bench "$clients" "$seconds" "$script")
     tps[$script,$clients]=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     latency[$script,$clients]=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
   done

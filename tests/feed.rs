@@ -346,3 +346,74 @@ async fn only_feed_roles_read_the_feed() {
         assert_eq!(sqlstate(&error), "42501", "{sql}");
     }
 }
+
+/// The capture trigger logs the key as text and the scopes as `to_jsonb` gives them,
+/// whatever their types; a changed key is a delete and an insert; versions count up.
+#[tokio::test]
+async fn capture_logs_keys_scopes_and_versions_by_type() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_capture").await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(
+            "SET TimeZone = 'UTC';
+             CREATE TABLE app.typed (id int PRIMARY KEY, grp int, label text, flag boolean,
+                                     due timestamptz, amount numeric, note text);
+             SELECT rowsync.enable('app.typed', '{grp,label,flag,due,amount}');",
+        )
+        .await
+        .unwrap();
+    let start = newest(&writer).await;
+    writer
+        .batch_execute(
+            "INSERT INTO app.typed VALUES (1, 7, 'it''s', true, '2030-01-01 10:00+00', 1.50, 'x');
+             UPDATE app.typed SET note = 'y', label = NULL WHERE id = 1;
+             UPDATE app.typed SET id = 2 WHERE id = 1;
+             DELETE FROM app.typed WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    let rows = writer
+        .query(
+            "SELECT row_id, version, kind, coalesce(old_scopes::text, '-'), coalesce(new_scopes::text, '-')
+               FROM rowsync.changes WHERE cursor > $1 AND tbl = 'typed' ORDER BY cursor",
+            &[&start],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let scopes = |label: &str| {
+        format!(
+            r#"{{"due": "2030-01-01T10:00:00+00:00", "grp": 7, "flag": true, "label": {label}, "amount": 1.50}}"#
+        )
+    };
+    let (first, later) = (scopes(r#""it's""#), scopes("null"));
+    let row = |id: &str, version: i64, kind: &str, old: &str, new: &str| {
+        (
+            id.to_string(),
+            version,
+            kind.to_string(),
+            old.to_string(),
+            new.to_string(),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("1", 1, "insert", "-", &first),
+            row("1", 2, "update", &first, &later),
+            row("1", 3, "delete", &later, "-"),
+            row("2", 3, "insert", "-", &later),
+            row("2", 4, "delete", &later, "-"),
+        ]
+    );
+    let left: i64 = writer
+        .query_one("SELECT count(*) FROM app.typed", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

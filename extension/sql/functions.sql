@@ -30,64 +30,13 @@ LANGUAGE sql STABLE AS $$
     SELECT rowsync._raise_if_error(rowsync._get(coalesce(pointers, 'null')))
 $$;
 
--- The capture trigger: bumps version and appends to the change log, in the writer's
--- transaction. Arguments: the table's name in ops, its key column, its scope columns.
--- It fires last among BEFORE triggers (by name), after any trigger that might skip the row.
+-- The capture trigger (extension/src/capture.rs): bumps version and appends to the
+-- change log, in the writer's transaction. Arguments: the table's name in ops, its key
+-- column, its scope columns. It fires last among BEFORE triggers (by name), after any
+-- trigger that might skip the row. No pinned search_path: its one statement names
+-- everything by schema.
 CREATE FUNCTION rowsync._capture() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    old_scopes jsonb;
-    new_scopes jsonb;
-    i integer;
-    tx uuid := nullif(current_setting('rowsync.tx_id', true), '')::uuid;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.version := 1;
-        new_row := to_jsonb(NEW);
-    ELSIF TG_OP = 'UPDATE' THEN
-        -- coalesce: rows written before the table was synced may lack a version.
-        NEW.version := coalesce(OLD.version, 0) + 1;
-        old_row := to_jsonb(OLD);
-        new_row := to_jsonb(NEW);
-    ELSE
-        old_row := to_jsonb(OLD);
-    END IF;
-    IF TG_NARGS > 2 THEN
-        FOR i IN 2 .. TG_NARGS - 1 LOOP
-            IF old_row IS NOT NULL THEN
-                old_scopes := coalesce(old_scopes, '{}') || jsonb_build_object(TG_ARGV[i], old_row -> TG_ARGV[i]);
-            END IF;
-            IF new_row IS NOT NULL THEN
-                new_scopes := coalesce(new_scopes, '{}') || jsonb_build_object(TG_ARGV[i], new_row -> TG_ARGV[i]);
-            END IF;
-        END LOOP;
-    END IF;
-    IF TG_OP = 'UPDATE' AND old_row -> TG_ARGV[1] IS DISTINCT FROM new_row -> TG_ARGV[1] THEN
-        -- A changed key is the old id deleted and the new one inserted.
-        INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
-        VALUES (tx, TG_ARGV[0], old_row ->> TG_ARGV[1], coalesce(OLD.version, 0) + 1, 'delete', old_scopes, NULL),
-               (tx, TG_ARGV[0], new_row ->> TG_ARGV[1], NEW.version, 'insert', NULL, new_scopes);
-    ELSE
-        INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes)
-        VALUES (tx, TG_ARGV[0], coalesce(new_row, old_row) ->> TG_ARGV[1],
-                CASE WHEN TG_OP = 'DELETE' THEN coalesce(OLD.version, 0) + 1 ELSE NEW.version END,
-                lower(TG_OP), old_scopes, new_scopes);
-    END IF;
-    -- The wake-up: identical payloads within one transaction are delivered once, so this
-    -- is one NOTIFY per transaction, and none while every listener is awake and polling.
-    -- A function call, not a SELECT from the sequence: PL/pgSQL evaluates it without
-    -- starting an executor. NULL until the first listener registers.
-    IF pg_sequence_last_value('rowsync.sleepers') > 0 THEN
-        PERFORM pg_notify('rowsync', pg_current_xact_id()::text);
-    END IF;
-    IF TG_OP = 'DELETE' THEN
-        RETURN OLD;
-    END IF;
-    RETURN NEW;
-END
-$$;
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', '_capture_wrapper';
 
 -- TRUNCATE has no rows to log: it logs one 'truncate' change, and subscribers resync.
 CREATE FUNCTION rowsync._capture_truncate() RETURNS trigger

@@ -4,6 +4,7 @@
 use pgrx::prelude::*;
 
 mod apply;
+mod capture;
 mod catalog;
 mod failure;
 mod get;

@@ -139,6 +139,10 @@ async fn main() {
         )];
         let mut socket = open(&url, keys, None).await;
         let (frames, commits, samples) = (frames.clone(), commits.clone(), samples.clone());
+        // Timing a frame means parsing it. With shared keys every connection gets every
+        // change, so 200 connections are a large enough sample; with distinct keys each
+        // change reaches one connection, and every one is timed.
+        let timed = i < 200 || a.mode == "distinct";
         readers.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else {
@@ -148,7 +152,7 @@ async fn main() {
                     continue;
                 }
                 frames.fetch_add(1, Ordering::Relaxed);
-                if i < 200 {
+                if timed {
                     let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                     let id = v["id"]
                         .as_str()

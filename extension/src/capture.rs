@@ -1,0 +1,227 @@
+//! The capture trigger, `rowsync._capture(name, key column, scope columns…)`: bumps the
+//! row's version and appends the change to the log, in the writer's transaction.
+//!
+//! In Rust rather than PL/pgSQL because every write to a synced table pays for it: a
+//! PL/pgSQL trigger spent half its time in the interpreter, in converting whole rows with
+//! `to_jsonb` to read two fields, and in its pinned search_path. Here one cached statement
+//! logs the change, and Postgres itself turns the scope values into JSON
+//! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would.
+//!
+//! It runs with its owner's rights (SECURITY DEFINER, declared in functions.sql) without a
+//! pinned search_path: its one statement names every object by schema and calls nothing
+//! that a search_path could redirect.
+
+use crate::sql::json_row;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
+use pgrx::{heap_getattr_raw, PgTupleDesc};
+use std::ffi::CStr;
+use std::num::NonZeroUsize;
+
+const VERSION: &str = "version";
+
+#[pg_trigger(sql = false)]
+fn _capture<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
+    let data = trigger.trigger_data();
+    let args = trigger.extra_args().unwrap_or_default();
+    let (table, key, scopes) = match args.as_slice() {
+        [table, key, scopes @ ..] => (table, key, scopes),
+        _ => error!("rowsync._capture needs the table's name and key column as arguments"),
+    };
+    // SAFETY: Postgres called us as a row trigger; the relation and its tuples are valid
+    // for the duration of the call.
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
+    let op = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let (old, new) = match op {
+        pg_sys::TRIGGER_EVENT_INSERT => (None, Some(data.tg_trigtuple)),
+        pg_sys::TRIGGER_EVENT_UPDATE => (Some(data.tg_trigtuple), Some(data.tg_newtuple)),
+        _ => (Some(data.tg_trigtuple), None),
+    };
+    let read = |tuple: Option<*mut pg_sys::HeapTupleData>| {
+        tuple.map(|t| Row {
+            tuple: t,
+            tupdesc: &tupdesc,
+        })
+    };
+    let (old, new) = (read(old), read(new));
+    // Rows written before the table was synced may lack a version.
+    let old_version = old.as_ref().map(|o| o.version().unwrap_or(0));
+    let version = match op {
+        pg_sys::TRIGGER_EVENT_INSERT => 1,
+        _ => old_version.unwrap_or(0) + 1,
+    };
+    let old_id = old.as_ref().map(|o| o.text(key));
+    let new_id = new.as_ref().map(|n| n.text(key));
+
+    let mut changes = Vec::new();
+    match (&old_id, &new_id) {
+        // A changed key is the old id deleted and the new one inserted.
+        (Some(o), Some(n)) if o != n => {
+            changes.push(("delete", o.clone(), version, old.as_ref(), None));
+            changes.push(("insert", n.clone(), version, None, new.as_ref()));
+        }
+        _ => {
+            let kind = match op {
+                pg_sys::TRIGGER_EVENT_INSERT => "insert",
+                pg_sys::TRIGGER_EVENT_UPDATE => "update",
+                _ => "delete",
+            };
+            let id = new_id.or(old_id).flatten();
+            changes.push((kind, id, version, old.as_ref(), new.as_ref()));
+        }
+    }
+
+    let tx_id = tx_id();
+    let mut sql = String::from(
+        "INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes) VALUES ",
+    );
+    let mut params: Vec<DatumWithOid<'_>> = vec![tx_id.into(), table.as_str().into()];
+    for (i, (kind, id, version, old, new)) in changes.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("($1::pg_catalog.uuid, $2");
+        for value in [
+            id.clone()
+                .map_or(DatumWithOid::null::<String>(), |id| id.into()),
+            (*version).into(),
+            (*kind).into(),
+        ] {
+            params.push(value);
+            sql.push_str(&format!(", ${}", params.len()));
+        }
+        for row in [old, new] {
+            sql.push_str(", ");
+            match row {
+                Some(row) if !scopes.is_empty() => {
+                    sql.push_str("pg_catalog.jsonb_build_object(");
+                    for (j, scope) in scopes.iter().enumerate() {
+                        let (value, type_name) = row.typed(scope);
+                        params.push(value);
+                        let comma = if j > 0 { ", " } else { "" };
+                        sql.push_str(&format!(
+                            "{comma}{}, ${}::{type_name}",
+                            quote_literal(scope),
+                            params.len()
+                        ));
+                    }
+                    sql.push(')');
+                }
+                _ => sql.push_str("NULL"),
+            }
+        }
+        sql.push(')');
+    }
+    // The wake-up: read in the same statement, and in place, outside any snapshot: a
+    // writer sees a listener fall asleep at once (sql.md, the listener protocol).
+    sql.push_str(
+        " RETURNING pg_catalog.to_jsonb(pg_catalog.pg_sequence_last_value('rowsync.sleepers'::pg_catalog.regclass))",
+    );
+
+    let returned = match new {
+        Some(new) if op != pg_sys::TRIGGER_EVENT_DELETE => {
+            // SAFETY: the tuple is the trigger's, valid for this call.
+            let row = unsafe { PgHeapTuple::from_heap_tuple(tupdesc.clone(), new.tuple) };
+            let mut row = row.into_owned();
+            row.set_by_name(VERSION, version)?;
+            Some(row)
+        }
+        _ => old.map(|old| {
+            // SAFETY: as above.
+            unsafe { PgHeapTuple::from_heap_tuple(tupdesc.clone(), old.tuple) }.into_owned()
+        }),
+    };
+    Spi::connect_mut(|client| {
+        let sleepers = json_row(client, &sql, &params);
+        // Identical payloads within one transaction are delivered once: one NOTIFY per
+        // transaction, and none while every listener is awake and polling.
+        if sleepers.and_then(|s| s.as_i64()).unwrap_or(0) > 0 {
+            json_row(
+                client,
+                "SELECT pg_catalog.to_jsonb(pg_catalog.pg_notify('rowsync', pg_catalog.pg_current_xact_id()::pg_catalog.text))",
+                &[],
+            );
+        }
+    });
+    Ok(returned)
+}
+
+/// The transaction id `rowsync.apply` set for the capture to log, if any.
+fn tx_id() -> Option<String> {
+    // SAFETY: reading a custom setting; missing_ok so an unset one is NULL.
+    let value = unsafe { pg_sys::GetConfigOption(c"rowsync.tx_id".as_ptr(), true, false) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: Postgres returns a NUL-terminated string it owns.
+    let text = unsafe { CStr::from_ptr(value) }
+        .to_string_lossy()
+        .into_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+/// One of the trigger's rows, read column by column.
+struct Row<'t> {
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: &'t PgTupleDesc<'t>,
+}
+
+impl Row<'_> {
+    fn attribute(&self, name: &str) -> Option<(NonZeroUsize, &pg_sys::FormData_pg_attribute)> {
+        self.tupdesc
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !a.is_dropped() && a.name() == name)
+            .and_then(|(i, a)| Some((NonZeroUsize::new(i + 1)?, a)))
+    }
+
+    fn datum(&self, name: &str) -> (Option<pg_sys::Datum>, pg_sys::Oid) {
+        match self.attribute(name) {
+            // SAFETY: the tuple belongs to this descriptor and lives for the call.
+            Some((number, a)) => (
+                unsafe { heap_getattr_raw(self.tuple, number, self.tupdesc.as_ptr()) },
+                a.atttypid,
+            ),
+            None => error!("rowsync._capture: the table has no column \"{name}\""),
+        }
+    }
+
+    fn version(&self) -> Option<i64> {
+        let (datum, oid) = self.datum(VERSION);
+        // SAFETY: rowsync.enable checked that version is a bigint.
+        datum.and_then(|d| unsafe { i64::from_polymorphic_datum(d, false, oid) })
+    }
+
+    /// The column as text, with its type's output function (the key, as ops name it).
+    fn text(&self, name: &str) -> Option<String> {
+        let (datum, oid) = self.datum(name);
+        let datum = datum?;
+        let mut output = pg_sys::Oid::INVALID;
+        let mut varlena = false;
+        // SAFETY: standard type output lookup and call for a non-null datum of type oid.
+        unsafe {
+            pg_sys::getTypeOutputInfo(oid, &mut output, &mut varlena);
+            let text = pg_sys::OidOutputFunctionCall(output, datum);
+            Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+        }
+    }
+
+    /// The column as a parameter of its own type, and that type's qualified name.
+    fn typed(&self, name: &str) -> (DatumWithOid<'static>, String) {
+        let (datum, oid) = self.datum(name);
+        // SAFETY: format_type_be_qualified returns a palloc'd NUL-terminated name.
+        let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be_qualified(oid)) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: the datum is of type oid and lives as long as the trigger's tuple, which
+        // outlives the statement it is passed to.
+        let value = match datum {
+            Some(d) => unsafe { DatumWithOid::new(d, oid) },
+            None => DatumWithOid::null_oid(oid),
+        };
+        (value, type_name)
+    }
+}
