@@ -358,15 +358,15 @@ async fn capture_logs_keys_scopes_and_versions_by_type() {
         .batch_execute(
             "SET TimeZone = 'UTC';
              CREATE TABLE app.typed (id int PRIMARY KEY, grp int, label text, flag boolean,
-                                     due timestamptz, amount numeric, note text);
-             SELECT rowsync.enable('app.typed', '{grp,label,flag,due,amount}');",
+                                     due timestamptz, amount numeric, code char(8), note text);
+             SELECT rowsync.enable('app.typed', '{grp,label,flag,due,amount,code}');",
         )
         .await
         .unwrap();
     let start = newest(&writer).await;
     writer
         .batch_execute(
-            "INSERT INTO app.typed VALUES (1, 7, 'it''s', true, '2030-01-01 10:00+00', 1.50, 'x');
+            "INSERT INTO app.typed VALUES (1, 7, 'it''s', true, '2030-01-01 10:00+00', 1.50, 'acme0001', 'x');
              UPDATE app.typed SET note = 'y', label = NULL WHERE id = 1;
              UPDATE app.typed SET id = 2 WHERE id = 1;
              DELETE FROM app.typed WHERE id = 2;",
@@ -387,7 +387,7 @@ async fn capture_logs_keys_scopes_and_versions_by_type() {
         .collect();
     let scopes = |label: &str| {
         format!(
-            r#"{{"due": "2030-01-01T10:00:00+00:00", "grp": 7, "flag": true, "label": {label}, "amount": 1.50}}"#
+            r#"{{"due": "2030-01-01T10:00:00+00:00", "grp": 7, "code": "acme0001", "flag": true, "label": {label}, "amount": 1.50}}"#
         )
     };
     let (first, later) = (scopes(r#""it's""#), scopes("null"));
@@ -416,4 +416,92 @@ async fn capture_logs_keys_scopes_and_versions_by_type() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+/// The capture function refuses to run other than as rowsync.enable installs it, and a
+/// scope column dropped after enabling reads as null instead of failing writes.
+#[tokio::test]
+async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_capture_misuse").await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE app.misused (id int PRIMARY KEY, version bigint);
+             CREATE TRIGGER t AFTER INSERT ON app.misused FOR EACH STATEMENT
+                 EXECUTE FUNCTION rowsync._capture('misused', 'id');",
+        )
+        .await
+        .unwrap();
+    let error = writer
+        .batch_execute("INSERT INTO app.misused VALUES (1, 1)")
+        .await
+        .expect_err("a statement-level capture must fail");
+    assert!(
+        error
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("FOR EACH ROW")),
+        "{error:?}"
+    );
+
+    writer
+        .batch_execute(
+            "CREATE TABLE app.grouped (id int PRIMARY KEY, grp int);
+             SELECT rowsync.enable('app.grouped', '{grp}');
+             INSERT INTO app.grouped VALUES (1, 5);
+             ALTER TABLE app.grouped DROP COLUMN grp;",
+        )
+        .await
+        .unwrap();
+    let start = newest(&writer).await;
+    writer
+        .batch_execute("UPDATE app.grouped SET id = id WHERE id = 1")
+        .await
+        .unwrap();
+    let scopes: String = writer
+        .query_one(
+            "SELECT new_scopes::text FROM rowsync.changes WHERE cursor > $1 AND tbl = 'grouped'",
+            &[&start],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scopes, r#"{"grp": null}"#);
+}
+
+/// `apply`'s cursor is the transaction's last change, cascades included: a deleted
+/// parent's children are logged when the DELETE statement ends.
+#[tokio::test]
+async fn apply_cursor_includes_cascaded_changes() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_cascade").await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE app.parent (id int PRIMARY KEY);
+             CREATE TABLE app.child (id int PRIMARY KEY, parent int REFERENCES app.parent ON DELETE CASCADE);
+             SELECT rowsync.enable('app.parent');
+             SELECT rowsync.enable('app.child');
+             INSERT INTO app.parent VALUES (1);
+             INSERT INTO app.child VALUES (10, 1), (11, 1);",
+        )
+        .await
+        .unwrap();
+    let cursor: i64 = writer
+        .query_one(
+            r#"SELECT (rowsync.apply('{"ops": [{"type": "delete", "table": "parent", "id": 1}]}') ->> 'cursor')::bigint"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let last: i64 = writer
+        .query_one(
+            "SELECT max(cursor) FROM rowsync.changes WHERE tbl IN ('parent', 'child')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cursor, last);
 }

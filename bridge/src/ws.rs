@@ -240,11 +240,13 @@ impl Conn {
             .map(|(key, _)| key)
     }
 
-    /// When the token expires; anonymous connections never do.
+    /// When the token expires; anonymous connections never do. An `exp` far in the future
+    /// counts as a year away (an Instant cannot hold any u64 of seconds).
     fn expires_at(&self) -> Instant {
+        let year = Duration::from_secs(365 * 24 * 3600);
         let left = match self.claims.exp {
-            Some(exp) => Duration::from_secs(exp.saturating_sub(auth::now())),
-            None => Duration::from_secs(365 * 24 * 3600),
+            Some(exp) => Duration::from_secs(exp.saturating_sub(auth::now())).min(year),
+            None => year,
         };
         Instant::now() + left
     }

@@ -3,7 +3,7 @@
 
 use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
-use crate::sql::{json_row, raise};
+use crate::sql::{json_row, json_rows, raise};
 use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
@@ -110,14 +110,14 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         .collect();
     let mut rows = Vec::new();
     let mut stored = Rows::new();
-    let mut cursor = Value::Null;
+    let mut wrote = false;
     for (key, post) in &after {
         let table = &tables[&key.0];
         let pre = &before[key];
         let create_index = ops.iter().rposition(|op| {
             op.table == key.0 && op.id == key.1 && matches!(op.action, Action::Create { .. })
         });
-        let (row, written) = write(
+        let (row, changed) = write(
             client,
             table,
             &key.1,
@@ -126,9 +126,7 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
             recreated.contains(key),
             create_index,
         );
-        if let Some(written) = written {
-            cursor = written;
-        }
+        wrote |= changed;
         stored.insert(key.clone(), row.clone());
         rows.push(json!({
             "table": key.0,
@@ -140,6 +138,18 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
     if tx.id.is_some() {
         tag(client, "");
     }
+    // Read once after the writes, not from their RETURNING: AFTER triggers and
+    // foreign-key cascades log their changes when each statement ends.
+    let cursor = if wrote {
+        json_row(
+            client,
+            "SELECT to_jsonb(currval('rowsync.changes_cursor_seq'))",
+            &[],
+        )
+        .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     let inverse = guard_with_stored(outcome.inverse, &stored);
     let result = json!({
         "id": tx.id,
@@ -320,8 +330,7 @@ fn into_row(value: Value) -> Option<Row> {
 }
 
 /// Writes one row's change with one statement (two when a delete and a create of the
-/// same id meet in one transaction). Returns the row as stored and, when it wrote, the
-/// cursor of the change the capture trigger logged.
+/// same id meet in one transaction). Returns the row as stored, and whether it wrote.
 fn write(
     client: &mut SpiClient<'_>,
     table: &SyncedTable,
@@ -330,16 +339,18 @@ fn write(
     post: &Option<Row>,
     recreated: bool,
     create_index: Option<usize>,
-) -> (Option<Row>, Option<Value>) {
+) -> (Option<Row>, bool) {
     let index = create_index.unwrap_or(0);
-    let written = |(row, cursor): (Row, Value)| (Some(row), Some(cursor));
     match (pre, post) {
-        (None, None) => (None, None),
-        (None, Some(new)) => written(insert(client, table, id, new, index)),
-        (Some(_), None) => (None, Some(delete(client, table, id))),
+        (None, None) => (None, false),
+        (None, Some(new)) => (Some(insert(client, table, id, new, index)), true),
+        (Some(_), None) => {
+            delete(client, table, id);
+            (None, true)
+        }
         (Some(_), Some(new)) if recreated => {
             delete(client, table, id);
-            written(insert(client, table, id, new, index))
+            (Some(insert(client, table, id, new, index)), true)
         }
         (Some(old), Some(new)) => {
             let changed: Row = new
@@ -353,9 +364,9 @@ fn write(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if changed.is_empty() {
-                return (Some(old.clone()), None);
+                return (Some(old.clone()), false);
             }
-            written(update(client, table, id, changed))
+            (Some(update(client, table, id, changed)), true)
         }
     }
 }
@@ -367,36 +378,22 @@ fn column_list(row: &Row) -> Vec<String> {
         .collect()
 }
 
-/// What a write returns: the row as stored and the cursor its capture trigger took (the
-/// trigger runs before RETURNING is computed), so no statement asks for it afterwards.
-const RETURNING: &str =
-    "RETURNING jsonb_build_array(to_jsonb(t), currval('rowsync.changes_cursor_seq'))";
-
-/// Splits a RETURNING value into the row and the cursor.
-fn stored_and_cursor(value: Value) -> Option<(Row, Value)> {
-    let Value::Array(mut pair) = value else {
-        return None;
-    };
-    let cursor = pair.pop()?;
-    Some((into_row(pair.pop()?)?, cursor))
-}
-
 fn insert(
     client: &mut SpiClient<'_>,
     table: &SyncedTable,
     id: &str,
     row: &Row,
     index: usize,
-) -> (Row, Value) {
+) -> Row {
     let columns = column_list(row).join(", ");
     let sql = format!(
         "INSERT INTO {q} AS t ({columns}) SELECT {columns} FROM jsonb_populate_record(NULL::{q}, $1) \
-         ON CONFLICT ({pk}) DO NOTHING {RETURNING}",
+         ON CONFLICT ({pk}) DO NOTHING RETURNING to_jsonb(t)",
         q = table.qualified,
         pk = table.quoted_pk(),
     );
     let args = [JsonB(Value::Object(row.clone())).into()];
-    match json_row(client, &sql, &args).and_then(stored_and_cursor) {
+    match json_row(client, &sql, &args).and_then(into_row) {
         Some(stored) => stored,
         // Word for word what a visible taken id gets (Failure::AlreadyExists), so that
         // the answer does not tell a hidden row from a visible one.
@@ -409,14 +406,14 @@ fn insert(
     }
 }
 
-fn update(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, changed: Row) -> (Row, Value) {
+fn update(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, changed: Row) -> Row {
     let set: Vec<String> = column_list(&changed)
         .into_iter()
         .map(|c| format!("{c} = r.{c}"))
         .collect();
     let sql = format!(
         "UPDATE {q} AS t SET {set} FROM jsonb_populate_record(NULL::{q}, $2) AS r \
-         WHERE t.{pk} = $1::{pk_type} {RETURNING}",
+         WHERE t.{pk} = $1::{pk_type} RETURNING to_jsonb(t)",
         q = table.qualified,
         set = set.join(", "),
         pk = table.quoted_pk(),
@@ -424,20 +421,20 @@ fn update(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, changed: Ro
     );
     let args = [id.into(), JsonB(Value::Object(changed)).into()];
     json_row(client, &sql, &args)
-        .and_then(stored_and_cursor)
+        .and_then(into_row)
         .unwrap_or_else(|| denied(table, id, "update"))
 }
 
-/// Returns the cursor of the logged delete.
-fn delete(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str) -> Value {
+fn delete(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str) {
     let sql = format!(
-        "DELETE FROM {q} AS t WHERE t.{pk} = $1::{pk_type} \
-         RETURNING to_jsonb(currval('rowsync.changes_cursor_seq'))",
+        "DELETE FROM {q} AS t WHERE t.{pk} = $1::{pk_type} RETURNING to_jsonb(true)",
         q = table.qualified,
         pk = table.quoted_pk(),
         pk_type = table.pk_type,
     );
-    json_row(client, &sql, &[id.into()]).unwrap_or_else(|| denied(table, id, "delete"))
+    if json_rows(client, &sql, &[id.into()]).is_empty() {
+        denied(table, id, "delete");
+    }
 }
 
 /// The row was visible and locked, yet the statement touched nothing: a policy for this

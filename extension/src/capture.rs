@@ -26,6 +26,14 @@ fn _capture<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
     let data = trigger.trigger_data();
+    // Anyone may attach this function (CREATE TRIGGER needs EXECUTE on it): refuse any
+    // use but the one rowsync.enable makes, before touching a tuple.
+    let event = data.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_ROW == 0
+        || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_BEFORE
+    {
+        error!("rowsync._capture must fire BEFORE … FOR EACH ROW (use rowsync.enable)");
+    }
     let args = trigger.extra_args().unwrap_or_default();
     let (table, key, scopes) = match args.as_slice() {
         [table, key, scopes @ ..] => (table, key, scopes),
@@ -34,7 +42,7 @@ fn _capture<'a>(
     // SAFETY: Postgres called us as a row trigger; the relation and its tuples are valid
     // for the duration of the call.
     let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
-    let op = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
     let (old, new) = match op {
         pg_sys::TRIGGER_EVENT_INSERT => (None, Some(data.tg_trigtuple)),
         pg_sys::TRIGGER_EVENT_UPDATE => (Some(data.tg_trigtuple), Some(data.tg_newtuple)),
@@ -99,11 +107,12 @@ fn _capture<'a>(
                 Some(row) if !scopes.is_empty() => {
                     sql.push_str("pg_catalog.jsonb_build_object(");
                     for (j, scope) in scopes.iter().enumerate() {
-                        let (value, type_name) = row.typed(scope);
-                        params.push(value);
+                        // Typed parameters (the plan cache keys on their types): Postgres
+                        // converts each value to JSON by its own type.
+                        params.push(row.typed(scope));
                         let comma = if j > 0 { ", " } else { "" };
                         sql.push_str(&format!(
-                            "{comma}{}, ${}::{type_name}",
+                            "{comma}{}, ${}",
                             quote_literal(scope),
                             params.len()
                         ));
@@ -178,26 +187,29 @@ impl Row<'_> {
             .and_then(|(i, a)| Some((NonZeroUsize::new(i + 1)?, a)))
     }
 
-    fn datum(&self, name: &str) -> (Option<pg_sys::Datum>, pg_sys::Oid) {
-        match self.attribute(name) {
-            // SAFETY: the tuple belongs to this descriptor and lives for the call.
-            Some((number, a)) => (
-                unsafe { heap_getattr_raw(self.tuple, number, self.tupdesc.as_ptr()) },
-                a.atttypid,
-            ),
-            None => error!("rowsync._capture: the table has no column \"{name}\""),
-        }
+    /// The column's value and type; `None` when the table has no such column.
+    fn datum(&self, name: &str) -> Option<(Option<pg_sys::Datum>, pg_sys::Oid)> {
+        let (number, a) = self.attribute(name)?;
+        // SAFETY: the tuple belongs to this descriptor and lives for the call.
+        let datum = unsafe { heap_getattr_raw(self.tuple, number, self.tupdesc.as_ptr()) };
+        Some((datum, a.atttypid))
     }
 
     fn version(&self) -> Option<i64> {
-        let (datum, oid) = self.datum(VERSION);
-        // SAFETY: rowsync.enable checked that version is a bigint.
-        datum.and_then(|d| unsafe { i64::from_polymorphic_datum(d, false, oid) })
+        match self.datum(VERSION) {
+            // SAFETY: the column is a bigint, checked just here.
+            Some((datum, pg_sys::INT8OID)) => {
+                datum.and_then(|d| unsafe { i64::from_polymorphic_datum(d, false, pg_sys::INT8OID) })
+            }
+            _ => error!("rowsync._capture: the table needs a bigint column \"{VERSION}\" (use rowsync.enable)"),
+        }
     }
 
     /// The column as text, with its type's output function (the key, as ops name it).
     fn text(&self, name: &str) -> Option<String> {
-        let (datum, oid) = self.datum(name);
+        let Some((datum, oid)) = self.datum(name) else {
+            error!("rowsync._capture: the table has no key column \"{name}\"")
+        };
         let datum = datum?;
         let mut output = pg_sys::Oid::INVALID;
         let mut varlena = false;
@@ -209,19 +221,15 @@ impl Row<'_> {
         }
     }
 
-    /// The column as a parameter of its own type, and that type's qualified name.
-    fn typed(&self, name: &str) -> (DatumWithOid<'static>, String) {
-        let (datum, oid) = self.datum(name);
-        // SAFETY: format_type_be_qualified returns a palloc'd NUL-terminated name.
-        let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be_qualified(oid)) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: the datum is of type oid and lives as long as the trigger's tuple, which
-        // outlives the statement it is passed to.
-        let value = match datum {
-            Some(d) => unsafe { DatumWithOid::new(d, oid) },
-            None => DatumWithOid::null_oid(oid),
-        };
-        (value, type_name)
+    /// The column as a parameter of its own type. A scope column dropped since the table
+    /// was enabled reads as null, as a missing field of a row does in JSON.
+    fn typed(&self, name: &str) -> DatumWithOid<'static> {
+        match self.datum(name) {
+            // SAFETY: the datum is of type oid and lives as long as the trigger's tuple,
+            // which outlives the statement it is passed to.
+            Some((Some(d), oid)) => unsafe { DatumWithOid::new(d, oid) },
+            Some((None, oid)) => DatumWithOid::null_oid(oid),
+            None => DatumWithOid::null::<String>(),
+        }
     }
 }

@@ -119,6 +119,7 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
         // hundred, forgetting everything is cheaper than remembering each.
         if changed.len() > 256 {
             changed.clear();
+            changed.push(None);
         }
         changed.push((relid != pg_sys::InvalidOid).then(|| relid.to_u32()));
     });

@@ -12,13 +12,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Plans kept for the backend's life, by statement text: planning, not running, is most
-/// of the cost of these small statements. Postgres invalidates a kept plan when the
-/// tables under it change.
+/// Plans kept for the backend's life, by statement text and parameter types: planning,
+/// not running, is most of the cost of these small statements. Postgres invalidates a
+/// kept plan when the tables under it change.
 const MAX_PLANS: usize = 256;
 
+type PlanKey = (String, Vec<u32>);
+
 thread_local! {
-    static PLANS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<PlanKey, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 fn plan(
@@ -26,7 +28,11 @@ fn plan(
     sql: &str,
     args: &[DatumWithOid<'_>],
 ) -> Rc<OwnedPreparedStatement> {
-    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(sql).cloned()) {
+    let key = (
+        sql.to_string(),
+        args.iter().map(|a| a.oid().to_u32()).collect(),
+    );
+    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
         return plan;
     }
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
@@ -41,7 +47,7 @@ fn plan(
         if plans.len() >= MAX_PLANS {
             plans.clear();
         }
-        plans.insert(sql.to_string(), plan.clone());
+        plans.insert(key, plan.clone());
     });
     plan
 }
