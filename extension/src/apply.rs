@@ -101,6 +101,7 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
     if let Some(id) = &tx.id {
         tag(client, id);
     }
+    crate::capture::take_last_cursor();
     let skipped: BTreeSet<usize> = outcome.skipped.iter().map(|s| s.index).collect();
     let recreated: BTreeSet<RowKey> = ops
         .iter()
@@ -138,17 +139,11 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
     if tx.id.is_some() {
         tag(client, "");
     }
-    // Read once after the writes, not from their RETURNING: AFTER triggers and
-    // foreign-key cascades log their changes when each statement ends.
-    let cursor = if wrote {
-        json_row(
-            client,
-            "SELECT to_jsonb(currval('rowsync.changes_cursor_seq'))",
-            &[],
-        )
-        .unwrap_or(Value::Null)
-    } else {
-        Value::Null
+    // Not from each write's RETURNING: AFTER triggers and foreign-key cascades log their
+    // changes when each statement ends.
+    let cursor = match crate::capture::take_last_cursor() {
+        Some(cursor) if wrote => Value::from(cursor),
+        _ => Value::Null,
     };
     let inverse = guard_with_stored(outcome.inverse, &stored);
     let result = json!({

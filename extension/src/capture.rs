@@ -11,11 +11,12 @@
 //! pinned search_path: its one statement names every object by schema and calls nothing
 //! that a search_path could redirect.
 
-use crate::sql::json_row;
+use crate::sql::{json_row, json_rows};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::{heap_getattr_raw, PgTupleDesc};
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
 
@@ -124,10 +125,12 @@ fn _capture<'a>(
         }
         sql.push(')');
     }
-    // The wake-up: read in the same statement, and in place, outside any snapshot: a
-    // writer sees a listener fall asleep at once (sql.md, the listener protocol).
+    // The cursor taken, and the wake-up count: read in the same statement, and in place,
+    // outside any snapshot: a writer sees a listener fall asleep at once (sql.md, the
+    // listener protocol).
     sql.push_str(
-        " RETURNING pg_catalog.to_jsonb(pg_catalog.pg_sequence_last_value('rowsync.sleepers'::pg_catalog.regclass))",
+        " RETURNING pg_catalog.jsonb_build_array(cursor, \
+         pg_catalog.pg_sequence_last_value('rowsync.sleepers'::pg_catalog.regclass))",
     );
 
     let returned = match new {
@@ -144,10 +147,12 @@ fn _capture<'a>(
         }),
     };
     Spi::connect_mut(|client| {
-        let sleepers = json_row(client, &sql, &params);
+        let logged = json_rows(client, &sql, &params);
+        let last = |i: usize| logged.iter().filter_map(|r| r[i].as_i64()).max();
+        LAST_CURSOR.set(last(0));
         // Identical payloads within one transaction are delivered once: one NOTIFY per
         // transaction, and none while every listener is awake and polling.
-        if sleepers.and_then(|s| s.as_i64()).unwrap_or(0) > 0 {
+        if last(1).unwrap_or(0) > 0 {
             json_row(
                 client,
                 "SELECT pg_catalog.to_jsonb(pg_catalog.pg_notify('rowsync', pg_catalog.pg_current_xact_id()::pg_catalog.text))",
@@ -156,6 +161,18 @@ fn _capture<'a>(
         }
     });
     Ok(returned)
+}
+
+thread_local! {
+    /// The cursor of the change this backend logged last.
+    static LAST_CURSOR: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// The cursor of the last change logged since the previous call: `rowsync.apply` calls it
+/// before its writes and after them. The triggers that AFTER triggers and foreign-key
+/// cascades fire run in this backend too, so their changes count.
+pub fn take_last_cursor() -> Option<i64> {
+    LAST_CURSOR.take()
 }
 
 /// The transaction id `rowsync.apply` set for the capture to log, if any.
