@@ -303,61 +303,10 @@ impl Conn {
                 )
                 .await;
         }
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .reply_error(
-                        socket,
-                        None,
-                        Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")),
-                    )
-                    .await
-            }
-        };
-        let reference = value.get("ref").cloned();
-        const TYPES: [&str; 8] = [
-            "auth",
-            "subscribe",
-            "unsubscribe",
-            "fetch",
-            "write",
-            "presence",
-            "broadcast",
-            "ping",
-        ];
-        match value.get("type").and_then(Value::as_str) {
-            Some(t) if TYPES.contains(&t) => {}
-            Some(t) => {
-                let t: String = t.chars().take(40).collect();
-                return self
-                    .reply_error(
-                        socket,
-                        reference.as_ref(),
-                        Error::new(errors::UNKNOWN_TYPE, format!("unknown message type {t:?}")),
-                    )
-                    .await;
-            }
-            None => {
-                return self
-                    .reply_error(
-                        socket,
-                        reference.as_ref(),
-                        Error::new(errors::BAD_MESSAGE, "a message needs a string \"type\""),
-                    )
-                    .await
-            }
-        }
-        let message: ClientMessage = match serde_json::from_value(value) {
-            Ok(m) => m,
-            Err(e) => {
-                return self
-                    .reply_error(
-                        socket,
-                        reference.as_ref(),
-                        Error::new(errors::BAD_MESSAGE, format!("bad message: {e}")),
-                    )
-                    .await
+        let message = match parse_message(text) {
+            Ok(message) => message,
+            Err((reference, error)) => {
+                return self.reply_error(socket, reference.as_ref(), error).await
             }
         };
         let reference = message.reference().cloned();
@@ -726,6 +675,42 @@ fn unix_seconds() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// A client frame as a message, or the error to reply with and the `ref` to echo.
+fn parse_message(text: &str) -> Result<ClientMessage, (Option<Value>, Error)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            None,
+            Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")),
+        )
+    })?;
+    let reference = value.get("ref").cloned();
+    const TYPES: [&str; 8] = [
+        "auth",
+        "subscribe",
+        "unsubscribe",
+        "fetch",
+        "write",
+        "presence",
+        "broadcast",
+        "ping",
+    ];
+    let refused = |error| (reference.clone(), error);
+    match value.get("type").and_then(Value::as_str) {
+        Some(t) if TYPES.contains(&t) => {}
+        Some(t) => {
+            let t: String = t.chars().take(40).collect();
+            let message = format!("unknown message type {t:?}");
+            return Err(refused(Error::new(errors::UNKNOWN_TYPE, message)));
+        }
+        None => {
+            let message = "a message needs a string \"type\"";
+            return Err(refused(Error::new(errors::BAD_MESSAGE, message)));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| refused(Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))))
 }
 
 async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), axum::Error> {
