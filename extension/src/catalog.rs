@@ -70,11 +70,12 @@ pub struct Context {
 
 impl Context {
     pub fn read(client: &mut SpiClient<'_>, names: Vec<String>) -> Context {
-        let context = crate::sql::json_row(client, CONTEXT, &[names.into()]).unwrap_or_default();
+        let mut context =
+            crate::sql::json_row(client, CONTEXT, &[names.into()]).unwrap_or_default();
         Context {
             max_ops: context["max_ops"].as_u64().unwrap_or(1000) as usize,
-            registry: match &context["tables"] {
-                Value::Object(tables) => tables.clone(),
+            registry: match context["tables"].take() {
+                Value::Object(tables) => tables,
                 _ => Default::default(),
             },
         }

@@ -9,16 +9,24 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use rowsync_core::OpError;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub fn run(pointers: &Value) -> Result<Value, Failure> {
     Spi::connect_mut(|client| get(client, pointers))
 }
 
 fn get(client: &mut SpiClient<'_>, pointers: &Value) -> Result<Value, Failure> {
-    let pointers = parse(pointers, Context::read(client, Vec::new()).max_ops)?;
-    let names: Vec<String> = pointers.iter().map(|(table, _)| table.clone()).collect();
-    let context = Context::read(client, names);
+    // The tables' names from the pointers that parse, so that one statement reads the
+    // limit and the tables; parse then checks every pointer against the limit.
+    let names: BTreeSet<String> = pointers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(pair)
+        .map(|(table, _)| table)
+        .collect();
+    let context = Context::read(client, names.into_iter().collect());
+    let pointers = parse(pointers, context.max_ops)?;
     let mut tables = BTreeMap::new();
     for (table, _) in &pointers {
         if !tables.contains_key(table) {
@@ -84,28 +92,28 @@ fn parse(pointers: &Value, max: usize) -> Result<Vec<(String, String)>, Failure>
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let pair = match item {
-                Value::String(s) => s
-                    .split_once(':')
-                    .map(|(t, id)| (t.to_string(), id.to_string())),
-                Value::Object(o) => match (o.get("table"), o.get("id")) {
-                    (Some(Value::String(t)), Some(Value::String(id))) => {
-                        Some((t.clone(), id.clone()))
-                    }
-                    (Some(Value::String(t)), Some(Value::Number(n))) => {
-                        Some((t.clone(), n.to_string()))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
-            match pair {
-                Some((t, id)) if !t.is_empty() && !id.is_empty() => Ok((t, id)),
-                _ => Err(Failure::InvalidOp(OpError::new(
+            pair(item).ok_or_else(|| {
+                Failure::InvalidOp(OpError::new(
                     &format!("pointers[{i}]"),
                     "must be \"table:id\" or {\"table\": …, \"id\": …}",
-                ))),
-            }
+                ))
+            })
         })
         .collect()
+}
+
+/// A pointer's table and id, when it is well formed.
+fn pair(item: &Value) -> Option<(String, String)> {
+    let (table, id) = match item {
+        Value::String(s) => s
+            .split_once(':')
+            .map(|(t, id)| (t.to_string(), id.to_string()))?,
+        Value::Object(o) => match (o.get("table"), o.get("id")) {
+            (Some(Value::String(t)), Some(Value::String(id))) => (t.clone(), id.clone()),
+            (Some(Value::String(t)), Some(Value::Number(n))) => (t.clone(), n.to_string()),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!table.is_empty() && !id.is_empty()).then_some((table, id))
 }

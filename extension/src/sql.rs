@@ -17,10 +17,11 @@ use std::rc::Rc;
 /// kept plan when the tables under it change.
 const MAX_PLANS: usize = 256;
 
-type PlanKey = (String, Vec<u32>);
-
 thread_local! {
-    static PLANS: RefCell<HashMap<PlanKey, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// Statement text to the plans made for it, one per list of parameter types: looked
+    /// up by `&str`, so a call that finds its plan allocates nothing.
+    static PLANS: RefCell<HashMap<String, Vec<(Vec<PgOid>, Rc<OwnedPreparedStatement>)>>> =
+        RefCell::new(HashMap::new());
 }
 
 fn plan(
@@ -28,11 +29,18 @@ fn plan(
     sql: &str,
     args: &[DatumWithOid<'_>],
 ) -> Rc<OwnedPreparedStatement> {
-    let key = (
-        sql.to_string(),
-        args.iter().map(|a| a.oid().to_u32()).collect(),
-    );
-    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
+    let same_types = |types: &[PgOid]| {
+        types.len() == args.len() && types.iter().zip(args).all(|(t, a)| t.value() == a.oid())
+    };
+    let found = PLANS.with(|plans| {
+        plans
+            .borrow()
+            .get(sql)?
+            .iter()
+            .find(|(types, _)| same_types(types))
+            .map(|(_, plan)| plan.clone())
+    });
+    if let Some(plan) = found {
         return plan;
     }
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
@@ -47,7 +55,10 @@ fn plan(
         if plans.len() >= MAX_PLANS {
             plans.clear();
         }
-        plans.insert(key, plan.clone());
+        plans
+            .entry(sql.to_string())
+            .or_default()
+            .push((types, plan.clone()));
     });
     plan
 }
