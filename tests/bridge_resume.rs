@@ -2,7 +2,7 @@
 //! bridge, a bridge restart, and several bridges on one database.
 
 use rowsync_tests::bridge::{Bridge, Ws};
-use rowsync_tests::{demo, Cluster};
+use rowsync_tests::{demo, scalar, Cluster};
 use serde_json::{json, Value};
 
 async fn touch(cluster: &Cluster, db: &str, task: &str, title: &str) {
@@ -78,11 +78,7 @@ async fn a_cursor_out_of_retention_gets_resync() {
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     touch(cluster, &db, demo::TASK_ANNOUNCE, "old news").await;
     let admin = cluster.connect("postgres", &db).await;
-    let old: i64 = admin
-        .query_one("SELECT max(cursor) FROM rowsync.changes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let old: i64 = scalar(&admin, "SELECT max(cursor) FROM rowsync.changes", &[]).await;
     admin
         .batch_execute(
             "UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",

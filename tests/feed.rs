@@ -1,6 +1,6 @@
 //! The change feed: commit-safe order, NOTIFY wake-ups, the sleep protocol, retention.
 
-use rowsync_tests::{demo, eventually, sqlstate, Cluster};
+use rowsync_tests::{demo, eventually, scalar, sqlstate, Cluster};
 use std::time::Duration;
 use tokio::time::timeout;
 use tokio_postgres::Client;
@@ -30,19 +30,16 @@ async fn read_at_least(reader: &Client, after: i64, count: usize) -> Vec<(i64, S
 /// The newest change in the log, read directly: `rowsync.head()` may lag behind while
 /// another test's transaction holds the cluster-wide horizon.
 async fn newest(reader: &Client) -> i64 {
-    reader
-        .query_one("SELECT coalesce(max(cursor), 0) FROM rowsync.changes", &[])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        reader,
+        "SELECT coalesce(max(cursor), 0) FROM rowsync.changes",
+        &[],
+    )
+    .await
 }
 
 async fn head(reader: &Client) -> i64 {
-    reader
-        .query_one("SELECT rowsync.head()", &[])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(reader, "SELECT rowsync.head()", &[]).await
 }
 
 fn touch(task: &str) -> String {
@@ -97,11 +94,7 @@ async fn a_reader_resuming_from_its_cursor_misses_nothing() {
         .batch_execute("BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
         .await
         .unwrap();
-    let xid_first: String = early_xid
-        .query_one("SELECT pg_current_xact_id()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let xid_first: String = scalar(&early_xid, "SELECT pg_current_xact_id()::text", &[]).await;
     late_xid
         .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_ANNOUNCE)))
         .await
@@ -110,11 +103,7 @@ async fn a_reader_resuming_from_its_cursor_misses_nothing() {
         .batch_execute(&touch(demo::TASK_SIGNUP))
         .await
         .unwrap();
-    let xid_second: String = late_xid
-        .query_one("SELECT pg_current_xact_id()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let xid_second: String = scalar(&late_xid, "SELECT pg_current_xact_id()::text", &[]).await;
     assert!(xid_first.parse::<u64>().unwrap() < xid_second.parse::<u64>().unwrap());
     early_xid.batch_execute("COMMIT").await.unwrap();
 
@@ -187,11 +176,8 @@ async fn notify_after_commit_once_and_never_after_rollback() {
         .await
         .expect("marker")
         .unwrap();
-    let marker_xid: String = writer
-        .query_one("SELECT max(xid)::text FROM rowsync.changes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let marker_xid: String =
+        scalar(&writer, "SELECT max(xid)::text FROM rowsync.changes", &[]).await;
     assert_eq!(marker.payload(), marker_xid, "a rolled-back write notified");
     assert!(
         notes.try_recv().is_err(),
@@ -226,14 +212,12 @@ async fn awake_listeners_silence_writers() {
         .await
         .expect("wake-up")
         .unwrap();
-    let second_xid: String = writer
-        .query_one(
-            "SELECT xid::text FROM rowsync.changes WHERE row_id = $1 ORDER BY cursor DESC LIMIT 1",
-            &[&demo::TASK_SIGNUP],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let second_xid: String = scalar(
+        &writer,
+        "SELECT xid::text FROM rowsync.changes WHERE row_id = $1 ORDER BY cursor DESC LIMIT 1",
+        &[&demo::TASK_SIGNUP],
+    )
+    .await;
     assert_eq!(
         note.payload(),
         second_xid,
@@ -265,17 +249,10 @@ async fn falling_asleep_never_loses_a_change() {
         .execute("SELECT rowsync.listener_sleep('l')", &[])
         .await
         .unwrap();
-    let watermark: String = listener
-        .query_one("SELECT rowsync.listener_watermark()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let watermark: String =
+        scalar(&listener, "SELECT rowsync.listener_watermark()::text", &[]).await;
     let settled = "SELECT rowsync.listener_settled($1::text::xid8)";
-    let before: bool = listener
-        .query_one(settled, &[&watermark])
-        .await
-        .unwrap()
-        .get(0);
+    let before: bool = scalar(&listener, settled, &[&watermark]).await;
     assert!(
         !before,
         "settled while a writer that saw the listener awake is running"
@@ -283,11 +260,7 @@ async fn falling_asleep_never_loses_a_change() {
 
     writer.batch_execute("COMMIT").await.unwrap();
     eventually("the listener to settle", || async {
-        let done: bool = listener
-            .query_one(settled, &[&watermark])
-            .await
-            .unwrap()
-            .get(0);
+        let done: bool = scalar(&listener, settled, &[&watermark]).await;
         done.then_some(())
     })
     .await;
@@ -410,11 +383,7 @@ async fn capture_logs_keys_scopes_and_versions_by_type() {
             row("2", 4, "delete", &later, "-"),
         ]
     );
-    let left: i64 = writer
-        .query_one("SELECT count(*) FROM app.typed", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = scalar(&writer, "SELECT count(*) FROM app.typed", &[]).await;
     assert_eq!(left, 0);
 }
 
@@ -458,14 +427,12 @@ async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
         .batch_execute("UPDATE app.grouped SET id = id WHERE id = 1")
         .await
         .unwrap();
-    let scopes: String = writer
-        .query_one(
-            "SELECT new_scopes::text FROM rowsync.changes WHERE cursor > $1 AND tbl = 'grouped'",
-            &[&start],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let scopes: String = scalar(
+        &writer,
+        "SELECT new_scopes::text FROM rowsync.changes WHERE cursor > $1 AND tbl = 'grouped'",
+        &[&start],
+    )
+    .await;
     assert_eq!(scopes, r#"{"grp": null}"#);
 }
 
@@ -487,21 +454,13 @@ async fn apply_cursor_includes_cascaded_changes() {
         )
         .await
         .unwrap();
-    let cursor: i64 = writer
-        .query_one(
-            r#"SELECT (rowsync.apply('{"ops": [{"type": "delete", "table": "parent", "id": 1}]}') ->> 'cursor')::bigint"#,
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let last: i64 = writer
-        .query_one(
-            "SELECT max(cursor) FROM rowsync.changes WHERE tbl IN ('parent', 'child')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let cursor: i64 = scalar(&writer, r#"SELECT (rowsync.apply('{"ops": [{"type": "delete", "table": "parent", "id": 1}]}') ->> 'cursor')::bigint"#,
+            &[],).await;
+    let last: i64 = scalar(
+        &writer,
+        "SELECT max(cursor) FROM rowsync.changes WHERE tbl IN ('parent', 'child')",
+        &[],
+    )
+    .await;
     assert_eq!(cursor, last);
 }

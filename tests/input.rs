@@ -1,7 +1,7 @@
 //! Bad input: malformed JSON of every shape, limits, and injection attempts through table,
 //! key, id and value. Each gets its own error; nothing is written.
 
-use rowsync_tests::{apply_as, demo, sqlstate, Cluster};
+use rowsync_tests::{apply_as, demo, scalar, sqlstate, Cluster};
 use serde_json::{json, Value};
 
 async fn refused(db: &str, tx: Value) -> (String, String) {
@@ -160,11 +160,7 @@ async fn injection_attempts_are_names_that_do_not_exist_or_values_stored_verbati
     assert_eq!(row["tags"], json!([nasty]));
     assert_eq!(row["meta"][nasty], json!(nasty));
     let admin = Cluster::shared().connect("postgres", &db).await;
-    let count: i64 = admin
-        .query_one("SELECT count(*) FROM app.tasks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = scalar(&admin, "SELECT count(*) FROM app.tasks", &[]).await;
     assert_eq!(count, 5, "the table is still there with every row");
 }
 

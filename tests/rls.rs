@@ -1,21 +1,19 @@
 //! Row-level security: a user cannot read, create, change or delete what the policies
 //! deny, a denied write changes nothing, and errors do not tell hidden rows from missing.
 
-use rowsync_tests::{apply_as, as_user, demo, sqlstate, Cluster};
+use rowsync_tests::{apply_as, as_user, demo, scalar, sqlstate, Cluster};
 use serde_json::{json, Value};
 
 const MISSING: &str = "00000000-0000-4000-8000-0000000000ff";
 
 async fn task_as_admin(db: &str, id: &str) -> Value {
     let admin = Cluster::shared().connect("postgres", db).await;
-    admin
-        .query_one(
-            "SELECT to_jsonb(t) FROM app.tasks t WHERE id = $1::text::uuid",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        &admin,
+        "SELECT to_jsonb(t) FROM app.tasks t WHERE id = $1::text::uuid",
+        &[&id],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -96,14 +94,12 @@ async fn creating_where_policies_deny_changes_nothing() {
         .expect_err("denied by WITH CHECK");
     assert_eq!(sqlstate(&error), "42501");
     let admin = Cluster::shared().connect("postgres", &db).await;
-    let count: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM app.tasks WHERE id = $1::text::uuid",
-            &[&new_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM app.tasks WHERE id = $1::text::uuid",
+        &[&new_id],
+    )
+    .await;
     assert_eq!(count, 0);
     // The op before it in the same transaction was rolled back too.
     assert_eq!(

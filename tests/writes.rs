@@ -1,7 +1,7 @@
 //! Writes over real sessions: version races, idempotent retries, undo beside a
 //! collaborator, and plain SQL feeding the same log.
 
-use rowsync_tests::{apply_as, demo, eventually, sqlstate, Cluster};
+use rowsync_tests::{apply_as, demo, eventually, scalar, sqlstate, Cluster};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
@@ -20,14 +20,12 @@ async fn begin_as(client: &Client, sub: &str) {
 /// Waits until some session is blocked on a lock.
 async fn someone_waits_on_a_lock(admin: &Client) {
     eventually("a session to wait on a row lock", || async {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let waiting: i64 = scalar(
+            admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )
+        .await;
         (waiting > 0).then_some(())
     })
     .await;
@@ -63,14 +61,12 @@ async fn two_sessions_racing_on_one_version_one_wins() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(detail, "op 0 expected version 1, the row is at version 2");
-    let title: String = admin
-        .query_one(
-            "SELECT title FROM app.tasks WHERE id = $1::text::uuid",
-            &[&demo::TASK_ANNOUNCE],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let title: String = scalar(
+        &admin,
+        "SELECT title FROM app.tasks WHERE id = $1::text::uuid",
+        &[&demo::TASK_ANNOUNCE],
+    )
+    .await;
     assert_eq!(title, "alice");
 }
 
@@ -88,11 +84,7 @@ async fn concurrent_retries_apply_once() {
     ]});
 
     begin_as(&first, "bob").await;
-    let original: Value = first
-        .query_one("SELECT rowsync.apply($1)", &[&tx])
-        .await
-        .unwrap()
-        .get(0);
+    let original: Value = scalar(&first, "SELECT rowsync.apply($1)", &[&tx]).await;
     let retry = tx.clone();
     let racer = tokio::spawn(async move {
         let outcome = apply_as(&mut second, "bob", retry.clone()).await;
@@ -103,14 +95,12 @@ async fn concurrent_retries_apply_once() {
     let (in_flight, later) = racer.await.unwrap();
     assert_eq!(sqlstate(&in_flight.expect_err("in flight")), "23505");
     assert_eq!(later.unwrap(), original);
-    let row: Value = admin
-        .query_one(
-            "SELECT to_jsonb(t) FROM app.tasks t WHERE id = $1::text::uuid",
-            &[&demo::TASK_SIGNUP],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let row: Value = scalar(
+        &admin,
+        "SELECT to_jsonb(t) FROM app.tasks t WHERE id = $1::text::uuid",
+        &[&demo::TASK_SIGNUP],
+    )
+    .await;
     assert_eq!(row["tags"], json!(["bug", "web", "retried"]));
     assert_eq!(row["version"], json!(2));
 }
@@ -161,11 +151,15 @@ async fn plain_sql_and_apply_share_the_feed() {
     let cluster = Cluster::shared();
     let db = cluster.database("writes_plain").await;
     let feed = rowsync_tests::authenticator(&db).await;
-    let start: i64 = feed
-        .query_one("SELECT rowsync.head()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    // The log's newest cursor, read directly: `rowsync.head()` lags behind while another
+    // test's transaction holds the cluster-wide horizon, and the demo's own changes would
+    // come first.
+    let start: i64 = scalar(
+        &feed,
+        "SELECT coalesce(max(cursor), 0) FROM rowsync.changes",
+        &[],
+    )
+    .await;
     let mut bob = rowsync_tests::authenticator(&db).await;
     let applied = apply_as(&mut bob, "bob", json!({"id": "55555555-5555-4555-8555-555555555555", "ops": [
         {"type": "set", "table": "tasks", "id": demo::TASK_MILK, "key": "status", "value": "doing"}
@@ -231,22 +225,14 @@ async fn a_database_owner_installs_the_extension() {
         )
         .await
         .unwrap();
-    let result: Value = owner
-        .query_one(
-            "SELECT rowsync.apply($1)",
-            &[&json!({"ops": [{"type": "create", "table": "notes", "id": "00000000-0000-4000-8000-000000000099", "value": {"body": "hi"}}]})],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let result: Value = scalar(&owner, "SELECT rowsync.apply($1)",
+            &[&json!({"ops": [{"type": "create", "table": "notes", "id": "00000000-0000-4000-8000-000000000099", "value": {"body": "hi"}}]})],).await;
     assert_eq!(result["rows"][0]["row"]["body"], json!("hi"));
-    let superuser: bool = owner
-        .query_one(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let superuser: bool = scalar(
+        &owner,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+        &[],
+    )
+    .await;
     assert!(!superuser);
 }

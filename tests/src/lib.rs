@@ -227,6 +227,19 @@ impl Cluster {
     }
 }
 
+/// The first column of the one row `sql` returns.
+pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> T {
+    client
+        .query_one(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// Connects as the bridge does: as the authenticator.
 pub async fn authenticator(db: &str) -> Client {
     Cluster::shared().connect("rowsync_authenticator", db).await
