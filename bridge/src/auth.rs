@@ -109,11 +109,21 @@ pub fn mint(config: &Config, sub: &str, ttl: u64) -> Result<String, String> {
     if config.jwt_algorithm != JwtAlgorithm::Hs256 {
         return Err("tokens can be minted only with an HS256 secret".into());
     }
-    let claims = serde_json::json!({"sub": sub, "role": config.default_role, "exp": now() + ttl});
+    hs256_token(
+        &config.jwt_secret.0,
+        sub,
+        &config.default_role,
+        now() as i64 + ttl as i64,
+    )
+}
+
+/// An HS256 token for `sub` and `role` expiring at `exp` (seconds since the epoch; in the
+/// past for an expired one). What `mint`, the tests and the load generator sign with.
+pub fn hs256_token(secret: &str, sub: &str, role: &str, exp: i64) -> Result<String, String> {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(config.jwt_secret.0.as_bytes()),
+        &serde_json::json!({"sub": sub, "role": role, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .map_err(|e| e.to_string())
 }

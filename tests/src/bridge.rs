@@ -20,18 +20,8 @@ pub const JWT_SECRET: &str = "rowsync-test-secret-rowsync-test-secret";
 
 /// An HS256 token for app user `sub`, valid for `ttl` seconds (negative: expired).
 pub fn token(sub: &str, ttl: i64) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + ttl;
-    let claims = json!({"sub": sub, "role": "app_user", "exp": exp});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
+    let exp = rowsync_bridge::auth::now() as i64 + ttl;
+    rowsync_bridge::auth::hs256_token(JWT_SECRET, sub, "app_user", exp).unwrap()
 }
 
 pub struct Bridge {

@@ -66,17 +66,8 @@ fn args() -> Args {
 }
 
 fn token(secret: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &Default::default(),
-        &json!({"sub": "bench", "role": "postgres", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    let exp = rowsync_bridge::auth::now() as i64 + 3600;
+    rowsync_bridge::auth::hs256_token(secret, "bench", "postgres", exp).unwrap()
 }
 
 fn key(mode: &str, i: usize) -> String {
