@@ -17,11 +17,12 @@ use std::rc::Rc;
 /// kept plan when the tables under it change.
 const MAX_PLANS: usize = 256;
 
+/// The plans made for one statement text, one per list of parameter types.
+type Plans = Vec<(Vec<PgOid>, Rc<OwnedPreparedStatement>)>;
+
 thread_local! {
-    /// Statement text to the plans made for it, one per list of parameter types: looked
-    /// up by `&str`, so a call that finds its plan allocates nothing.
-    static PLANS: RefCell<HashMap<String, Vec<(Vec<PgOid>, Rc<OwnedPreparedStatement>)>>> =
-        RefCell::new(HashMap::new());
+    /// Looked up by `&str`, so a call that finds its plan allocates nothing.
+    static PLANS: RefCell<HashMap<String, Plans>> = RefCell::new(HashMap::new());
 }
 
 fn plan(
