@@ -290,8 +290,8 @@ impl Config {
         if self.client_timeout <= self.heartbeat {
             return Err("client_timeout_ms must be longer than heartbeat_ms".into());
         }
-        if self.bus_max_bytes > 7900 * 64 {
-            return Err("bus_max_bytes is at most 505600 (64 notifications of 7900 bytes)".into());
+        if self.bus_max_bytes > 16 << 20 {
+            return Err("bus_max_bytes is at most 16777216 (one bus row per flush)".into());
         }
         Ok(())
     }

@@ -1,17 +1,20 @@
-//! The change feed: one dedicated connection LISTENs for wake-ups, reads the change log
-//! from this bridge's cursor with the extension's commit-safe read, and routes each change.
+//! The change feed: one dedicated connection LISTENs for wake-ups, advances the feed by
+//! ticks (`rowsync.advance`: tick, then read the batch since this bridge's tick), and
+//! routes each change.
 //!
 //! While changes keep coming the bridge stays awake and polls, and writers skip NOTIFY
 //! (the cliff in MACHINE.md). Idle for `feed_idle`, it falls asleep with the extension's
-//! protocol: mark asleep, wait until every writer that saw it awake has ended, read once
-//! more, then wait for a NOTIFY (or the slow safety poll). After any reconnect it reads on
-//! from its cursor, so a Postgres restart loses nothing.
+//! protocol: mark asleep, wait (briefly) for the transactions running at that moment,
+//! read once more, then wait for a NOTIFY (or the slow safety poll). After any reconnect
+//! it reads on from its tick, so a Postgres restart loses nothing; a tick that did not
+//! survive the restart, or a feed that was reset, makes every subscriber resync.
 
 use crate::router::FeedChange;
 use crate::server::AppState;
+use crate::token::{FeedId, Position, Tick};
 use futures_util::future::poll_fn;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
@@ -20,6 +23,89 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 /// are forgotten; this is well inside it.
 const REFRESH: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long falling asleep waits for the transactions running at that moment. One still
+/// running after this has not reached its commit yet (it will see the sleeper and
+/// NOTIFY), or is stalled inside its commit, which the safety poll covers.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(250);
+
+/// Where this bridge's feed stands: every change up to its tick has been routed.
+#[derive(Default)]
+pub struct Cursor {
+    at: Mutex<Option<(FeedId, Tick)>>,
+    /// Set when a doorbell rang on the bus channel; the presence task reads the bus.
+    pub bus_rang: AtomicBool,
+}
+
+impl Cursor {
+    pub fn get(&self) -> Option<(FeedId, Tick)> {
+        self.at.lock().ok().and_then(|at| *at)
+    }
+
+    fn set(&self, feed: FeedId, tick: Tick) {
+        if let Ok(mut at) = self.at.lock() {
+            *at = Some((feed, tick));
+        }
+    }
+
+    /// The resume token of the current position; `None` before the feed first connected.
+    pub fn token(&self) -> Option<String> {
+        self.get()
+            .map(|(feed, tick)| crate::token::encode(feed, &Position::at(tick)))
+    }
+}
+
+/// What every reader of the feed selects, in the order `FeedChange::from_row` reads it.
+const COLUMNS: &str = "xid::text::int8, cursor, tbl, row_id, version, kind, old_scopes, \
+                       new_scopes, topic, payload, extract(epoch FROM at)::float8";
+
+/// Reads one page of the batch (`since`, `upto`] after `after`: the one reader of the log,
+/// for the live feed and for catch-up alike. RS410 when the log no longer holds `since`.
+pub async fn read_page(
+    client: &Client,
+    feed: FeedId,
+    since: i64,
+    upto: Tick,
+    after: Option<(i64, i64)>,
+    max_rows: i32,
+) -> Result<Vec<FeedChange>, tokio_postgres::Error> {
+    let (xid, cursor) = after.unwrap_or((0, 0));
+    let sql =
+        format!("SELECT {COLUMNS} FROM rowsync.read_changes($1, $2, $3::int8::text::xid8, $4, $5)");
+    let rows = client
+        .query(&sql, &[&since, &upto.id, &xid, &cursor, &max_rows])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| FeedChange::from_row(row, 0, feed, since, upto))
+        .collect())
+}
+
+/// The tick `id` and its check, if the log still holds it.
+pub async fn tick(client: &Client, id: i64) -> Result<Option<Tick>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, hashtext(snap::text) FROM rowsync.ticks WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| Tick {
+        id: r.get(0),
+        check: r.get(1),
+    }))
+}
+
+async fn newest_tick(client: &Client) -> Result<Tick, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT id, hashtext(snap::text) FROM rowsync.ticks ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(Tick {
+        id: row.get(0),
+        check: row.get(1),
+    })
+}
 
 pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let listener = format!("bridge-{}-{}", std::process::id(), nanos());
@@ -47,6 +133,32 @@ fn nanos() -> u128 {
         .unwrap_or(0)
 }
 
+/// Finds where to read from after (re)connecting: the tick this bridge stopped at, if
+/// the log still holds it unchanged; otherwise every subscriber resyncs from the newest.
+async fn resume_point(
+    state: &AppState,
+    client: &Client,
+) -> Result<(FeedId, Tick), tokio_postgres::Error> {
+    let uuid: String = client
+        .query_one("SELECT feed_id::text FROM rowsync.settings", &[])
+        .await?
+        .get(0);
+    let Some(feed) = FeedId::parse(&uuid) else {
+        panic!("rowsync.settings.feed_id is not a uuid: {uuid}");
+    };
+    if let Some((was, at)) = state.cursor.get() {
+        if was == feed && tick(client, at.id).await? == Some(at) {
+            return Ok((feed, at));
+        }
+        tracing::warn!(
+            tick = at.id,
+            "the feed was reset or lost this bridge's position (a crash, a restore); subscribers resync"
+        );
+        state.router.resync_where(|_| true, "feed_reset");
+    }
+    Ok((feed, newest_tick(client).await?))
+}
+
 async fn session(
     state: &Arc<AppState>,
     listener: &str,
@@ -56,12 +168,14 @@ async fn session(
         tokio_postgres::connect(&state.config.database_url.0, NoTls).await?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let (lost_tx, mut lost_rx) = mpsc::channel::<tokio_postgres::Error>(1);
-    let bus = state.presence.inbound();
+    let doorbell = state.clone();
     tokio::spawn(async move {
         while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
+                // Payloads mean nothing: any role may NOTIFY. Each ring costs at most one
+                // read (wake-ups coalesce in the channel, bus reads per flush interval).
                 Ok(AsyncMessage::Notification(n)) if n.channel() == "rowsync_bus" => {
-                    bus.push(n.payload().to_string());
+                    doorbell.cursor.bus_rang.store(true, Ordering::SeqCst);
                 }
                 Ok(AsyncMessage::Notification(_)) => {
                     let _ = wake_tx.try_send(());
@@ -77,21 +191,18 @@ async fn session(
     client
         .batch_execute("LISTEN rowsync; LISTEN rowsync_bus")
         .await?;
-    let read = client.prepare(crate::router::READ_CHANGES).await?;
-    if !state.feed_started.swap(true, Ordering::SeqCst) {
-        let head: i64 = client.query_one("SELECT rowsync.head()", &[]).await?.get(0);
-        state.position.store(head, Ordering::SeqCst);
-    }
+    // Whatever was published while this bridge was not listening.
+    state.cursor.bus_rang.store(true, Ordering::SeqCst);
+    let (feed, at) = resume_point(state, &client).await?;
+    state.cursor.set(feed, at);
     client
         .execute("SELECT rowsync.listener_awake($1)", &[&listener])
         .await?;
     state.feed_ready.store(true, Ordering::SeqCst);
-    tracing::info!(
-        listener,
-        position = state.position.load(Ordering::SeqCst),
-        "change feed connected"
-    );
+    tracing::info!(listener, tick = at.id, "change feed connected");
 
+    let advance_sql = format!("SELECT upto, upto_check, {COLUMNS} FROM rowsync.advance($1, $2)");
+    let advance_statement = client.prepare(&advance_sql).await?;
     let mut awake = true;
     let mut last_change = Instant::now();
     let mut last_refresh = Instant::now();
@@ -106,7 +217,7 @@ async fn session(
         if let Ok(error) = lost_rx.try_recv() {
             return Err(error);
         }
-        let read_count = drain(state, &client, &read).await?;
+        let read_count = advance(state, &client, &advance_statement, feed).await?;
         if read_count > 0 {
             last_change = Instant::now();
             if !awake {
@@ -159,12 +270,9 @@ async fn session(
     }
 }
 
-/// How long falling asleep waits for older transactions. A long transaction anywhere in
-/// the cluster can hold the horizon for minutes; past this the safety poll covers it.
-const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
-
-/// Marks this listener asleep, then waits until every transaction that could have seen
-/// it awake (and so skipped its NOTIFY) has ended; the caller's next read sees them all.
+/// Marks this listener asleep, then waits until every transaction running at that moment
+/// has ended (at most `SETTLE_AT_MOST`): a writer that read "nobody sleeps" at its
+/// commit was among them, and the caller's next read sees its changes.
 async fn fall_asleep(
     client: &Client,
     listener: &str,
@@ -173,24 +281,18 @@ async fn fall_asleep(
     client
         .execute("SELECT rowsync.listener_sleep($1)", &[&listener])
         .await?;
-    let watermark: String = client
-        .query_one("SELECT rowsync.listener_watermark()::text", &[])
+    let pending: String = client
+        .query_one("SELECT rowsync.listener_pending()::text", &[])
         .await?
         .get(0);
     let settled = client
-        .prepare("SELECT rowsync.listener_settled($1::text::xid8)")
+        .prepare("SELECT rowsync.listener_settled($1::text::xid8[])")
         .await?;
     let mut pause = Duration::from_micros(200);
     let started = Instant::now();
     loop {
-        let done: bool = client.query_one(&settled, &[&watermark]).await?.get(0);
-        if done || *shutdown.borrow() {
-            return Ok(());
-        }
-        if started.elapsed() > SETTLE_AT_MOST {
-            tracing::warn!(
-                "a long-running transaction holds the feed's horizon; relying on the safety poll"
-            );
+        let done: bool = client.query_one(&settled, &[&pending]).await?.get(0);
+        if done || *shutdown.borrow() || started.elapsed() > SETTLE_AT_MOST {
             return Ok(());
         }
         tokio::time::sleep(pause).await;
@@ -198,46 +300,60 @@ async fn fall_asleep(
     }
 }
 
-/// Reads and routes every readable change after the bridge's cursor.
-async fn drain(
+/// Ticks, then reads and routes the batch since this bridge's tick, page by page.
+/// Returns how many changes it routed.
+async fn advance(
     state: &Arc<AppState>,
     client: &Client,
-    read: &Statement,
+    statement: &Statement,
+    feed: FeedId,
 ) -> Result<usize, tokio_postgres::Error> {
+    let Some((_, since)) = state.cursor.get() else {
+        return Ok(0);
+    };
+    let batch = state.config.feed_batch;
+    let rows = match client.query(statement, &[&since.id, &batch]).await {
+        Ok(rows) => rows,
+        Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
+            // This bridge was away longer than the log keeps changes: every subscriber
+            // reads its data again, and the feed goes on from the newest tick.
+            let newest = newest_tick(client).await?;
+            tracing::warn!(
+                tick = since.id,
+                "position fell out of the change log; subscribers resync"
+            );
+            state.router.resync_where(|_| true, "cursor_gone");
+            state.cursor.set(feed, newest);
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(first) = rows.first() else {
+        return Ok(0);
+    };
+    let upto = Tick {
+        id: first.get(0),
+        check: first.get(1),
+    };
+    let mut page: Vec<FeedChange> = rows
+        .iter()
+        .map(|row| FeedChange::from_row(row, 2, feed, since.id, upto))
+        .collect();
     let mut total = 0;
     loop {
-        let position = state.position.load(Ordering::SeqCst);
-        let rows = match client
-            .query(read, &[&position, &state.config.feed_batch])
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
-                // This bridge was away longer than the log keeps changes: every
-                // subscriber reads its data again, and the feed goes on from the head.
-                let head: i64 = client.query_one("SELECT rowsync.head()", &[]).await?.get(0);
-                tracing::warn!(
-                    position,
-                    head,
-                    "cursor fell out of the change log; subscribers resync"
-                );
-                state.router.resync_where(|_| true, "cursor_gone");
-                state.position.store(head, Ordering::SeqCst);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        for row in &rows {
-            let change = FeedChange::from_row(row);
-            state.router.route(&change);
-            // Advance only after routing: a subscriber that reads the position, then
-            // drains its queue, has every change up to it.
-            state.position.store(change.cursor, Ordering::SeqCst);
+        for change in &page {
+            state.router.route(change);
         }
-        total += rows.len();
-        crate::metrics::Metrics::add(&state.metrics.changes_read, rows.len() as u64);
-        if rows.len() < state.config.feed_batch as usize {
-            return Ok(total);
+        total += page.len();
+        crate::metrics::Metrics::add(&state.metrics.changes_read, page.len() as u64);
+        let last = page.last().map(|c| (c.xid, c.cursor));
+        if page.len() < batch as usize {
+            break;
         }
+        page = read_page(client, feed, since.id, upto, last, batch).await?;
     }
+    // Only after routing: a subscriber that reads the position, then drains its queue,
+    // has every change up to it.
+    state.cursor.set(feed, upto);
+    Ok(total)
 }

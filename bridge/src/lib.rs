@@ -15,6 +15,7 @@ pub mod presence;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod token;
 pub mod ws;
 
 pub use config::Config;

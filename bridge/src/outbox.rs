@@ -179,13 +179,17 @@ mod tests {
 
     fn keyed(id: &str, cursor: i64, key: &str) -> Outgoing {
         let change = FeedChange {
+            xid: 1,
             cursor,
-            table: "t".into(),
+            token: cursor.to_string(),
+            table: Some("t".into()),
             row_id: Some(id.into()),
             version: Some(cursor),
             kind: "update".into(),
             old_scopes: None,
             new_scopes: None,
+            topic: None,
+            payload: None,
             at: 0.0,
         };
         Outgoing::Change(Arc::new(
@@ -234,7 +238,7 @@ mod tests {
             .drain()
             .iter()
             .map(|f| match f {
-                Outgoing::Change(c) => c.cursor,
+                Outgoing::Change(c) => c.log_key.1,
                 Outgoing::Text(_) => -1,
             })
             .collect();

@@ -1,8 +1,10 @@
 //! Presence (who is in a room, with a small state) and broadcast (ephemeral room events
 //! such as typing). Members on other bridges arrive through Postgres: each bridge batches
-//! its events into at most a few NOTIFYs on channel `rowsync_bus` per flush interval,
-//! coalescing repeated events of one sender, so database traffic does not grow with
-//! keystrokes. Members re-announce themselves; a member not heard from expires.
+//! its events into one row of `rowsync.bus` per flush interval, coalescing repeated
+//! events of one sender, so database traffic does not grow with keystrokes. Only feed
+//! roles may read or write the bus, and a bridge accepts from another only events about
+//! that bridge's own members. Members re-announce themselves; a member not heard from
+//! expires.
 
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::ConnId;
@@ -11,9 +13,6 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A NOTIFY payload must stay under 8000 bytes.
-const NOTIFY_BYTES: usize = 7900;
 
 pub struct Presence {
     bridge: String,
@@ -44,16 +43,17 @@ struct Member {
     expires: Option<Instant>,
 }
 
-/// Bus payloads received on the feed connection, handled by the presence tick.
+/// Bus rows read from the database (sending bridge, its events), handled by the
+/// presence tick.
 #[derive(Clone, Default)]
-pub struct Inbound(Arc<Mutex<Vec<String>>>);
+pub struct Inbound(Arc<Mutex<Vec<(String, Value)>>>);
 
 impl Inbound {
-    pub fn push(&self, payload: String) {
+    pub fn push(&self, bridge: String, events: Value) {
         if let Ok(mut queue) = self.0.lock() {
             // Bounded: past this, presence repairs itself from the next re-announcement.
             if queue.len() < 10_000 {
-                queue.push(payload);
+                queue.push((bridge, events));
             } else {
                 tracing::warn!(
                     "presence bus backlog full; dropping a batch until members re-announce"
@@ -62,7 +62,7 @@ impl Inbound {
         }
     }
 
-    fn take(&self) -> Vec<String> {
+    fn take(&self) -> Vec<(String, Value)> {
         self.0
             .lock()
             .map(|mut q| std::mem::take(&mut *q))
@@ -79,6 +79,11 @@ impl Presence {
             inner: Mutex::default(),
             inbound: Inbound::default(),
         }
+    }
+
+    /// This bridge's name on the bus.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
     }
 
     pub fn inbound(&self) -> Inbound {
@@ -195,15 +200,15 @@ impl Presence {
     }
 
     /// Called every flush interval: applies what other bridges sent, expires silent
-    /// remote members, re-announces local ones when `announce`, and returns the NOTIFY
-    /// payloads to send now (at most `bus_max_bytes` in all).
-    pub fn tick(&self, announce: bool) -> Vec<String> {
+    /// remote members, re-announces local ones when `announce`, and returns the events to
+    /// publish now (at most `bus_max_bytes` of them, but at least one).
+    pub fn tick(&self, announce: bool) -> Vec<Value> {
         let received = self.inbound.take();
         let Ok(mut inner) = self.inner.lock() else {
             return Vec::new();
         };
-        for payload in received {
-            self.receive(&mut inner, &payload);
+        for (bridge, events) in received {
+            self.receive(&mut inner, &bridge, &events);
         }
         let now = Instant::now();
         for (room, r) in inner.rooms.iter_mut() {
@@ -241,57 +246,38 @@ impl Presence {
                 queue(&mut inner.outbound, event);
             }
         }
-        let mut payloads = Vec::new();
-        let mut batch: Vec<Value> = Vec::new();
-        let mut batch_bytes = 0;
+        let mut batch = Vec::new();
         let mut total = 0;
         while let Some(event) = inner.outbound.front() {
             let size = event.to_string().len() + 1;
-            if size > NOTIFY_BYTES - 100 {
-                tracing::warn!(
-                    bytes = size,
-                    "presence event too large for the bus; not sent to other bridges"
-                );
-                inner.outbound.pop_front();
-                continue;
-            }
-            if total + size > self.max_bytes {
+            if !batch.is_empty() && total + size > self.max_bytes {
                 break; // the rest waits for the next flush
             }
-            if batch_bytes + size > NOTIFY_BYTES - 100 {
-                payloads.push(
-                    json!({"bridge": self.bridge, "events": std::mem::take(&mut batch)})
-                        .to_string(),
-                );
-                batch_bytes = 0;
-            }
-            batch_bytes += size;
             total += size;
             if let Some(event) = inner.outbound.pop_front() {
                 batch.push(event);
             }
         }
-        if !batch.is_empty() {
-            payloads.push(json!({"bridge": self.bridge, "events": batch}).to_string());
-        }
-        payloads
+        batch
     }
 
-    fn receive(&self, inner: &mut Inner, payload: &str) {
-        let Ok(message) = serde_json::from_str::<Value>(payload) else {
-            return;
-        };
-        if message["bridge"].as_str() == Some(self.bridge.as_str()) {
+    fn receive(&self, inner: &mut Inner, bridge: &str, events: &Value) {
+        if bridge == self.bridge {
             return;
         }
-        let Some(events) = message["events"].as_array() else {
+        let Some(events) = events.as_array() else {
             return;
         };
+        // A bridge speaks only for its own members (ids are "<bridge>/<connection>").
+        let own = format!("{bridge}/");
         let mut announce = Vec::new();
         for event in events {
             let (Some(room), Some(id)) = (event["room"].as_str(), event["id"].as_str()) else {
                 continue;
             };
+            if event["t"].as_str() != Some("sync") && !id.starts_with(&own) {
+                continue;
+            }
             let Some(r) = inner.rooms.get_mut(room) else {
                 continue;
             };
@@ -400,18 +386,43 @@ mod tests {
         for i in 0..100 {
             assert!(a.broadcast(1, "room", Some("alice"), "typing", json!({"n": i})));
         }
-        let payloads = a.tick(false);
-        assert_eq!(payloads.len(), 1, "a hundred keystrokes, one notification");
-        b.inbound().push(payloads[0].clone());
+        let events = a.tick(false);
+        assert_eq!(
+            events.len(),
+            2,
+            "a join and the last of a hundred keystrokes"
+        );
+        b.inbound().push("a".into(), Value::Array(events));
         b.tick(false);
         let frames = texts(&bob);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0]["joins"][0]["user"], json!("alice"));
         assert_eq!(frames[1]["payload"], json!({"n": 99}));
         a.leave(1, "room");
-        b.inbound().push(a.tick(false).remove(0));
+        b.inbound().push("a".into(), Value::Array(a.tick(false)));
         b.tick(false);
         assert_eq!(texts(&bob)[0]["leaves"], json!(["a/1"]));
+    }
+
+    #[test]
+    fn a_bridge_speaks_only_for_its_own_members() {
+        let a = Presence::new("a".into(), Duration::from_secs(30), 64 * 1024);
+        let b = Presence::new("b".into(), Duration::from_secs(30), 64 * 1024);
+        let (alice, bob) = (Arc::new(Outbox::new(100)), Arc::new(Outbox::new(100)));
+        a.join(1, &alice, "room", Some("alice"), json!({}));
+        b.join(1, &bob, "room", Some("bob"), json!({}));
+        b.inbound().push("a".into(), Value::Array(a.tick(false)));
+        b.tick(false);
+        texts(&bob);
+        let forged = json!([
+            {"t": "leave", "room": "room", "id": "a/1"},
+            {"t": "join", "room": "room", "id": "a/1", "user": "mallory", "state": {}},
+            {"t": "broadcast", "room": "room", "id": "b/1", "user": "bob", "event": "x", "payload": 1},
+        ]);
+        b.inbound().push("c".into(), forged.clone());
+        b.inbound().push("b".into(), forged);
+        b.tick(false);
+        assert_eq!(texts(&bob), Vec::<Value>::new());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ClientMessage {
         #[serde(rename = "ref")]
         reference: Option<Value>,
         keys: Vec<String>,
-        cursor: Option<i64>,
+        cursor: Option<String>,
     },
     Unsubscribe {
         #[serde(rename = "ref")]
@@ -97,7 +97,11 @@ pub struct ChangeFrame {
     pub id: Option<String>,
     pub version: Option<i64>,
     pub kind: String,
-    pub cursor: i64,
+    /// The resume token of the position just after this change.
+    pub cursor: String,
+    /// The change's key in the log, (xid, cursor): catch-up and the live queue dedupe by it.
+    #[serde(skip)]
+    pub log_key: (i64, i64),
     /// The connection's subscription keys this change matched.
     pub keys: Vec<String>,
     /// When the change was written (seconds since the epoch), for the latency metric.
@@ -115,11 +119,12 @@ pub struct ChangeFrame {
 impl ChangeFrame {
     pub fn new(change: &FeedChange, keys: Vec<String>) -> ChangeFrame {
         ChangeFrame {
-            table: change.table.clone(),
+            table: change.table.clone().unwrap_or_default(),
             id: change.row_id.clone(),
             version: change.version,
             kind: change.kind.clone(),
-            cursor: change.cursor,
+            cursor: change.token.clone(),
+            log_key: (change.xid, change.cursor),
             keys,
             at: change.at,
             record: {

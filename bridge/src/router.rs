@@ -4,6 +4,7 @@
 use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::ChangeFrame;
+use crate::token::{FeedId, Position, Tick};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,48 +12,70 @@ use std::sync::{Arc, RwLock};
 
 pub type ConnId = u64;
 
-/// One row of the change log, as `rowsync.read_changes` returns it.
+/// One row of the change log, as `rowsync.read_changes` returns it, with the resume
+/// token of the position just after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedChange {
+    /// The log key: (xid, cursor).
+    pub xid: i64,
     pub cursor: i64,
-    pub table: String,
+    pub token: String,
+    pub table: Option<String>,
     pub row_id: Option<String>,
     pub version: Option<i64>,
     pub kind: String,
     pub old_scopes: Option<Map<String, Value>>,
     pub new_scopes: Option<Map<String, Value>>,
+    pub topic: Option<String>,
+    pub payload: Option<Value>,
     /// When the change was written, seconds since the epoch.
     pub at: f64,
 }
 
-/// What every reader of the feed selects, in the order `FeedChange::from_row` reads it.
-pub const READ_CHANGES: &str =
-    "SELECT cursor, tbl, row_id, version, kind, old_scopes, new_scopes, \
-                                extract(epoch FROM at)::float8 FROM rowsync.read_changes($1, $2)";
-
 impl FeedChange {
-    pub fn from_row(row: &tokio_postgres::Row) -> FeedChange {
+    /// Reads the row's columns from `first` on (crate::feed's column list), read from the
+    /// batch (`since`, `upto`].
+    pub fn from_row(
+        row: &tokio_postgres::Row,
+        first: usize,
+        feed: FeedId,
+        since: i64,
+        upto: Tick,
+    ) -> FeedChange {
         let scopes = |i: usize| {
-            row.get::<_, Option<Value>>(i)
+            row.get::<_, Option<Value>>(first + i)
                 .and_then(|v| v.as_object().cloned())
         };
+        let (xid, cursor) = (row.get(first), row.get(first + 1));
+        let position = Position {
+            lo: since,
+            hi: upto,
+            after: Some((xid, cursor)),
+        };
         FeedChange {
-            cursor: row.get(0),
-            table: row.get(1),
-            row_id: row.get(2),
-            version: row.get(3),
-            kind: row.get(4),
-            old_scopes: scopes(5),
-            new_scopes: scopes(6),
-            at: row.get(7),
+            xid,
+            cursor,
+            token: crate::token::encode(feed, &position),
+            table: row.get(first + 2),
+            row_id: row.get(first + 3),
+            version: row.get(first + 4),
+            kind: row.get(first + 5),
+            old_scopes: scopes(6),
+            new_scopes: scopes(7),
+            topic: row.get(first + 8),
+            payload: row.get(first + 9),
+            at: row.get(first + 10),
         }
     }
 
     /// The keys this change concerns: its record, and every scope it was or is in.
     pub fn keys(&self) -> Vec<String> {
         let mut keys = Vec::new();
+        let Some(table) = &self.table else {
+            return keys;
+        };
         if let Some(id) = &self.row_id {
-            keys.push(Key::record(&self.table, id));
+            keys.push(Key::record(table, id));
         }
         for scopes in [&self.old_scopes, &self.new_scopes].into_iter().flatten() {
             for (column, value) in scopes {
@@ -61,7 +84,7 @@ impl FeedChange {
                     Value::Null => continue,
                     other => other.to_string(),
                 };
-                let key = Key::scope(&self.table, column, &value);
+                let key = Key::scope(table, column, &value);
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
@@ -129,11 +152,12 @@ impl Router {
         };
         if change.kind == "truncate" {
             drop(inner);
+            let Some(table) = &change.table else {
+                return 0;
+            };
+            let prefixes = [format!("{table}:"), format!("{table}?")];
             return self.resync_where(
-                |key| {
-                    key.starts_with(&format!("{}:", change.table))
-                        || key.starts_with(&format!("{}?", change.table))
-                },
+                |key| prefixes.iter().any(|p| key.starts_with(p.as_str())),
                 "truncate",
             );
         }
@@ -236,13 +260,17 @@ mod tests {
 
     fn moved_task() -> FeedChange {
         FeedChange {
+            xid: 700,
             cursor: 7,
-            table: "tasks".into(),
+            token: "t7".into(),
+            table: Some("tasks".into()),
             row_id: Some("t1".into()),
             version: Some(3),
             kind: "update".into(),
             old_scopes: json!({"board_id": "b1"}).as_object().cloned(),
             new_scopes: json!({"board_id": "b2"}).as_object().cloned(),
+            topic: None,
+            payload: None,
             at: 0.0,
         }
     }

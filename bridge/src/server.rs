@@ -10,7 +10,7 @@ use crate::router::Router;
 use crate::{feed, http};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -24,9 +24,8 @@ pub struct AppState {
     pub router: Router,
     pub presence: Presence,
     pub metrics: Metrics,
-    /// The cursor of the last change routed.
-    pub position: AtomicI64,
-    pub feed_started: AtomicBool,
+    /// Where the feed stands: every change up to its tick has been routed.
+    pub cursor: feed::Cursor,
     pub feed_ready: AtomicBool,
     pub shutdown: watch::Receiver<bool>,
     /// One clone per open connection; its count tells shutdown when all are gone.
@@ -67,8 +66,7 @@ impl AppState {
             pool,
             router: Router::default(),
             metrics: Metrics::default(),
-            position: AtomicI64::new(0),
-            feed_started: AtomicBool::new(false),
+            cursor: feed::Cursor::default(),
             feed_ready: AtomicBool::new(false),
             shutdown,
             connections: Arc::new(()),
@@ -128,38 +126,71 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends this bridge's presence and broadcast events to the others, batched.
+/// Carries presence and broadcast between bridges through `rowsync.bus`: every flush
+/// interval, reads what the others published if the doorbell rang, then publishes this
+/// bridge's events in one row.
 async fn publish_presence(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(state.config.bus_flush);
     let announce_every =
         (state.config.presence_timeout.as_millis() / 3 / state.config.bus_flush.as_millis().max(1))
             .max(1) as u64;
     let mut ticks: u64 = 0;
+    // The snapshot the last read covered: the next reads what committed since.
+    let mut read_upto: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         ticks += 1;
-        let payloads = state.presence.tick(ticks.is_multiple_of(announce_every));
-        if payloads.is_empty() {
+        let rang = state.cursor.bus_rang.swap(false, Ordering::SeqCst);
+        if rang || read_upto.is_none() {
+            match read_bus(&state, read_upto.as_deref()).await {
+                Ok(upto) => read_upto = Some(upto),
+                Err(error) => {
+                    state.cursor.bus_rang.store(true, Ordering::SeqCst);
+                    tracing::warn!(%error, "presence bus not read");
+                }
+            }
+        }
+        let events = state.presence.tick(ticks.is_multiple_of(announce_every));
+        if events.is_empty() {
             continue;
         }
-        let client = match state.pool.get().await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::warn!(%error, "presence not sent to other bridges: no database connection");
-                continue;
-            }
-        };
-        for payload in payloads {
-            match client
-                .execute("SELECT pg_notify('rowsync_bus', $1)", &[&payload])
+        let published = match state.pool.get().await {
+            Ok(client) => client
+                .execute(
+                    "SELECT rowsync.bus_publish($1, $2)",
+                    &[&state.presence.bridge(), &serde_json::Value::Array(events)],
+                )
                 .await
-            {
-                Ok(_) => Metrics::add(&state.metrics.bus_messages, 1),
-                Err(error) => tracing::warn!(%error, "presence not sent to other bridges"),
-            }
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match published {
+            Ok(_) => Metrics::add(&state.metrics.bus_messages, 1),
+            Err(error) => tracing::warn!(%error, "presence not sent to other bridges"),
         }
     }
+}
+
+/// Queues what other bridges published since snapshot `since` (from now on, when
+/// `None`), and returns the snapshot to read from next.
+async fn read_bus(state: &AppState, since: Option<&str>) -> Result<String, String> {
+    let client = state.pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            "SELECT upto::text, bridge, events FROM rowsync.bus_read($1::text::pg_snapshot)",
+            &[&since],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut upto = since.unwrap_or_default().to_string();
+    for row in rows {
+        upto = row.get(0);
+        if let (Some(bridge), Some(events)) = (row.get(1), row.get(2)) {
+            state.presence.inbound().push(bridge, events);
+        }
+    }
+    Ok(upto)
 }

@@ -10,12 +10,12 @@ use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{ChangeFrame, ClientMessage, PresenceAction, PROTOCOL_VERSION};
 use crate::router::ConnId;
 use crate::server::AppState;
+use crate::token::{encode, FeedId, Position, Tick, TokenError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -266,16 +266,16 @@ impl Conn {
         }
     }
 
-    /// Writes the queued frames, except changes whose cursor is in `skip`, and flushes
+    /// Writes the queued frames, except changes whose log key is in `skip`, and flushes
     /// once: queued frames go out in one write, not one each.
     async fn send_queued(
         &mut self,
         socket: &mut WebSocket,
-        skip: &HashSet<i64>,
+        skip: &HashSet<(i64, i64)>,
     ) -> Result<(), axum::Error> {
         for frame in self.outbox.drain() {
             let text = match frame {
-                Outgoing::Change(change) if skip.contains(&change.cursor) => continue,
+                Outgoing::Change(change) if skip.contains(&change.log_key) => continue,
                 Outgoing::Change(change) => {
                     let seconds = unix_seconds() - change.at;
                     self.state.metrics.observe_latency(seconds.max(0.0));
@@ -461,7 +461,7 @@ impl Conn {
         &mut self,
         socket: &mut WebSocket,
         keys: Vec<String>,
-        cursor: Option<i64>,
+        cursor: Option<String>,
     ) -> Result<Value, Error> {
         let new: Vec<String> = keys
             .iter()
@@ -484,86 +484,118 @@ impl Conn {
         }
         // The position first, then the queue: every change up to it is queued by now, so
         // a client that resumes from the acknowledged cursor misses nothing.
-        let position = self.state.position.load(Ordering::SeqCst);
+        let position = self.state.cursor.get();
         let mut sent = HashSet::new();
-        if let Some(cursor) = cursor {
-            sent = self.catch_up(socket, cursor, &keys).await?;
+        if let (Some(cursor), Some((feed, now))) = (cursor, position) {
+            sent = self.catch_up(socket, feed, &cursor, now, &keys).await?;
         }
         self.send_queued(socket, &sent)
             .await
             .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
-        Ok(json!({"type": "ack", "keys": keys, "cursor": position}))
+        let cursor = position.map(|(feed, tick)| encode(feed, &Position::at(tick)));
+        Ok(json!({"type": "ack", "keys": keys, "cursor": cursor}))
     }
 
-    /// Sends every change after `cursor` that concerns `keys`, in feed order, and returns
-    /// their cursors. A cursor the log no longer holds gets a `resync` for those keys.
+    /// Sends every change from the client's token up to the bridge's tick `now` that
+    /// concerns `keys`, in feed order, and returns their log keys. A token that names
+    /// another feed, fails its check, or is older than the log gets a `resync` for the
+    /// keys instead.
     async fn catch_up(
         &mut self,
         socket: &mut WebSocket,
-        cursor: i64,
+        feed: FeedId,
+        token: &str,
+        now: Tick,
         keys: &[String],
-    ) -> Result<HashSet<i64>, Error> {
-        let wanted: HashSet<&String> = keys.iter().collect();
-        let client = self.state.pool.get().await?;
-        let read = client.prepare_cached(crate::router::READ_CHANGES).await?;
+    ) -> Result<HashSet<(i64, i64)>, Error> {
+        let lost = |reason: &str| json!({"type": "resync", "keys": keys, "reason": reason});
         let mut sent = HashSet::new();
-        let mut after = cursor;
-        loop {
-            let rows = match client
-                .query(&read, &[&after, &self.state.config.feed_batch])
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
-                    let frame = json!({"type": "resync", "keys": keys, "reason": "cursor_gone"});
-                    send_text(socket, frame.to_string())
-                        .await
-                        .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
-                    return Ok(sent);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            for row in &rows {
-                let change = crate::router::FeedChange::from_row(row);
-                after = change.cursor;
-                if change.kind == "truncate" {
-                    let prefixes = [format!("{}:", change.table), format!("{}?", change.table)];
-                    let emptied: Vec<&String> = keys
-                        .iter()
-                        .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
-                        .collect();
-                    if !emptied.is_empty() {
-                        let frame =
-                            json!({"type": "resync", "keys": emptied, "reason": "truncate"});
-                        send_text(socket, frame.to_string())
+        let from = match crate::token::decode(feed, token) {
+            Ok(position) => position,
+            Err(TokenError::Malformed) => {
+                return Err(Error::new(
+                    errors::BAD_MESSAGE,
+                    "cursor is not a token this feed issued",
+                ))
+            }
+            Err(TokenError::OtherFeed) => {
+                send_text(socket, lost("cursor_foreign").to_string())
+                    .await
+                    .map_err(gone)?;
+                return Ok(sent);
+            }
+        };
+        let client = self.state.pool.get().await?;
+        // A token's tick that is gone was thinned (its range merges into the next batch)
+        // or lost in a crash; one that is there must be the tick the token was issued at.
+        let from = match crate::feed::tick(&client, from.hi.id).await? {
+            Some(tick) if tick == from.hi => from,
+            Some(_) => {
+                send_text(socket, lost("cursor_invalid").to_string())
+                    .await
+                    .map_err(gone)?;
+                return Ok(sent);
+            }
+            None if from.hi.id > now.id => {
+                send_text(socket, lost("cursor_invalid").to_string())
+                    .await
+                    .map_err(gone)?;
+                return Ok(sent);
+            }
+            None => Position::at(Tick {
+                id: from.lo,
+                check: 0,
+            }),
+        };
+        let wanted: HashSet<&String> = keys.iter().collect();
+        // The rest of the token's batch, then everything since, up to the bridge's tick.
+        let mut ranges = vec![(from.lo, from.hi, from.after)];
+        if from.hi.id < now.id {
+            ranges.push((from.hi.id, now, None));
+        }
+        let batch = self.state.config.feed_batch;
+        for (since, upto, mut after) in ranges {
+            if since >= upto.id && after.is_none() {
+                continue;
+            }
+            loop {
+                let page =
+                    match crate::feed::read_page(&client, feed, since, upto, after, batch).await {
+                        Ok(page) => page,
+                        Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
+                            send_text(socket, lost("cursor_gone").to_string())
+                                .await
+                                .map_err(gone)?;
+                            return Ok(sent);
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                for change in &page {
+                    after = Some((change.xid, change.cursor));
+                    if let Some(frame) = catch_up_frame(change, keys, &wanted) {
+                        let text = match frame {
+                            CatchUp::Change(frame) => {
+                                sent.insert(frame.log_key);
+                                frame.to_text()
+                            }
+                            CatchUp::Text(text) => text.into(),
+                        };
+                        socket
+                            .feed(Message::Text(text))
                             .await
                             .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
                     }
-                    continue;
                 }
-                let matched: Vec<String> = change
-                    .keys()
-                    .into_iter()
-                    .filter(|k| wanted.contains(k))
-                    .collect();
-                if matched.is_empty() {
-                    continue;
-                }
-                let frame = ChangeFrame::new(&change, matched);
                 socket
-                    .feed(Message::Text(frame.to_text()))
+                    .flush()
                     .await
                     .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
-                sent.insert(frame.cursor);
-            }
-            socket
-                .flush()
-                .await
-                .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
-            if rows.len() < self.state.config.feed_batch as usize {
-                return Ok(sent);
+                if page.len() < batch as usize {
+                    break;
+                }
             }
         }
+        Ok(sent)
     }
 
     async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
@@ -576,7 +608,7 @@ impl Conn {
                 ),
             ));
         }
-        let position = self.state.position.load(Ordering::SeqCst);
+        let position = self.state.cursor.token();
         let mut pointers = Vec::new();
         let mut scopes = Vec::new();
         for text in &keys {
@@ -713,6 +745,10 @@ fn parse_message(text: &str) -> Result<ClientMessage, (Option<Value>, Error)> {
         .map_err(|e| refused(Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))))
 }
 
+fn gone(_: axum::Error) -> Error {
+    Error::new(errors::INTERNAL, "connection lost")
+}
+
 async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), axum::Error> {
     socket.send(Message::Text(Utf8Bytes::from(text))).await
 }
@@ -777,4 +813,36 @@ impl TokenBucket {
     fn flooding(&self) -> bool {
         self.refused as f64 > self.rate
     }
+}
+
+enum CatchUp {
+    Change(ChangeFrame),
+    Text(String),
+}
+
+/// What catch-up sends a connection following `keys` for one change of the log.
+fn catch_up_frame(
+    change: &crate::router::FeedChange,
+    keys: &[String],
+    wanted: &HashSet<&String>,
+) -> Option<CatchUp> {
+    if change.kind == "truncate" {
+        let table = change.table.as_deref()?;
+        let prefixes = [format!("{table}:"), format!("{table}?")];
+        let emptied: Vec<&String> = keys
+            .iter()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .collect();
+        return (!emptied.is_empty()).then(|| {
+            CatchUp::Text(
+                json!({"type": "resync", "keys": emptied, "reason": "truncate"}).to_string(),
+            )
+        });
+    }
+    let matched: Vec<String> = change
+        .keys()
+        .into_iter()
+        .filter(|k| wanted.contains(k))
+        .collect();
+    (!matched.is_empty()).then(|| CatchUp::Change(ChangeFrame::new(change, matched)))
 }

@@ -2,15 +2,22 @@
 -- capture trigger (SECURITY DEFINER), the rest through the functions below.
 
 -- The JWT claims the caller's transaction carries (PostgREST's request.jwt.claims).
+-- Policies call these for every row they check, so they are written to be inlined: no
+-- SET clause (it would stop Postgres from inlining them), every name schema-qualified
+-- instead, so a caller's search_path cannot redirect them. Write policies as
+-- `(SELECT rowsync.user_id())` and Postgres evaluates it once per statement (docs/sql.md).
 CREATE FUNCTION rowsync.claims() RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('request.jwt.claims', true) OPERATOR(pg_catalog.<>) ''
+                THEN pg_catalog.current_setting('request.jwt.claims', true)::pg_catalog.jsonb END
 $$;
 
--- The user id (`sub` claim), for policies: USING (owner_id = rowsync.user_id()).
+-- The user id (`sub` claim), for policies: USING (owner_id = (SELECT rowsync.user_id())).
 CREATE FUNCTION rowsync.user_id() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('request.jwt.claims', true) OPERATOR(pg_catalog.<>) ''
+                THEN pg_catalog.current_setting('request.jwt.claims', true)::pg_catalog.jsonb
+                     OPERATOR(pg_catalog.->>) 'sub' END
 $$;
 
 -- Anyone may call the functions; what each may do is decided by grants and policies.
@@ -20,12 +27,20 @@ CREATE TABLE rowsync.settings (
     singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     -- How long the change log keeps a change; a client further behind is told to resync.
     change_retention  interval NOT NULL DEFAULT '7 days',
+    -- Every feed position (tick) younger than this is kept; older ones are thinned to one
+    -- per second, and past tick_seconds_for to one per minute. A token naming a thinned
+    -- tick resumes from the kept one before it (a few changes arrive twice, none is lost).
+    tick_keep_all     interval NOT NULL DEFAULT '5 minutes',
+    tick_seconds_for  interval NOT NULL DEFAULT '1 hour',
     -- How long a transaction id is remembered, so that a retry returns the first result.
     applied_retention interval NOT NULL DEFAULT '1 day',
     -- A listener not heard from for this long is forgotten by rowsync.prune().
     listener_timeout  interval NOT NULL DEFAULT '1 minute',
     -- Most ops in one transaction, and most pointers in one rowsync.get call.
-    max_ops           integer  NOT NULL DEFAULT 1000 CHECK (max_ops > 0)
+    max_ops           integer  NOT NULL DEFAULT 1000 CHECK (max_ops > 0),
+    -- Names this change log in resume tokens: a token from another database or cluster
+    -- (or from before rowsync.reset_feed()) resyncs instead of resuming in the wrong place.
+    feed_id           uuid     NOT NULL DEFAULT pg_catalog.gen_random_uuid()
 );
 INSERT INTO rowsync.settings DEFAULT VALUES;
 GRANT SELECT ON rowsync.settings TO PUBLIC;
@@ -49,31 +64,52 @@ CREATE POLICY synced_owner ON rowsync.synced FOR ALL
         (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
 GRANT SELECT, INSERT, UPDATE, DELETE ON rowsync.synced TO PUBLIC;
 
--- The change log: one row per changed row, ids only. Readers order it by (xid, cursor):
--- see rowsync.read_changes for why the cursor alone is not a safe order.
+-- The change log: one row per changed row, ids only, and one per rowsync.send event.
+-- Written only by the capture triggers and rowsync.send (SECURITY DEFINER, both checked
+-- against the registry). Readers go by ticks (rowsync.ticks), never by cursor alone: see
+-- rowsync.read_changes.
 CREATE TABLE rowsync.changes (
-    cursor     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The writer's top-level transaction: its changes become readable together, at the
+    -- first tick whose snapshot sees it committed.
     xid        xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    -- Order within a transaction (and a tie-break between them).
+    cursor     bigint GENERATED ALWAYS AS IDENTITY,
+    -- The relation the capture trigger fired on (NULL for events): the log says which
+    -- table changed by what Postgres reports, not by anything a caller passed.
+    rel        oid,
     tx_id      uuid,
-    tbl        text NOT NULL,
+    tbl        text,
     row_id     text,
     version    bigint,
-    -- insert, update, delete or truncate. No CHECK: only the capture triggers write here,
-    -- and a CHECK's expression is rebuilt from its stored text at every insert.
+    -- insert, update, delete, truncate or event. No CHECK: only rowsync's own functions
+    -- write here, and a CHECK's expression is rebuilt from its stored text at every insert.
     kind       text NOT NULL,
     old_scopes jsonb,
     new_scopes jsonb,
-    -- When the row was written (close to commit, for delivery latency); retention reads it.
+    -- Events (rowsync.send): the canonical topic and {"event", "data", "from"}.
+    topic      text,
+    payload    jsonb,
+    -- When the row was written (close to commit): the delivery latency metric reads it.
     at         timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
 );
-CREATE INDEX changes_order ON rowsync.changes (xid, cursor);
--- BRIN: `at` grows with the log, and only retention (rowsync.prune) reads it by range;
--- a B-tree here would be a third index insert on every write.
-CREATE INDEX changes_at ON rowsync.changes USING brin (at);
--- Only roles granted SELECT (the bridge's authenticator) read the feed.
+-- The one index: every read is a range or a probe by xid, and retention deletes by xid.
+-- Each index more is paid by every synced write (docs/benchmarks.md, write path).
+CREATE UNIQUE INDEX changes_order ON rowsync.changes (xid, cursor);
+-- Only roles granted the feed (the bridge's authenticator) read it.
 REVOKE ALL ON rowsync.changes FROM PUBLIC;
--- currval() tells apply the cursor of its own last change.
-GRANT SELECT ON SEQUENCE rowsync.changes_cursor_seq TO PUBLIC;
+
+-- Feed positions. A tick is a snapshot taken on the primary; the changes of batch N are
+-- those whose transaction is visible at tick N and not at tick N-1. A transaction open
+-- for hours holds back nothing but itself: it lands in the batch of the tick after it
+-- commits (PgQ's design).
+CREATE TABLE rowsync.ticks (
+    id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    snap pg_catalog.pg_snapshot NOT NULL,
+    at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+REVOKE ALL ON rowsync.ticks FROM PUBLIC;
+-- The origin: nothing was logged before the extension existed.
+INSERT INTO rowsync.ticks (snap) VALUES (pg_catalog.pg_current_snapshot());
 
 -- Transaction ids already applied, with their result. Each user sees only their own.
 CREATE TABLE rowsync.applied (
@@ -98,6 +134,25 @@ CREATE TABLE rowsync.listeners (
 );
 REVOKE ALL ON rowsync.listeners FROM PUBLIC;
 -- How many listeners sleep. A sequence, because its value is read in place, outside any
--- snapshot: a writer sees a listener fall asleep at once, whatever its isolation level.
+-- snapshot: a committing writer sees a listener fall asleep at once, whatever its
+-- isolation level. Every writer reads it once, at commit, as itself: reading tells no
+-- more than that some bridge sleeps; only rowsync's functions change it.
 CREATE SEQUENCE rowsync.sleepers MINVALUE 0 START 0;
 REVOKE ALL ON rowsync.sleepers FROM PUBLIC;
+GRANT SELECT ON rowsync.sleepers TO PUBLIC;
+-- Counted, so that reading it never finds it unset.
+SELECT pg_catalog.setval('rowsync.sleepers', 0, true);
+
+-- The bus between bridges: presence and broadcast events, which are not stored changes.
+-- Only feed roles read or write it (rowsync.bus_publish, rowsync.bus_read); a NOTIFY on
+-- `rowsync_bus` is only a doorbell with no payload, so any role ringing it costs a read
+-- and learns nothing. Unlogged: presence re-announces itself after a crash.
+CREATE UNLOGGED TABLE rowsync.bus (
+    xid    xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    seq    bigint GENERATED ALWAYS AS IDENTITY,
+    bridge text NOT NULL,
+    events jsonb NOT NULL,
+    at     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+CREATE INDEX bus_order ON rowsync.bus (xid, seq);
+REVOKE ALL ON rowsync.bus FROM PUBLIC;

@@ -31,27 +31,20 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The capture trigger (extension/src/capture.rs): bumps version and appends to the
--- change log, in the writer's transaction. Arguments: the table's name in ops, its key
--- column, its scope columns. It fires last among BEFORE triggers (by name), after any
--- trigger that might skip the row. No pinned search_path: its one statement names
--- everything by schema.
+-- change log, in the writer's transaction; on TRUNCATE it logs one change, and
+-- subscribers resync. It looks its table up in the registry by the relation it fires
+-- on, fires only as the two triggers rowsync.enable creates, and takes no arguments.
+-- EXECUTE stays granted: CREATE TRIGGER needs it, and attaching it anywhere else fails
+-- at the first write with RS007. It fires last among BEFORE triggers (by name), after
+-- any trigger that might skip the row.
 CREATE FUNCTION rowsync._capture() RETURNS trigger
 LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', '_capture_wrapper';
 
--- TRUNCATE has no rows to log: it logs one 'truncate' change, and subscribers resync.
-CREATE FUNCTION rowsync._capture_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    INSERT INTO rowsync.changes (tx_id, tbl, kind)
-    VALUES (nullif(current_setting('rowsync.tx_id', true), '')::uuid, TG_ARGV[0], 'truncate');
-    IF pg_sequence_last_value('rowsync.sleepers') > 0 THEN
-        PERFORM pg_notify('rowsync', pg_current_xact_id()::text);
-    END IF;
-    RETURN NULL;
-END
-$$;
--- EXECUTE stays granted: CREATE TRIGGER needs it, and Postgres refuses to call a trigger
--- function other than as a trigger.
+-- Registry rows changed: every backend forgets what it cached of those tables.
+CREATE FUNCTION rowsync._registry_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', '_registry_changed_wrapper';
+CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.synced
+    FOR EACH ROW EXECUTE FUNCTION rowsync._registry_changed();
 
 CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -61,7 +54,6 @@ DECLARE
     version_type regtype;
     table_name text;
     scope text;
-    trigger_args text;
 BEGIN
     SELECT array_agg(a.attname), min(a.atttypid::regtype::text)::regtype
       INTO key_columns, key_type
@@ -115,13 +107,10 @@ BEGIN
          WHERE c.oid = tbl;
     END IF;
 
-    SELECT string_agg(quote_literal(arg), ', ')
-      INTO trigger_args
-      FROM unnest(ARRAY[table_name, key_columns[1]::text] || coalesce(scopes, '{}')) AS arg;
     EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION rowsync._capture(%s)', tbl, trigger_args);
+                   'FOR EACH ROW EXECUTE FUNCTION rowsync._capture()', tbl);
     EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture_truncate(%L)', tbl, table_name);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture()', tbl);
     INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes)
     VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[])
     ON CONFLICT (rel) DO UPDATE SET pk = EXCLUDED.pk, pk_type = EXCLUDED.pk_type, scopes = EXCLUDED.scopes;
@@ -136,153 +125,6 @@ BEGIN
     DELETE FROM rowsync.synced WHERE rel = tbl;
 END
 $$;
-
--- The change feed after `after` (0: from the start of the log), in feed order.
---
--- Cursors come from a sequence, so a transaction can take a lower cursor and commit after
--- one with a higher cursor; reading "cursor > n" would skip it. Rows are read only from
--- transactions older than every running one (xid below the snapshot's xmin), whose
--- changes are all final, in (xid, cursor) order. A cursor stands for its position in
--- that order, so a reader resumes exactly where it stopped.
-CREATE FUNCTION rowsync.read_changes(after bigint, max_rows integer DEFAULT 1000)
-RETURNS TABLE (cursor bigint, tx_id uuid, tbl text, row_id text, version bigint, kind text,
-               old_scopes jsonb, new_scopes jsonb, at timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    start_xid xid8;
-    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
-BEGIN
-    IF after < 0 OR max_rows < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = 'RS001',
-            MESSAGE = 'rowsync.read_changes: after must be >= 0 and max_rows >= 1',
-            DETAIL = format('after = %s, max_rows = %s', after, max_rows),
-            HINT = 'start from 0 or from rowsync.head()';
-    END IF;
-    IF after > 0 THEN
-        SELECT c.xid INTO start_xid FROM rowsync.changes c WHERE c.cursor = after;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'RS410',
-                MESSAGE = format('cursor %s is not in the change log', after),
-                DETAIL = 'it is older than the retention window, or was never issued',
-                HINT = 'resync: take rowsync.head() first, then read the rows again, then follow the feed from that head';
-        END IF;
-        RETURN QUERY
-            SELECT c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes, c.new_scopes, c.at
-              FROM rowsync.changes c
-             WHERE (c.xid, c.cursor) > (start_xid, after) AND c.xid < horizon
-             ORDER BY c.xid, c.cursor
-             LIMIT max_rows;
-    ELSE
-        RETURN QUERY
-            SELECT c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes, c.new_scopes, c.at
-              FROM rowsync.changes c
-             WHERE c.xid < horizon
-             ORDER BY c.xid, c.cursor
-             LIMIT max_rows;
-    END IF;
-END
-$$;
-
--- The cursor of the last change a reader can see now (0 for an empty log): where a new
--- subscriber starts after reading its rows.
-CREATE FUNCTION rowsync.head() RETURNS bigint
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((
-        SELECT c.cursor FROM rowsync.changes c
-         WHERE c.xid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY c.xid DESC, c.cursor DESC LIMIT 1), 0)
-$$;
-
--- Listener protocol (docs/sql.md): a listener LISTENs on channel `rowsync`, then
---   awake:  rowsync.listener_awake(id)  -- writers stop notifying; it polls read_changes
---   asleep: rowsync.listener_sleep(id), committed; then w := rowsync.listener_watermark()
---           in a transaction of its own; wait until rowsync.listener_settled(w); read
---           once more; then wait for a notification.
--- A writer checks rowsync.sleepers after logging its change, so it holds an xid when it
--- reads the count. The watermark is an xid assigned after the count rose, so every writer
--- that read the old count has a lower xid, and listener_settled says when all of them have
--- ended: the read after it sees their changes. (A snapshot's xmax cannot serve: it is
--- latestCompletedXid + 1, below xids still running.)
-CREATE FUNCTION rowsync._listener_set(listener text, is_awake boolean) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- One listener changes state at a time, so the count below is exact.
-    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
-    IF is_awake IS NULL THEN
-        DELETE FROM rowsync.listeners WHERE id = listener;
-    ELSE
-        INSERT INTO rowsync.listeners (id, awake, seen_at) VALUES (listener, is_awake, now())
-        ON CONFLICT (id) DO UPDATE SET awake = is_awake, seen_at = now();
-    END IF;
-    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
-END
-$$;
-REVOKE ALL ON FUNCTION rowsync._listener_set(text, boolean) FROM PUBLIC;
-
-CREATE FUNCTION rowsync.listener_awake(listener text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT rowsync._listener_set(listener, true)
-$$;
-
-CREATE FUNCTION rowsync.listener_sleep(listener text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT rowsync._listener_set(listener, false)
-$$;
-
--- Call in a transaction of its own, after listener_sleep committed.
-CREATE FUNCTION rowsync.listener_watermark() RETURNS xid8
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_current_xact_id()
-$$;
-
-CREATE FUNCTION rowsync.listener_settled(watermark xid8) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) > watermark
-$$;
-
-CREATE FUNCTION rowsync.listener_forget(listener text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT rowsync._listener_set(listener, NULL)
-$$;
-
--- Deletes changes, applied transaction ids and silent listeners past their retention
--- (rowsync.settings). Run it periodically: the bridge does, or pg_cron.
-CREATE FUNCTION rowsync.prune() RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    s rowsync.settings;
-    changes bigint;
-    applied bigint;
-    listeners bigint;
-BEGIN
-    SELECT * INTO s FROM rowsync.settings;
-    DELETE FROM rowsync.changes WHERE at < now() - s.change_retention;
-    GET DIAGNOSTICS changes = ROW_COUNT;
-    DELETE FROM rowsync.applied WHERE at < now() - s.applied_retention;
-    GET DIAGNOSTICS applied = ROW_COUNT;
-    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
-    DELETE FROM rowsync.listeners WHERE seen_at < now() - s.listener_timeout;
-    GET DIAGNOSTICS listeners = ROW_COUNT;
-    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
-    RETURN jsonb_build_object('changes', changes, 'applied', applied, 'listeners', listeners);
-END
-$$;
-
-REVOKE ALL ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text),
-    rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer),
-    rowsync.head() FROM PUBLIC;
-
--- Lets `role` follow the feed: a bridge's authenticator, or a backend worker.
-CREATE FUNCTION rowsync.grant_feed(role regrole) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    EXECUTE format('GRANT SELECT ON rowsync.changes TO %s', role);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text), '
-                   'rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(), rowsync.read_changes(bigint, integer), '
-                   'rowsync.head() TO %s', role);
-END
-$$;
-REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
 
 -- The synced table `tbl`, when `col` is one of its scopes; RS002 or RS003 otherwise.
 CREATE FUNCTION rowsync._scope_table(tbl text, col text) RETURNS rowsync.synced
@@ -354,12 +196,3 @@ BEGIN
     RETURN rows;
 END
 $$;
-
--- Whoever ran CREATE EXTENSION administers rowsync, superuser or not: a trusted
--- extension's objects belong to the bootstrap superuser, so they are granted here.
-GRANT UPDATE ON rowsync.settings TO @extowner@;
-GRANT SELECT ON rowsync.changes TO @extowner@ WITH GRANT OPTION;
-GRANT EXECUTE ON FUNCTION rowsync.listener_awake(text), rowsync.listener_sleep(text),
-    rowsync.listener_watermark(), rowsync.listener_forget(text), rowsync.prune(),
-    rowsync.read_changes(bigint, integer), rowsync.head(), rowsync.grant_feed(regrole)
-    TO @extowner@ WITH GRANT OPTION;

@@ -89,18 +89,9 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
 
     // Everything rowsync refuses has been refused by now. What follows can only fail in
     // Postgres (constraints, row-level security), which aborts the whole transaction.
-    // The capture trigger logs the transaction id it finds here; reset after the writes
-    // so that plain SQL later in the same Postgres transaction is not credited to it.
-    let tag = |client: &mut SpiClient<'_>, id: &str| {
-        json_row(
-            client,
-            "SELECT to_jsonb(set_config('rowsync.tx_id', $1, true))",
-            &[id.into()],
-        );
-    };
-    if let Some(id) = &tx.id {
-        tag(client, id);
-    }
+    // The capture trigger credits the changes to the transaction id while the writes run,
+    // and to nothing after: plain SQL later in the same Postgres transaction is not it.
+    let credit = tx.id.as_deref().map(crate::capture::credit_to);
     crate::capture::take_last_cursor();
     let skipped: BTreeSet<usize> = outcome.skipped.iter().map(|s| s.index).collect();
     let recreated: BTreeSet<RowKey> = ops
@@ -136,9 +127,7 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
             "row": row.map(Value::Object),
         }));
     }
-    if tx.id.is_some() {
-        tag(client, "");
-    }
+    drop(credit);
     // Not from each write's RETURNING: AFTER triggers and foreign-key cascades log their
     // changes when each statement ends.
     let cursor = match crate::capture::take_last_cursor() {

@@ -1,49 +1,111 @@
-//! The capture trigger, `rowsync._capture(name, key column, scope columns…)`: bumps the
-//! row's version and appends the change to the log, in the writer's transaction.
+//! The capture trigger, `rowsync._capture()`: bumps the row's version and appends the
+//! change to the log, in the writer's transaction. TRUNCATE logs one `truncate` change.
 //!
-//! In Rust rather than PL/pgSQL because every write to a synced table pays for it: a
-//! PL/pgSQL trigger spent half its time in the interpreter, in converting whole rows with
-//! `to_jsonb` to read two fields, and in its pinned search_path. Here one cached statement
-//! logs the change, and Postgres itself turns the scope values into JSON
-//! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would.
+//! It trusts nothing a caller can choose. Anyone may attach a trigger function they can
+//! EXECUTE, and it runs with its owner's rights, so it finds its table by the relation it
+//! fires on (`tg_relation`) in the registry, fires only as the trigger rowsync.enable
+//! creates (by name, timing and level), and ignores its arguments. Registering a table is
+//! limited to the table's owner (the registry's policy), so a role can only ever log
+//! changes of its own tables, under their own names. The transaction id a change carries
+//! is one only `rowsync.apply` sets, in this backend's memory.
 //!
-//! It runs with its owner's rights (SECURITY DEFINER, declared in functions.sql) without a
-//! pinned search_path: its one statement names every object by schema and calls nothing
-//! that a search_path could redirect.
+//! In Rust rather than PL/pgSQL because every write to a synced table pays for it: one
+//! cached statement logs the change, and Postgres itself turns the scope values into JSON
+//! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would. Its
+//! statements name every object by schema and call nothing a search_path could redirect.
 
-use crate::sql::{json_row, json_rows};
+use crate::sql::{json_row, json_rows, raise_coded};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::{heap_getattr_raw, PgTupleDesc};
-use std::cell::Cell;
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
+use std::rc::Rc;
 
 const VERSION: &str = "version";
+/// The names rowsync.enable gives its triggers.
+const ROW_TRIGGER: &str = "zzz_rowsync_capture";
+const TRUNCATE_TRIGGER: &str = "zzz_rowsync_truncate";
+
+/// A synced table as the registry describes it.
+struct Definition {
+    name: String,
+    pk: String,
+    scopes: Vec<String>,
+}
+
+thread_local! {
+    /// Registry rows by relation id, until the relation or its registry row changes
+    /// (both reach `forget` through the relcache callback).
+    static DEFINITIONS: RefCell<HashMap<u32, Rc<Definition>>> = RefCell::new(HashMap::new());
+    /// The cursor of the change this backend logged last.
+    static LAST_CURSOR: Cell<Option<i64>> = const { Cell::new(None) };
+    /// The transaction id `rowsync.apply` is writing under, while it writes.
+    static TX_ID: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Forgets a relation's definition (`None`: every relation). Called from the relcache
+/// callback, which may fire while a lookup holds the map: then everything goes.
+pub fn forget(relid: Option<u32>) {
+    DEFINITIONS.with(|d| match (d.try_borrow_mut(), relid) {
+        (Ok(mut d), Some(relid)) => {
+            d.remove(&relid);
+        }
+        (Ok(mut d), None) => d.clear(),
+        (Err(_), _) => {}
+    });
+}
 
 #[pg_trigger(sql = false)]
 fn _capture<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
     let data = trigger.trigger_data();
-    // Anyone may attach this function (CREATE TRIGGER needs EXECUTE on it): refuse any
-    // use but the one rowsync.enable makes, before touching a tuple.
     let event = data.tg_event;
-    if event & pg_sys::TRIGGER_EVENT_ROW == 0
-        || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_BEFORE
-    {
-        error!("rowsync._capture must fire BEFORE … FOR EACH ROW (use rowsync.enable)");
-    }
-    let args = trigger.extra_args().unwrap_or_default();
-    let (table, key, scopes) = match args.as_slice() {
-        [table, key, scopes @ ..] => (table, key, scopes),
-        _ => error!("rowsync._capture needs the table's name and key column as arguments"),
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let before = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE;
+    let per_row = event & pg_sys::TRIGGER_EVENT_ROW != 0;
+    // SAFETY: Postgres called us as a trigger: its trigger and relation are valid.
+    let (name, relid) = unsafe {
+        (
+            CStr::from_ptr((*data.tg_trigger).tgname).to_string_lossy(),
+            (*data.tg_relation).rd_id,
+        )
     };
+    let expected = if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        (TRUNCATE_TRIGGER, false)
+    } else {
+        (ROW_TRIGGER, true)
+    };
+    if !before || per_row != expected.1 || name != expected.0 {
+        refuse(&format!(
+            "rowsync._capture fires only as the trigger rowsync.enable creates, not as \"{name}\""
+        ));
+    }
+    let Some(table) = definition(relid) else {
+        refuse("rowsync._capture fired on a table that is not synced")
+    };
+    crate::wakeup::changed();
+    if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        Spi::connect_mut(|client| {
+            let logged = json_row(
+                client,
+                "INSERT INTO rowsync.changes (rel, tx_id, tbl, kind) \
+                 VALUES ($1, $2::pg_catalog.uuid, $3, 'truncate') RETURNING pg_catalog.to_jsonb(cursor)",
+                &[relid.into(), tx_id().into(), table.name.as_str().into()],
+            );
+            LAST_CURSOR.set(logged.and_then(|c| c.as_i64()));
+        });
+        return Ok(None);
+    }
+    let (key, scopes) = (&table.pk, &table.scopes);
     // SAFETY: Postgres called us as a row trigger; the relation and its tuples are valid
     // for the duration of the call.
     let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att) };
-    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
     let (old, new) = match op {
         pg_sys::TRIGGER_EVENT_INSERT => (None, Some(data.tg_trigtuple)),
         pg_sys::TRIGGER_EVENT_UPDATE => (Some(data.tg_trigtuple), Some(data.tg_newtuple)),
@@ -85,14 +147,15 @@ fn _capture<'a>(
 
     let tx_id = tx_id();
     let mut sql = String::from(
-        "INSERT INTO rowsync.changes (tx_id, tbl, row_id, version, kind, old_scopes, new_scopes) VALUES ",
+        "INSERT INTO rowsync.changes (rel, tx_id, tbl, row_id, version, kind, old_scopes, new_scopes) VALUES ",
     );
-    let mut params: Vec<DatumWithOid<'_>> = vec![tx_id.into(), table.as_str().into()];
+    let mut params: Vec<DatumWithOid<'_>> =
+        vec![relid.into(), tx_id.into(), table.name.as_str().into()];
     for (i, (kind, id, version, old, new)) in changes.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("($1::pg_catalog.uuid, $2");
+        sql.push_str("($1, $2::pg_catalog.uuid, $3");
         for value in [
             id.clone()
                 .map_or(DatumWithOid::null::<String>(), |id| id.into()),
@@ -125,13 +188,7 @@ fn _capture<'a>(
         }
         sql.push(')');
     }
-    // The cursor taken, and the wake-up count: read in the same statement, and in place,
-    // outside any snapshot: a writer sees a listener fall asleep at once (sql.md, the
-    // listener protocol).
-    sql.push_str(
-        " RETURNING pg_catalog.jsonb_build_array(cursor, \
-         pg_catalog.pg_sequence_last_value('rowsync.sleepers'::pg_catalog.regclass))",
-    );
+    sql.push_str(" RETURNING pg_catalog.to_jsonb(cursor)");
 
     let returned = match new {
         Some(new) if op != pg_sys::TRIGGER_EVENT_DELETE => {
@@ -148,24 +205,80 @@ fn _capture<'a>(
     };
     Spi::connect_mut(|client| {
         let logged = json_rows(client, &sql, &params);
-        let last = |i: usize| logged.iter().filter_map(|r| r[i].as_i64()).max();
-        LAST_CURSOR.set(last(0));
-        // Identical payloads within one transaction are delivered once: one NOTIFY per
-        // transaction, and none while every listener is awake and polling.
-        if last(1).unwrap_or(0) > 0 {
-            json_row(
-                client,
-                "SELECT pg_catalog.to_jsonb(pg_catalog.pg_notify('rowsync', pg_catalog.pg_current_xact_id()::pg_catalog.text))",
-                &[],
-            );
-        }
+        LAST_CURSOR.set(logged.iter().filter_map(Value::as_i64).max());
     });
     Ok(returned)
 }
 
-thread_local! {
-    /// The cursor of the change this backend logged last.
-    static LAST_CURSOR: Cell<Option<i64>> = const { Cell::new(None) };
+/// The registry's definition of the relation, `None` when it is not synced.
+fn definition(relid: pg_sys::Oid) -> Option<Rc<Definition>> {
+    let key = relid.to_u32();
+    if let Some(found) = DEFINITIONS.with(|d| d.borrow().get(&key).cloned()) {
+        return Some(found);
+    }
+    let row = Spi::connect_mut(|client| {
+        json_row(
+            client,
+            "SELECT pg_catalog.jsonb_build_array(s.name, s.pk, s.scopes) FROM rowsync.synced s WHERE s.rel = $1",
+            &[relid.into()],
+        )
+    })?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let definition = Rc::new(Definition {
+        name: text(&row[0]),
+        pk: text(&row[1]),
+        scopes: row[2]
+            .as_array()
+            .map(|s| s.iter().map(text).collect())
+            .unwrap_or_default(),
+    });
+    DEFINITIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.len() > 256 {
+            d.clear();
+        }
+        d.insert(key, definition.clone());
+    });
+    Some(definition)
+}
+
+/// Aborts the statement with RS007 before anything is logged.
+fn refuse(message: &str) -> ! {
+    Spi::connect_mut(|client| {
+        raise_coded(
+            client,
+            "RS007",
+            message,
+            "the capture trigger logs only the tables rowsync.enable registered, as the triggers it created",
+            "sync the table with rowsync.enable(table) instead of attaching rowsync._capture",
+        );
+    });
+    unreachable!("raise_coded does not return")
+}
+
+/// A registry row changed (enable, disable, or an owner's direct edit): every backend
+/// must forget its cached definition of the tables it names, at commit.
+#[pg_trigger(sql = false)]
+fn _registry_changed<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
+    for row in [trigger.old(), trigger.new()].into_iter().flatten() {
+        if let Some(rel) = row.get_by_name::<pg_sys::Oid>("rel")? {
+            // SAFETY: the relation id is checked to exist before it is invalidated.
+            unsafe {
+                if pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::RELOID as i32,
+                    pg_sys::Datum::from(rel),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                ) {
+                    pg_sys::CacheInvalidateRelcacheByRelid(rel);
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The cursor of the last change logged since the previous call: `rowsync.apply` calls it
@@ -175,18 +288,23 @@ pub fn take_last_cursor() -> Option<i64> {
     LAST_CURSOR.take()
 }
 
-/// The transaction id `rowsync.apply` set for the capture to log, if any.
-fn tx_id() -> Option<String> {
-    // SAFETY: reading a custom setting; missing_ok so an unset one is NULL.
-    let value = unsafe { pg_sys::GetConfigOption(c"rowsync.tx_id".as_ptr(), true, false) };
-    if value.is_null() {
-        return None;
+/// Credits the changes logged while the returned guard lives to transaction `id`. The
+/// guard clears it however the writes end, error included.
+pub fn credit_to(id: &str) -> Credit {
+    TX_ID.with(|t| *t.borrow_mut() = Some(id.to_string()));
+    Credit
+}
+
+pub struct Credit;
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        TX_ID.with(|t| *t.borrow_mut() = None);
     }
-    // SAFETY: Postgres returns a NUL-terminated string it owns.
-    let text = unsafe { CStr::from_ptr(value) }
-        .to_string_lossy()
-        .into_owned();
-    (!text.is_empty()).then_some(text)
+}
+
+fn tx_id() -> Option<String> {
+    TX_ID.with(|t| t.borrow().clone())
 }
 
 /// One of the trigger's rows, read column by column.

@@ -122,7 +122,9 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
             changed.clear();
             changed.push(None);
         }
-        changed.push((relid != pg_sys::InvalidOid).then(|| relid.to_u32()));
+        let relid = (relid != pg_sys::InvalidOid).then(|| relid.to_u32());
+        changed.push(relid);
+        crate::capture::forget(relid);
     });
 }
 

@@ -10,6 +10,7 @@ mod failure;
 mod get;
 mod sql;
 mod values;
+mod wakeup;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -24,10 +25,16 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a backend runs one thread; nothing reads the environment concurrently.
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     catalog::watch_definitions();
+    wakeup::register();
 }
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
+extension_sql_file!(
+    "../sql/functions.sql",
+    name = "functions",
+    requires = ["bootstrap"]
+);
+extension_sql_file!("../sql/feed.sql", name = "feed", finalize);
 
 /// Applies a transaction as the caller. Returns `{"error": …}` instead of raising, so that
 /// `rowsync.apply` can raise it with rowsync's own SQLSTATE (pgrx can only raise the

@@ -1,0 +1,311 @@
+-- The change feed: ticks, the one reader of the log, wake-ups, the bridges' bus and
+-- retention. Only feed roles (rowsync.grant_feed) call these.
+
+-- ── Ticks ─────────────────────────────────────────────────────────────────────────────
+-- Takes a tick when something committed since the last one, and returns the newest
+-- tick. One ticker at a time (a try-lock: while one ticks, the others return the tick
+-- before it and read that). The lock is taken before the snapshot, and released only
+-- after the tick commits, so each tick's snapshot sees everything the one before saw:
+-- ticks are monotone. Call it in a transaction of its own (autocommit): a tick taken in
+-- an older snapshot would not be monotone, and an open transaction would hold the lock.
+CREATE FUNCTION rowsync.tick() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last rowsync.ticks;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS006', MESSAGE = 'rowsync.tick() runs on the primary only',
+            DETAIL = 'a snapshot taken on a standby lists no running transactions',
+            HINT = 'let a bridge on the primary tick';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS006', MESSAGE = 'rowsync.tick() needs READ COMMITTED',
+            DETAIL = format('this transaction is %s: its snapshot may be older than the last tick',
+                            current_setting('transaction_isolation')),
+            HINT = 'call it in a transaction of its own';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(7340047231) THEN
+        RETURN (SELECT max(t.id) FROM rowsync.ticks t);
+    END IF;
+    SELECT * INTO last FROM rowsync.ticks t ORDER BY t.id DESC LIMIT 1;
+    IF EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid >= pg_snapshot_xmax(last.snap))
+       OR EXISTS (SELECT 1 FROM rowsync.changes c
+                   WHERE c.xid = ANY (ARRAY(SELECT pg_snapshot_xip(last.snap)))) THEN
+        -- Asynchronous commit for the tick alone (SET LOCAL: a SET clause would be undone
+        -- before the commit). A tick lost in a crash is caught by the token's check.
+        PERFORM set_config('synchronous_commit', 'off', true);
+        INSERT INTO rowsync.ticks (snap) VALUES (pg_current_snapshot()) RETURNING id INTO last.id;
+    END IF;
+    RETURN last.id;
+END
+$$;
+
+-- ── Reading ───────────────────────────────────────────────────────────────────────────
+-- The changes visible at tick `upto` and not at tick `since`, after the key
+-- (after_xid, after_cursor), in (xid, cursor) order, at most max_rows of them: the one
+-- reader of the log, for the live feed and for catch-up alike. A transaction's changes
+-- share an xid, so they are in one batch and next to each other.
+--
+-- `since` may name a tick that thinning removed: the newest kept tick before it stands
+-- in, and some changes are read twice (never skipped). A `since` older than every kept
+-- tick, or an `upto` that is not kept, is RS410: the reader resyncs.
+--
+-- Cost (PgQ's method): one index range over the xids that began after tick `since`, and
+-- one index probe per xid that was running at `since`; a transaction open for hours, in
+-- this database or another, costs one probe and holds back nothing.
+CREATE FUNCTION rowsync.read_changes(since bigint, upto bigint, after_xid xid8 DEFAULT '0',
+                                     after_cursor bigint DEFAULT 0, max_rows integer DEFAULT 1000)
+RETURNS TABLE (xid xid8, cursor bigint, tx_id uuid, tbl text, row_id text, version bigint,
+               kind text, old_scopes jsonb, new_scopes jsonb, topic text, payload jsonb,
+               at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lo pg_snapshot;
+    hi pg_snapshot;
+    fresh xid8[];
+BEGIN
+    IF max_rows < 1 OR since > upto THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS001',
+            MESSAGE = 'rowsync.read_changes: needs since <= upto and max_rows >= 1',
+            DETAIL = format('since = %s, upto = %s, max_rows = %s', since, upto, max_rows),
+            HINT = 'read from a tick to a newer one, such as rowsync.head()';
+    END IF;
+    SELECT t.snap INTO lo FROM rowsync.ticks t WHERE t.id <= since ORDER BY t.id DESC LIMIT 1;
+    SELECT t.snap INTO hi FROM rowsync.ticks t WHERE t.id = upto;
+    IF lo IS NULL OR hi IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS410',
+            MESSAGE = format('position %s..%s is not in the change log', since, upto),
+            DETAIL = 'it is older than the retention window, or was never issued',
+            HINT = 'resync: read the rows again, then follow the feed from rowsync.head()';
+    END IF;
+    -- Running at `since`, finished by `upto`.
+    SELECT coalesce(array_agg(x), '{}') INTO fresh
+      FROM pg_snapshot_xip(lo) x WHERE pg_visible_in_snapshot(x, hi);
+    -- NOT visible(x, lo) ⇔ x >= xmax(lo) ∨ x ∈ xip(lo), and xip(lo) lies below xmax(lo):
+    -- the two branches are disjoint, and together are exactly the batch. The explicit
+    -- visible(x, hi) matters: this statement's own snapshot is newer than tick `upto`.
+    RETURN QUERY
+        SELECT c.xid, c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes,
+               c.new_scopes, c.topic, c.payload, c.at
+          FROM (SELECT * FROM rowsync.changes c
+                 WHERE c.xid >= pg_snapshot_xmax(lo) AND c.xid < pg_snapshot_xmax(hi)
+                   AND (c.xid, c.cursor) > (after_xid, after_cursor)
+                   AND pg_visible_in_snapshot(c.xid, hi)
+                UNION ALL
+                SELECT * FROM rowsync.changes c
+                 WHERE c.xid = ANY (fresh) AND (c.xid, c.cursor) > (after_xid, after_cursor)) c
+         ORDER BY c.xid, c.cursor
+         LIMIT max_rows;
+END
+$$;
+
+-- The awake feed's poll in one round trip: tick, then the first page of (since, newest],
+-- each row with the new tick and its check (the hash of its snapshot, which resume
+-- tokens carry). No rows when nothing committed since `since`.
+CREATE FUNCTION rowsync.advance(since bigint, max_rows integer DEFAULT 1000)
+RETURNS TABLE (upto bigint, upto_check integer, xid xid8, cursor bigint, tx_id uuid, tbl text,
+               row_id text, version bigint, kind text, old_scopes jsonb, new_scopes jsonb,
+               topic text, payload jsonb, at timestamptz)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    newest bigint := rowsync.tick();
+    newest_check integer;
+BEGIN
+    IF newest > since THEN
+        SELECT hashtext(t.snap::text) INTO newest_check FROM rowsync.ticks t WHERE t.id = newest;
+        RETURN QUERY SELECT newest, newest_check, r.*
+                       FROM rowsync.read_changes(since, newest, '0', 0, max_rows) r;
+    END IF;
+END
+$$;
+
+-- The newest tick: where a new reader starts, after reading its rows.
+CREATE FUNCTION rowsync.head() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT max(t.id) FROM rowsync.ticks t
+$$;
+
+-- Starts the feed over, after a logical restore (whose xids mean nothing to the new
+-- cluster) or to drop the log: every stored token resyncs.
+CREATE FUNCTION rowsync.reset_feed() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    LOCK TABLE rowsync.ticks IN EXCLUSIVE MODE;
+    TRUNCATE rowsync.changes;
+    DELETE FROM rowsync.ticks;
+    INSERT INTO rowsync.ticks (snap) VALUES (pg_current_snapshot());
+    UPDATE rowsync.settings SET feed_id = gen_random_uuid();
+END
+$$;
+
+-- ── Wake-ups ──────────────────────────────────────────────────────────────────────────
+-- A listener LISTENs on channel `rowsync`, then
+--   awake:  rowsync.listener_awake(id)   -- writers stop notifying; it polls advance()
+--   asleep: rowsync.listener_sleep(id), committed; then p := rowsync.listener_pending();
+--           poll rowsync.listener_settled(p) (a short while at most); advance once
+--           more; then wait for a notification.
+-- A writer reads rowsync.sleepers once, when it commits (the extension's pre-commit
+-- callback), and NOTIFYs if some listener sleeps. A writer that read the count before
+-- it rose was still running when the count rose, so its xid is among the pending ones;
+-- once they have all ended, the listener's next read sees their changes.
+CREATE FUNCTION rowsync._listener_set(listener text, is_awake boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- One listener changes state at a time, so the count below is exact.
+    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
+    IF is_awake IS NULL THEN
+        DELETE FROM rowsync.listeners WHERE id = listener;
+    ELSE
+        INSERT INTO rowsync.listeners (id, awake, seen_at) VALUES (listener, is_awake, now())
+        ON CONFLICT (id) DO UPDATE SET awake = is_awake, seen_at = now();
+    END IF;
+    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync._listener_set(text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION rowsync.listener_awake(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, true)
+$$;
+
+CREATE FUNCTION rowsync.listener_sleep(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, false)
+$$;
+
+-- The transactions running now. Call after listener_sleep committed.
+CREATE FUNCTION rowsync.listener_pending() RETURNS xid8[]
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x
+$$;
+
+-- Whether every transaction in `pending` has ended.
+CREATE FUNCTION rowsync.listener_settled(pending xid8[]) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(bool_and(pg_visible_in_snapshot(x, s)), true)
+      FROM unnest(pending) x, pg_current_snapshot() s
+$$;
+
+CREATE FUNCTION rowsync.listener_forget(listener text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT rowsync._listener_set(listener, NULL)
+$$;
+
+-- ── The bus between bridges ───────────────────────────────────────────────────────────
+-- Appends one bridge's batch of presence and broadcast events, and rings the doorbell.
+CREATE FUNCTION rowsync.bus_publish(bridge text, events jsonb) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO rowsync.bus (bridge, events) VALUES (bridge, events);
+    SELECT pg_notify('rowsync_bus', '');
+$$;
+
+-- What committed to the bus since the snapshot `since` (NULL: start now), and the
+-- snapshot to read from next. The same snapshot difference as read_changes, kept by the
+-- reader instead of stored: the bus lives on the primary only, and for minutes.
+CREATE FUNCTION rowsync.bus_read(since pg_snapshot)
+RETURNS TABLE (upto pg_snapshot, bridge text, events jsonb)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    now_snap pg_snapshot := pg_current_snapshot();
+BEGIN
+    IF since IS NULL THEN
+        RETURN QUERY SELECT now_snap, NULL::text, NULL::jsonb;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT now_snap, b.bridge, b.events
+          FROM rowsync.bus b
+         WHERE (b.xid >= pg_snapshot_xmax(since) OR b.xid = ANY (ARRAY(SELECT pg_snapshot_xip(since))))
+           AND pg_visible_in_snapshot(b.xid, now_snap)
+         ORDER BY b.xid, b.seq;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT now_snap, NULL::text, NULL::jsonb;
+    END IF;
+END
+$$;
+
+-- ── Retention ─────────────────────────────────────────────────────────────────────────
+-- Deletes changes and ticks past change_retention, thins old ticks, and forgets applied
+-- transaction ids, bus events and silent listeners past theirs (rowsync.settings).
+-- Run it periodically: the bridge does, or pg_cron.
+--
+-- The floor is the newest tick older than change_retention. Every change visible at it
+-- was delivered in a batch at or before it, so it may go, however old its transaction:
+-- one that stayed open for days is kept until a tick has seen it commit.
+CREATE FUNCTION rowsync.prune() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.settings;
+    floor rowsync.ticks;
+    changes bigint := 0;
+    ticks bigint := 0;
+    thinned bigint;
+    applied bigint;
+    listeners bigint;
+BEGIN
+    SELECT * INTO s FROM rowsync.settings;
+    SELECT * INTO floor FROM rowsync.ticks t
+     WHERE t.at < now() - s.change_retention ORDER BY t.id DESC LIMIT 1;
+    IF FOUND THEN
+        DELETE FROM rowsync.changes c
+         WHERE c.xid < pg_snapshot_xmax(floor.snap) AND pg_visible_in_snapshot(c.xid, floor.snap);
+        GET DIAGNOSTICS changes = ROW_COUNT;
+        DELETE FROM rowsync.ticks t WHERE t.id < floor.id;
+        GET DIAGNOSTICS ticks = ROW_COUNT;
+    END IF;
+    -- Removing tick b between a and c merges two batches: (a,b] ∪ (b,c] = (a,c].
+    DELETE FROM rowsync.ticks t USING (
+        SELECT k.id, max(k.id) OVER (PARTITION BY date_trunc(
+                   CASE WHEN k.at > now() - s.tick_seconds_for THEN 'second' ELSE 'minute' END, k.at)) AS keep
+          FROM rowsync.ticks k
+         WHERE k.at < now() - s.tick_keep_all) old
+     WHERE t.id = old.id AND old.id <> old.keep AND t.id > coalesce(floor.id, 0);
+    GET DIAGNOSTICS thinned = ROW_COUNT;
+    DELETE FROM rowsync.applied WHERE at < now() - s.applied_retention;
+    GET DIAGNOSTICS applied = ROW_COUNT;
+    DELETE FROM rowsync.bus WHERE at < now() - s.listener_timeout;
+    LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM rowsync.listeners WHERE seen_at < now() - s.listener_timeout;
+    GET DIAGNOSTICS listeners = ROW_COUNT;
+    PERFORM setval('rowsync.sleepers', (SELECT count(*) FROM rowsync.listeners WHERE NOT awake), true);
+    RETURN jsonb_build_object('changes', changes, 'ticks', ticks + thinned, 'applied', applied,
+                              'listeners', listeners);
+END
+$$;
+
+-- ── Who may follow the feed ───────────────────────────────────────────────────────────
+REVOKE ALL ON FUNCTION rowsync.tick(), rowsync.read_changes(bigint, bigint, xid8, bigint, integer),
+    rowsync.advance(bigint, integer), rowsync.head(), rowsync.reset_feed(),
+    rowsync.listener_awake(text), rowsync.listener_sleep(text), rowsync.listener_pending(),
+    rowsync.listener_settled(xid8[]), rowsync.listener_forget(text),
+    rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune() FROM PUBLIC;
+
+-- The feed's functions, as one list for grant_feed and for the extension's owner.
+CREATE FUNCTION rowsync._feed_functions() RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'rowsync.tick(), rowsync.read_changes(bigint, bigint, xid8, bigint, integer), '
+           'rowsync.advance(bigint, integer), rowsync.head(), '
+           'rowsync.listener_awake(text), rowsync.listener_sleep(text), rowsync.listener_pending(), '
+           'rowsync.listener_settled(xid8[]), rowsync.listener_forget(text), '
+           'rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune()'
+$$;
+
+-- Lets `role` follow the feed: a bridge's authenticator, or a backend worker.
+CREATE FUNCTION rowsync.grant_feed(role regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT SELECT ON rowsync.changes, rowsync.ticks TO %s', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', rowsync._feed_functions(), role);
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
+
+-- Whoever ran CREATE EXTENSION administers rowsync, superuser or not: a trusted
+-- extension's objects belong to the bootstrap superuser, so they are granted here.
+GRANT UPDATE ON rowsync.settings TO @extowner@;
+GRANT SELECT ON rowsync.changes, rowsync.ticks TO @extowner@ WITH GRANT OPTION;
+DO $$ BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s, rowsync.reset_feed(), rowsync.grant_feed(regrole) '
+                   'TO %s WITH GRANT OPTION', rowsync._feed_functions(), '@extowner@');
+END $$;

@@ -1,0 +1,93 @@
+//! Wake-ups for sleeping listeners: decided once per transaction, when it commits.
+//!
+//! A transaction that logs a change (or sends an event) marks itself. When it commits,
+//! the pre-commit callback reads how many listeners sleep and, if any, queues one
+//! payload-free NOTIFY on channel `rowsync`. Reading at commit, not at the write, means a
+//! writer that began while every listener was awake still wakes one that fell asleep
+//! since; and nothing is queued before the commit, so PREPARE TRANSACTION works (a
+//! transaction that has NOTIFYed cannot be prepared). A prepared transaction's changes
+//! are found by the next poll instead.
+
+use pgrx::prelude::*;
+use std::cell::Cell;
+
+// The built-ins themselves, to pass to DirectFunctionCall: pg_sys's wrappers are Rust
+// functions around them.
+unsafe extern "C-unwind" {
+    fn pg_sequence_last_value(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn pg_notify(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+thread_local! {
+    /// Whether this backend's transaction logged a change.
+    static CHANGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current transaction as one that logged a change.
+pub fn changed() {
+    CHANGED.set(true);
+}
+
+/// Registers the transaction callback. Called once per backend, from `_PG_init`.
+pub fn register() {
+    // SAFETY: registering a callback from _PG_init is what the API is for.
+    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT if CHANGED.get() => {
+            CHANGED.set(false);
+            if sleepers() > 0 {
+                notify();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => CHANGED.set(false),
+        _ => {}
+    }
+}
+
+/// `rowsync.sleepers`'s value, read in place (sequences are outside any snapshot).
+/// Looked up by name each time: the extension may have been dropped and created again
+/// since this backend last wrote.
+fn sleepers() -> i64 {
+    // SAFETY: catalog lookups by name, and a call of a built-in with one argument; every
+    // role may SELECT the sequence (bootstrap.sql), which the function checks.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"rowsync".as_ptr(), true);
+        if schema == pg_sys::InvalidOid {
+            return 0;
+        }
+        let sequence = pg_sys::get_relname_relid(c"sleepers".as_ptr(), schema);
+        if sequence == pg_sys::InvalidOid {
+            return 0;
+        }
+        let value = pg_sys::DirectFunctionCall1Coll(
+            Some(pg_sequence_last_value),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(sequence),
+        );
+        value.value() as i64
+    }
+}
+
+fn notify() {
+    // SAFETY: pg_notify with two text arguments, made here; a NOTIFY queued before the
+    // commit's own notification step is delivered when the transaction commits.
+    unsafe {
+        let channel = pgrx::rust_str_to_text_p("rowsync");
+        let payload = pgrx::rust_str_to_text_p("");
+        pg_sys::DirectFunctionCall2Coll(
+            Some(pg_notify),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(channel.as_ptr()),
+            pg_sys::Datum::from(payload.as_ptr()),
+        );
+    }
+}
