@@ -1,34 +1,33 @@
-//! The change feed: commit-safe order, NOTIFY wake-ups, the sleep protocol, retention.
+//! The change feed: positions by tick, reads that no open transaction can stall,
+//! wake-ups at commit, the capture trigger that no role can forge, retention.
 
-use rowsync_tests::{demo, eventually, scalar, sqlstate, Cluster};
+use rowsync_tests::{demo, scalar, sqlstate, Cluster};
+use std::collections::BTreeSet;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::timeout;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Notification};
 
-async fn read_all(reader: &Client, after: i64) -> Vec<(i64, String)> {
-    reader
+/// Ticks, then reads the batch since tick `since`: the bridge's poll. Returns the new
+/// tick (or `since` when nothing committed) and the changed rows' ids, in feed order.
+async fn advance(reader: &Client, since: i64) -> (i64, Vec<String>) {
+    let rows = reader
         .query(
-            "SELECT cursor, row_id FROM rowsync.read_changes($1, 1000)",
-            &[&after],
+            "SELECT upto, coalesce(row_id, kind) FROM rowsync.advance($1, 100000)",
+            &[&since],
         )
         .await
-        .expect("read_changes")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+        .expect("advance");
+    let upto = rows.first().map_or(since, |r| r.get(0));
+    (upto, rows.iter().map(|r| r.get(1)).collect())
 }
 
-/// Reads from `after` until at least `count` changes are readable.
-async fn read_at_least(reader: &Client, after: i64, count: usize) -> Vec<(i64, String)> {
-    eventually(&format!("{count} changes after {after}"), || async {
-        let changes = read_all(reader, after).await;
-        (changes.len() >= count).then_some(changes)
-    })
-    .await
+/// Ticks, and returns the newest tick: where a reader that has seen everything stands.
+async fn head(reader: &Client) -> i64 {
+    scalar(reader, "SELECT rowsync.tick()", &[]).await
 }
 
-/// The newest change in the log, read directly: `rowsync.head()` may lag behind while
-/// another test's transaction holds the cluster-wide horizon.
+/// The newest cursor in the log.
 async fn newest(reader: &Client) -> i64 {
     scalar(
         reader,
@@ -38,26 +37,43 @@ async fn newest(reader: &Client) -> i64 {
     .await
 }
 
-async fn head(reader: &Client) -> i64 {
-    scalar(reader, "SELECT rowsync.head()", &[]).await
-}
-
 fn touch(task: &str) -> String {
     format!("UPDATE app.tasks SET title = title || '!' WHERE id = '{task}'")
 }
 
-/// A later cursor that commits first is held back until the earlier one commits, and a
-/// reader that follows cursors sees every change exactly once.
+/// Counts the wake-ups on channel `rowsync` until the writer's `NOTIFY marker`, which
+/// commits after everything the test did before it: notifications arrive in commit order.
+async fn wakeups_before_marker(
+    notes: &mut UnboundedReceiver<Notification>,
+    writer: &Client,
+) -> usize {
+    writer.batch_execute("NOTIFY marker").await.unwrap();
+    let mut count = 0;
+    loop {
+        let note = timeout(Duration::from_secs(10), notes.recv())
+            .await
+            .expect("the marker")
+            .unwrap();
+        if note.channel() == "marker" {
+            return count;
+        }
+        assert_eq!(note.payload(), "", "wake-ups carry nothing");
+        count += 1;
+    }
+}
+
+/// A later transaction that commits first is delivered at once, the earlier one when it
+/// commits; each exactly once.
 #[tokio::test]
-async fn out_of_order_commits_are_never_skipped() {
+async fn out_of_order_commits_are_never_skipped_nor_held_back() {
     let cluster = Cluster::shared();
     let db = cluster.database("feed_order").await;
     let reader = cluster.connect("postgres", &db).await;
-    let start = newest(&reader).await;
+    let start = head(&reader).await;
     let first = cluster.connect("postgres", &db).await;
     let second = cluster.connect("postgres", &db).await;
 
-    // `first` takes the lower cursor, `second` the higher, and `second` commits first.
+    // `first` takes the lower xid and cursor, `second` the higher; `second` commits first.
     first
         .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_ANNOUNCE)))
         .await
@@ -67,79 +83,266 @@ async fn out_of_order_commits_are_never_skipped() {
         .await
         .unwrap();
     second.batch_execute("COMMIT").await.unwrap();
-    let early = read_all(&reader, start).await;
-    assert!(
-        early.is_empty(),
-        "read {early:?} while an earlier cursor is uncommitted"
-    );
+    let (tick, early) = advance(&reader, start).await;
+    assert_eq!(early, [demo::TASK_SIGNUP], "the committed change, at once");
 
     first.batch_execute("COMMIT").await.unwrap();
-    let all = read_at_least(&reader, start, 2).await;
-    let ids: Vec<&str> = all.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(ids, [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP]);
+    let (_, late) = advance(&reader, tick).await;
+    assert_eq!(late, [demo::TASK_ANNOUNCE]);
 }
 
-/// The harder order: a transaction that got its xid first takes its cursor last and
-/// commits first. The reader may deliver it first, but never skips the other.
+/// Nothing that stays open anywhere holds a committed change back: a write transaction
+/// on another table, one on a synced table, a session holding an xid in another
+/// database, a prepared transaction. Each long one lands in the batch after it ends.
 #[tokio::test]
-async fn a_reader_resuming_from_its_cursor_misses_nothing() {
+async fn no_open_transaction_stalls_the_feed() {
     let cluster = Cluster::shared();
-    let db = cluster.database("feed_resume").await;
+    let db = cluster.database("feed_stall").await;
+    let other_db = cluster.database("feed_stall_other").await;
     let reader = cluster.connect("postgres", &db).await;
-    let start = newest(&reader).await;
-    let early_xid = cluster.connect("postgres", &db).await;
-    let late_xid = cluster.connect("postgres", &db).await;
+    let writer = cluster.connect("postgres", &db).await;
+    let start = head(&reader).await;
 
-    early_xid
+    let open_write = cluster.connect("postgres", &db).await;
+    open_write
         .batch_execute("BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
         .await
         .unwrap();
-    let xid_first: String = scalar(&early_xid, "SELECT pg_current_xact_id()::text", &[]).await;
-    late_xid
-        .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_ANNOUNCE)))
+    let synced_write = cluster.connect("postgres", &db).await;
+    synced_write
+        .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_MILK)))
         .await
         .unwrap();
-    early_xid
-        .batch_execute(&touch(demo::TASK_SIGNUP))
+    let elsewhere = cluster.connect("postgres", &other_db).await;
+    elsewhere
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
         .await
         .unwrap();
-    let xid_second: String = scalar(&late_xid, "SELECT pg_current_xact_id()::text", &[]).await;
-    assert!(xid_first.parse::<u64>().unwrap() < xid_second.parse::<u64>().unwrap());
-    early_xid.batch_execute("COMMIT").await.unwrap();
+    let prepared = cluster.connect("postgres", &db).await;
+    let gid = format!("stall_{db}");
+    prepared
+        .batch_execute(&format!(
+            "BEGIN; {}; PREPARE TRANSACTION '{gid}'",
+            touch(demo::TASK_SECRET)
+        ))
+        .await
+        .unwrap();
 
-    // The committed change with the later cursor is readable while the earlier cursor's
-    // transaction still runs, because its xid is older than that transaction's.
-    let mut seen = read_at_least(&reader, start, 1).await;
-    assert_eq!(seen.len(), 1);
-    let cursor = seen[0].0;
-    late_xid.batch_execute("COMMIT").await.unwrap();
-    seen.extend(read_at_least(&reader, cursor, 1).await);
-    let mut ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
-    ids.sort();
+    let mut at = start;
+    for round in 0..20 {
+        writer
+            .batch_execute(&touch(demo::TASK_ANNOUNCE))
+            .await
+            .unwrap();
+        let (upto, ids) = advance(&reader, at).await;
+        assert_eq!(ids, [demo::TASK_ANNOUNCE], "round {round}: read at once");
+        at = upto;
+    }
+    synced_write.batch_execute("COMMIT").await.unwrap();
+    prepared
+        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+        .await
+        .unwrap();
+    let (at, ids) = advance(&reader, at).await;
+    let ids: BTreeSet<String> = ids.into_iter().collect();
     assert_eq!(
         ids,
-        [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP],
-        "every change once: {seen:?}"
+        BTreeSet::from([demo::TASK_MILK.to_string(), demo::TASK_SECRET.to_string()]),
+        "the long transactions, once each, when they commit"
     );
-    let last = seen.last().unwrap().0;
-    eventually("head() to reach the last change", || async {
-        (head(&reader).await == last).then_some(())
-    })
-    .await;
+    for session in [&open_write, &elsewhere] {
+        session.batch_execute("ROLLBACK").await.unwrap();
+    }
+    assert_eq!(advance(&reader, at).await.1, Vec::<String>::new());
 }
 
-/// One notification per transaction, after commit only, and none after a rollback.
+/// A transaction's changes become readable together, next to each other; a change made in
+/// a rolled-back savepoint never appears, one in a released savepoint appears with its
+/// transaction.
 #[tokio::test]
-async fn notify_after_commit_once_and_never_after_rollback() {
+async fn a_transactions_changes_travel_together() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_together").await;
+    let reader = cluster.connect("postgres", &db).await;
+    let writer = cluster.connect("postgres", &db).await;
+    let other = cluster.connect("postgres", &db).await;
+    let start = head(&reader).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; {}; SAVEPOINT a; {}; ROLLBACK TO SAVEPOINT a; SAVEPOINT b; {}; RELEASE SAVEPOINT b",
+            touch(demo::TASK_ANNOUNCE),
+            touch(demo::TASK_SECRET),
+            touch(demo::TASK_SIGNUP)
+        ))
+        .await
+        .unwrap();
+    other.batch_execute(&touch(demo::TASK_MILK)).await.unwrap();
+    let (tick, ids) = advance(&reader, start).await;
+    assert_eq!(ids, [demo::TASK_MILK], "nothing of the open transaction");
+    writer.batch_execute("COMMIT").await.unwrap();
+    let (_, ids) = advance(&reader, tick).await;
+    assert_eq!(ids, [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP]);
+    let xids: i64 = scalar(
+        &reader,
+        "SELECT count(DISTINCT xid) FROM rowsync.changes WHERE row_id = ANY($1) AND cursor > 17",
+        &[&vec![demo::TASK_ANNOUNCE, demo::TASK_SIGNUP]],
+    )
+    .await;
+    assert_eq!(xids, 1, "logged under the top-level transaction");
+}
+
+/// Writers committing, aborting, using savepoints and two-phase commit at random, while
+/// two readers tick concurrently: every committed change reaches each reader exactly
+/// once, and every tick sees what the one before it saw.
+#[tokio::test]
+async fn every_committed_change_is_delivered_exactly_once() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_exactly_once").await;
+    let setup = cluster.connect("postgres", &db).await;
+    setup
+        .batch_execute(
+            "CREATE TABLE app.counter (id text PRIMARY KEY, n int);
+             SELECT rowsync.enable('app.counter');",
+        )
+        .await
+        .unwrap();
+    let start = head(&setup).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let client = cluster.connect("postgres", &db).await;
+        let db = db.clone();
+        writers.push(tokio::spawn(async move {
+            let mut committed = Vec::new();
+            let mut seed = w
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for i in 0..40 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let id = format!("w{w}-{i}");
+                let insert = format!("INSERT INTO app.counter VALUES ('{id}', {i})");
+                let pause = Duration::from_millis((seed >> 40) % 5);
+                match (seed >> 33) % 5 {
+                    0 => {
+                        let sql = format!("BEGIN; {insert}; ROLLBACK");
+                        client.batch_execute(&sql).await.unwrap();
+                    }
+                    1 => {
+                        let sql = format!(
+                            "BEGIN; SAVEPOINT s; {insert}; ROLLBACK TO SAVEPOINT s; COMMIT"
+                        );
+                        client.batch_execute(&sql).await.unwrap();
+                    }
+                    2 => {
+                        let gid = format!("{db}-{id}");
+                        let sql = format!("BEGIN; {insert}; PREPARE TRANSACTION '{gid}'");
+                        client.batch_execute(&sql).await.unwrap();
+                        tokio::time::sleep(pause).await;
+                        let sql = format!("COMMIT PREPARED '{gid}'");
+                        client.batch_execute(&sql).await.unwrap();
+                        committed.push(id);
+                    }
+                    _ => {
+                        client.batch_execute("BEGIN").await.unwrap();
+                        client.batch_execute(&insert).await.unwrap();
+                        tokio::time::sleep(pause).await;
+                        client.batch_execute("COMMIT").await.unwrap();
+                        committed.push(id);
+                    }
+                }
+            }
+            committed
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let client = cluster.connect("postgres", &db).await;
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            let (mut at, mut seen) = (start, Vec::new());
+            let mut last_round = false;
+            loop {
+                let (upto, ids) = advance(&client, at).await;
+                assert!(upto >= at);
+                at = upto;
+                seen.extend(ids.into_iter().filter(|id| id.starts_with('w')));
+                if last_round {
+                    return seen;
+                }
+                last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    let mut committed = Vec::new();
+    for writer in writers {
+        committed.extend(writer.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    committed.sort();
+    for reader in readers {
+        let mut seen = reader.await.unwrap();
+        seen.sort();
+        assert_eq!(seen, committed, "each committed change once");
+    }
+    let monotone: bool = scalar(
+        &setup,
+        "SELECT bool_and(pg_snapshot_xmax(prev) <= pg_snapshot_xmax(snap)
+                         AND pg_snapshot_xmin(prev) <= pg_snapshot_xmin(snap))
+           FROM (SELECT snap, lag(snap) OVER (ORDER BY id) AS prev FROM rowsync.ticks) t
+          WHERE prev IS NOT NULL",
+        &[],
+    )
+    .await;
+    assert!(monotone, "every tick sees what the one before saw");
+}
+
+/// A large transaction is read in pages; a reader resumes after the last key it read.
+#[tokio::test]
+async fn a_large_batch_pages_and_resumes_mid_batch() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_paging").await;
+    let reader = cluster.connect("postgres", &db).await;
+    let start = head(&reader).await;
+    reader
+        .batch_execute(
+            "CREATE TABLE app.many (id int PRIMARY KEY);
+             SELECT rowsync.enable('app.many');
+             INSERT INTO app.many SELECT generate_series(1, 2500);",
+        )
+        .await
+        .unwrap();
+    let upto: i64 = scalar(&reader, "SELECT rowsync.tick()", &[]).await;
+    let page = "SELECT xid::text, cursor, row_id \
+                FROM rowsync.read_changes($1, $2, $3::text::xid8, $4, 1000)";
+    let (mut xid, mut cursor, mut ids) = ("0".to_string(), 0i64, Vec::<String>::new());
+    let mut pages = 0;
+    loop {
+        let rows = reader
+            .query(page, &[&start, &upto, &xid, &cursor])
+            .await
+            .unwrap();
+        let Some(last) = rows.last() else { break };
+        pages += 1;
+        xid = last.get(0);
+        cursor = last.get(1);
+        ids.extend(rows.iter().map(|r| r.get::<_, String>(2)));
+    }
+    let expected: Vec<String> = (1..=2500).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(pages, 3);
+}
+
+/// One payload-free notification per transaction, at commit only, none after a rollback.
+#[tokio::test]
+async fn notify_at_commit_once_and_never_after_rollback() {
     let cluster = Cluster::shared();
     let db = cluster.database("feed_notify").await;
     let (listener, mut notes) = cluster.listen(&db).await;
     listener
-        .execute("SELECT rowsync.listener_sleep('test')", &[])
+        .batch_execute("LISTEN marker; SELECT rowsync.listener_sleep('test')")
         .await
         .unwrap();
     let writer = cluster.connect("postgres", &db).await;
-
     writer
         .batch_execute(&format!(
             "BEGIN; {}; {}; {}",
@@ -149,50 +352,24 @@ async fn notify_after_commit_once_and_never_after_rollback() {
         ))
         .await
         .unwrap();
-    // Postgres delivers notifications only at commit: nothing can be queued yet.
-    assert!(notes.try_recv().is_err());
+    assert!(notes.try_recv().is_err(), "nothing before the commit");
     writer.batch_execute("COMMIT").await.unwrap();
-    let note = timeout(Duration::from_secs(10), notes.recv())
-        .await
-        .expect("a wake-up")
-        .unwrap();
-    assert_eq!(note.channel(), "rowsync");
-    assert!(
-        note.payload().parse::<u64>().is_ok(),
-        "payload is an xid: {}",
-        note.payload()
-    );
-
     writer
         .batch_execute(&format!("BEGIN; {}; ROLLBACK", touch(demo::TASK_ANNOUNCE)))
         .await
         .unwrap();
-    // A marker transaction: its notification arriving next proves none came in between.
-    writer
-        .batch_execute(&touch(demo::TASK_SIGNUP))
-        .await
-        .unwrap();
-    let marker = timeout(Duration::from_secs(10), notes.recv())
-        .await
-        .expect("marker")
-        .unwrap();
-    let marker_xid: String =
-        scalar(&writer, "SELECT max(xid)::text FROM rowsync.changes", &[]).await;
-    assert_eq!(marker.payload(), marker_xid, "a rolled-back write notified");
-    assert!(
-        notes.try_recv().is_err(),
-        "three rows in one transaction notified more than once"
-    );
+    assert_eq!(wakeups_before_marker(&mut notes, &writer).await, 1);
 }
 
-/// While every listener is awake, writers skip NOTIFY (the write path avoids the cliff).
+/// While every listener is awake, writers skip NOTIFY; a writer that began while all were
+/// awake and commits after one fell asleep does notify: it decides at its commit.
 #[tokio::test]
-async fn awake_listeners_silence_writers() {
+async fn writers_decide_to_notify_at_commit() {
     let cluster = Cluster::shared();
     let db = cluster.database("feed_awake").await;
     let (listener, mut notes) = cluster.listen(&db).await;
     listener
-        .execute("SELECT rowsync.listener_awake('a')", &[])
+        .batch_execute("LISTEN marker; SELECT rowsync.listener_awake('a')")
         .await
         .unwrap();
     let writer = cluster.connect("postgres", &db).await;
@@ -200,33 +377,50 @@ async fn awake_listeners_silence_writers() {
         .batch_execute(&touch(demo::TASK_ANNOUNCE))
         .await
         .unwrap();
+    assert_eq!(wakeups_before_marker(&mut notes, &writer).await, 0);
+
+    writer
+        .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_SIGNUP)))
+        .await
+        .unwrap();
     listener
         .execute("SELECT rowsync.listener_sleep('b')", &[])
         .await
         .unwrap();
-    writer
-        .batch_execute(&touch(demo::TASK_SIGNUP))
-        .await
-        .unwrap();
-    let note = timeout(Duration::from_secs(10), notes.recv())
-        .await
-        .expect("wake-up")
-        .unwrap();
-    let second_xid: String = scalar(
-        &writer,
-        "SELECT xid::text FROM rowsync.changes WHERE row_id = $1 ORDER BY cursor DESC LIMIT 1",
-        &[&demo::TASK_SIGNUP],
-    )
-    .await;
-    assert_eq!(
-        note.payload(),
-        second_xid,
-        "the write made while all were awake notified"
-    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(wakeups_before_marker(&mut notes, &writer).await, 1);
 }
 
-/// The lost wake-up: a writer that saw the listener awake (and skipped NOTIFY) commits
-/// after the listener's last poll. The listener's sleep protocol still reads it.
+/// A transaction that has NOTIFYed cannot be prepared; writers never NOTIFY before they
+/// commit, so PREPARE works while a listener sleeps.
+#[tokio::test]
+async fn prepare_transaction_works_while_a_listener_sleeps() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_prepare").await;
+    let (listener, _notes) = cluster.listen(&db).await;
+    listener
+        .execute("SELECT rowsync.listener_sleep('s')", &[])
+        .await
+        .unwrap();
+    let start = head(&listener).await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; {}; PREPARE TRANSACTION 'p_{db}'",
+            touch(demo::TASK_SIGNUP)
+        ))
+        .await
+        .expect("PREPARE with a sleeping listener");
+    writer
+        .batch_execute(&format!("COMMIT PREPARED 'p_{db}'"))
+        .await
+        .unwrap();
+    assert_eq!(advance(&listener, start).await.1, [demo::TASK_SIGNUP]);
+}
+
+/// The lost wake-up: a writer that saw the listener awake commits after the listener's
+/// last poll. Falling asleep waits for the transactions running at that moment, so the
+/// read after it finds the change.
 #[tokio::test]
 async fn falling_asleep_never_loses_a_change() {
     let cluster = Cluster::shared();
@@ -236,65 +430,113 @@ async fn falling_asleep_never_loses_a_change() {
         .execute("SELECT rowsync.listener_awake('l')", &[])
         .await
         .unwrap();
-    let start = newest(&listener).await;
-
+    let start = head(&listener).await;
     let writer = cluster.connect("postgres", &db).await;
     writer
         .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_ANNOUNCE)))
         .await
         .unwrap();
-    // The listener's last poll finds nothing; it falls asleep.
-    assert!(read_all(&listener, start).await.is_empty());
+    assert!(advance(&listener, start).await.1.is_empty());
     listener
         .execute("SELECT rowsync.listener_sleep('l')", &[])
         .await
         .unwrap();
-    let watermark: String =
-        scalar(&listener, "SELECT rowsync.listener_watermark()::text", &[]).await;
-    let settled = "SELECT rowsync.listener_settled($1::text::xid8)";
-    let before: bool = scalar(&listener, settled, &[&watermark]).await;
+    // Other tests' transactions are pending too: this test follows its writer's.
+    let mine: String = scalar(&writer, "SELECT pg_current_xact_id()::text", &[]).await;
+    let pending: String = scalar(&listener, "SELECT rowsync.listener_pending()::text", &[]).await;
     assert!(
-        !before,
-        "settled while a writer that saw the listener awake is running"
+        pending
+            .trim_matches(['{', '}'])
+            .split(',')
+            .any(|x| x == mine),
+        "{mine} in {pending}"
     );
-
+    let settled = "SELECT rowsync.listener_settled(ARRAY[$1::text::xid8])";
+    let before: bool = scalar(&listener, settled, &[&mine]).await;
+    assert!(!before, "settled while a writer is running");
     writer.batch_execute("COMMIT").await.unwrap();
-    eventually("the listener to settle", || async {
-        let done: bool = scalar(&listener, settled, &[&watermark]).await;
-        done.then_some(())
-    })
-    .await;
-    // The one read after settling finds the change no NOTIFY announced.
-    let changes = read_all(&listener, start).await;
-    assert_eq!(changes.len(), 1);
-    assert!(
-        notes.try_recv().is_err(),
-        "the writer saw the listener awake, so it did not notify"
-    );
+    let after: bool = scalar(&listener, settled, &[&mine]).await;
+    assert!(after);
+    assert_eq!(advance(&listener, start).await.1, [demo::TASK_ANNOUNCE]);
+    // It committed after the listener fell asleep, so it notified as well.
+    assert!(timeout(Duration::from_secs(10), notes.recv()).await.is_ok());
 }
 
 #[tokio::test]
-async fn a_cursor_out_of_retention_is_told_to_resync() {
+async fn a_position_out_of_retention_is_told_to_resync() {
     let cluster = Cluster::shared();
     let db = cluster.database("feed_retention").await;
     let admin = cluster.connect("postgres", &db).await;
+    let old = head(&admin).await;
     admin
         .batch_execute(&touch(demo::TASK_ANNOUNCE))
         .await
         .unwrap();
-    let old = newest(&admin).await;
+    let (newest, _) = advance(&admin, old).await;
     admin
-        .batch_execute(
-            "UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",
+        .batch_execute("UPDATE rowsync.settings SET change_retention = '0 seconds'")
+        .await
+        .unwrap();
+    let pruned: serde_json::Value = scalar(&admin, "SELECT rowsync.prune()", &[]).await;
+    assert_eq!(pruned["changes"], 18, "the demo's and the touch: {pruned}");
+    let error = admin
+        .query(
+            "SELECT * FROM rowsync.read_changes($1, $2)",
+            &[&old, &newest],
+        )
+        .await
+        .expect_err("a pruned position");
+    assert_eq!(sqlstate(&error), "RS410");
+    assert_eq!(head(&admin).await, newest, "the newest tick stays");
+    assert_eq!(advance(&admin, newest).await.1, Vec::<String>::new());
+}
+
+/// Old ticks are thinned; a position naming a thinned tick reads from the kept one
+/// before it: changes may come twice, never go missing.
+#[tokio::test]
+async fn thinned_ticks_replay_and_never_skip() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_thin").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let mut ticks = vec![head(&admin).await];
+    for task in [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP, demo::TASK_MILK] {
+        admin.batch_execute(&touch(task)).await.unwrap();
+        let (upto, _) = advance(&admin, *ticks.last().unwrap()).await;
+        ticks.push(upto);
+    }
+    // Two seconds, ten minutes ago: ticks 0 and 1 in the first, 2 and 3 in the second.
+    admin
+        .execute(
+            "UPDATE rowsync.ticks SET at = date_trunc('second', now()) - interval '10 minutes'
+                 - CASE WHEN id <= $1 THEN interval '5 seconds' ELSE interval '0' END",
+            &[&ticks[1]],
         )
         .await
         .unwrap();
-    let error = admin
-        .query("SELECT * FROM rowsync.read_changes($1)", &[&old])
+    admin
+        .batch_execute(
+            "UPDATE rowsync.settings SET tick_keep_all = '1 minute'; SELECT rowsync.prune();",
+        )
         .await
-        .expect_err("a pruned cursor");
-    assert_eq!(sqlstate(&error), "RS410");
-    assert_eq!(head(&admin).await, 0);
+        .unwrap();
+    let kept: Vec<i64> = admin
+        .query("SELECT id FROM rowsync.ticks ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, [ticks[1], ticks[3]], "the newest tick of each second");
+    // A reader at tick 2 (thinned) reads from tick 1: SIGNUP again, then MILK.
+    let rows = admin
+        .query(
+            "SELECT row_id FROM rowsync.read_changes($1, $2)",
+            &[&ticks[2], &ticks[3]],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [demo::TASK_SIGNUP, demo::TASK_MILK]);
 }
 
 #[tokio::test]
@@ -303,17 +545,25 @@ async fn only_feed_roles_read_the_feed() {
     let db = cluster.database("feed_grants").await;
     let bridge = rowsync_tests::authenticator(&db).await;
     assert!(bridge
-        .query("SELECT * FROM rowsync.read_changes(0)", &[])
+        .query("SELECT * FROM rowsync.advance(1)", &[])
         .await
         .is_ok());
     let user = cluster.connect("rowsync_authenticator", &db).await;
     user.batch_execute("SET ROLE app_user").await.unwrap();
     for sql in [
-        "SELECT * FROM rowsync.read_changes(0)",
+        "SELECT * FROM rowsync.advance(1)",
+        "SELECT * FROM rowsync.read_changes(1, 1)",
+        "SELECT rowsync.tick()",
         "SELECT * FROM rowsync.changes",
+        "SELECT * FROM rowsync.ticks",
         "SELECT rowsync.listener_awake('x')",
         "SELECT rowsync.prune()",
+        "SELECT rowsync.reset_feed()",
         "SELECT * FROM rowsync.listeners",
+        "SELECT setval('rowsync.sleepers', 5)",
+        "SELECT * FROM rowsync.bus",
+        "SELECT rowsync.bus_publish('b', '[]')",
+        "SELECT * FROM rowsync.bus_read(NULL)",
     ] {
         let error = user.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&error), "42501", "{sql}");
@@ -387,8 +637,161 @@ async fn capture_logs_keys_scopes_and_versions_by_type() {
     assert_eq!(left, 0);
 }
 
-/// The capture function refuses to run other than as rowsync.enable installs it, and a
-/// scope column dropped after enabling reads as null instead of failing writes.
+/// Forged capture: a role that can create tables attaches rowsync._capture to its own
+/// table, naming a synced table in the arguments, for rows and for TRUNCATE; an app role
+/// does the same, and attaches a second copy to a synced table. Each is refused with
+/// 39P01 and logs nothing. A spoofed transaction id does not reach the log, and a
+/// registry entry cannot take another table's name or touch another owner's entry.
+#[tokio::test]
+async fn capture_cannot_be_forged() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_forge").await;
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT CREATE ON DATABASE {db} TO mallory;
+             GRANT TRIGGER ON app.tasks TO app_user;
+             GRANT CREATE ON SCHEMA app TO app_user;"
+        ))
+        .await
+        .unwrap();
+    let before: i64 = scalar(&admin, "SELECT count(*) FROM rowsync.changes", &[]).await;
+    let mallory = cluster.connect("mallory", &db).await;
+    mallory
+        .batch_execute(
+            "CREATE SCHEMA mine;
+             CREATE TABLE mine.tasks (id uuid PRIMARY KEY, board_id uuid, version bigint);
+             CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON mine.tasks
+                 FOR EACH ROW EXECUTE FUNCTION rowsync._capture('tasks', 'id', 'board_id');
+             CREATE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON mine.tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture('tasks');
+             CREATE TEMP TABLE tmp (id uuid PRIMARY KEY, version bigint);
+             CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT ON tmp
+                 FOR EACH ROW EXECUTE FUNCTION rowsync._capture('tasks', 'id');",
+        )
+        .await
+        .unwrap();
+    let app = cluster.connect("rowsync_authenticator", &db).await;
+    app.batch_execute(r#"SET ROLE app_user; SET request.jwt.claims = '{"sub": "alice"}'"#)
+        .await
+        .unwrap();
+    app.batch_execute(
+        "CREATE TABLE app.mine (id uuid PRIMARY KEY, version bigint);
+         CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT ON app.mine
+             FOR EACH ROW EXECUTE FUNCTION rowsync._capture('tasks', 'id');
+         CREATE TRIGGER zz_copy BEFORE UPDATE ON app.tasks
+             FOR EACH ROW EXECUTE FUNCTION rowsync._capture();",
+    )
+    .await
+    .unwrap();
+    let task = format!("'{}'", demo::TASK_ANNOUNCE);
+    for (client, sql) in [
+        (
+            &mallory,
+            format!("INSERT INTO mine.tasks VALUES ({task}, NULL, 1)"),
+        ),
+        (&mallory, "TRUNCATE mine.tasks".to_string()),
+        (&mallory, format!("INSERT INTO tmp VALUES ({task}, 1)")),
+        (&app, format!("INSERT INTO app.mine VALUES ({task}, 1)")),
+        (
+            &app,
+            format!("UPDATE app.tasks SET title = 'x' WHERE id = {task}"),
+        ),
+    ] {
+        let error = client.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(sqlstate(&error), "39P01", "{sql}: {error:?}");
+    }
+    admin
+        .batch_execute("DROP TRIGGER zz_copy ON app.tasks")
+        .await
+        .unwrap();
+
+    // Registering its own table is allowed: its changes are logged under its own name
+    // and relation, and it cannot take the name of another table.
+    mallory
+        .batch_execute("SELECT rowsync.enable('mine.tasks', '{board_id}')")
+        .await
+        .unwrap();
+    let renamed = mallory
+        .batch_execute(
+            "UPDATE rowsync.synced SET name = 'tasks' WHERE rel = 'mine.tasks'::regclass",
+        )
+        .await
+        .expect_err("a taken name");
+    assert_eq!(sqlstate(&renamed), "23505");
+    mallory
+        .batch_execute("UPDATE rowsync.synced SET scopes = '{}' WHERE name = 'tasks'")
+        .await
+        .unwrap();
+    let untouched: String = scalar(
+        &admin,
+        "SELECT scopes::text FROM rowsync.synced WHERE name = 'tasks'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        untouched, "{board_id}",
+        "another owner's registry row is out of reach"
+    );
+    mallory
+        .batch_execute(&format!(
+            "SELECT set_config('rowsync.tx_id', '11111111-1111-4111-8111-111111111111', false);
+             INSERT INTO mine.tasks VALUES ({task}, NULL, 1);"
+        ))
+        .await
+        .unwrap();
+    let logged = admin
+        .query(
+            "SELECT rel::regclass::text, tbl, tx_id::text FROM rowsync.changes
+              ORDER BY xid, cursor OFFSET $1",
+            &[&before],
+        )
+        .await
+        .unwrap();
+    let logged: Vec<(String, String, Option<String>)> = logged
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        logged,
+        [("mine.tasks".to_string(), "mine.tasks".to_string(), None)],
+        "only mallory's own table, under its own name, with no transaction id"
+    );
+}
+
+/// A registry change made without DDL (an owner's UPDATE of its scopes) reaches a
+/// backend that already cached the table.
+#[tokio::test]
+async fn a_registry_change_reaches_warm_backends() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_registry").await;
+    let writer = cluster.connect("postgres", &db).await;
+    let admin = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(&touch(demo::TASK_ANNOUNCE))
+        .await
+        .unwrap();
+    admin
+        .batch_execute("UPDATE rowsync.synced SET scopes = '{}' WHERE name = 'tasks'")
+        .await
+        .unwrap();
+    writer
+        .batch_execute(&touch(demo::TASK_ANNOUNCE))
+        .await
+        .unwrap();
+    let scopes: Option<String> = scalar(
+        &admin,
+        "SELECT new_scopes::text FROM rowsync.changes WHERE tbl = 'tasks'
+          ORDER BY xid DESC, cursor DESC LIMIT 1",
+        &[],
+    )
+    .await;
+    assert_eq!(scopes, None);
+}
+
+/// The capture refuses a statement-level trigger, and a scope column dropped after
+/// enabling reads as null instead of failing writes.
 #[tokio::test]
 async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
     let cluster = Cluster::shared();
@@ -397,8 +800,9 @@ async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
     writer
         .batch_execute(
             "CREATE TABLE app.misused (id int PRIMARY KEY, version bigint);
-             CREATE TRIGGER t AFTER INSERT ON app.misused FOR EACH STATEMENT
-                 EXECUTE FUNCTION rowsync._capture('misused', 'id');",
+             SELECT rowsync.enable('app.misused');
+             CREATE TRIGGER zzz_rowsync_capture_2 AFTER INSERT ON app.misused FOR EACH STATEMENT
+                 EXECUTE FUNCTION rowsync._capture();",
         )
         .await
         .unwrap();
@@ -406,12 +810,7 @@ async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
         .batch_execute("INSERT INTO app.misused VALUES (1, 1)")
         .await
         .expect_err("a statement-level capture must fail");
-    assert!(
-        error
-            .as_db_error()
-            .is_some_and(|e| e.message().contains("FOR EACH ROW")),
-        "{error:?}"
-    );
+    assert_eq!(sqlstate(&error), "39P01", "{error:?}");
 
     writer
         .batch_execute(
@@ -422,18 +821,64 @@ async fn capture_refuses_misuse_and_survives_a_dropped_scope() {
         )
         .await
         .unwrap();
-    let start = newest(&writer).await;
     writer
         .batch_execute("UPDATE app.grouped SET id = id WHERE id = 1")
         .await
         .unwrap();
     let scopes: String = scalar(
         &writer,
-        "SELECT new_scopes::text FROM rowsync.changes WHERE cursor > $1 AND tbl = 'grouped'",
-        &[&start],
+        "SELECT new_scopes::text FROM rowsync.changes WHERE tbl = 'grouped'
+          ORDER BY xid DESC, cursor DESC LIMIT 1",
+        &[],
     )
     .await;
     assert_eq!(scopes, r#"{"grp": null}"#);
+}
+
+/// rowsync.apply credits its changes to its transaction id, and nothing else is: not
+/// plain SQL after a failed apply in the same transaction.
+#[tokio::test]
+async fn only_apply_sets_the_transaction_id() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_tx_id").await;
+    let mut client = cluster.connect("rowsync_authenticator", &db).await;
+    let id = "22222222-2222-4222-8222-222222222222";
+    let tx = serde_json::json!({"id": id, "ops": [{"type": "set", "table": "tasks",
+        "id": demo::TASK_ANNOUNCE, "key": "title", "value": "applied"}]});
+    rowsync_tests::apply_as(&mut client, "alice", tx)
+        .await
+        .unwrap();
+    // The second op fails in Postgres (title is NOT NULL), after the first was written.
+    let bad = serde_json::json!({"id": "33333333-3333-4333-8333-333333333333", "ops": [
+        {"type": "set", "table": "tasks", "id": demo::TASK_ANNOUNCE, "key": "title", "value": "x"},
+        {"type": "set", "table": "boards", "id": demo::LAUNCH, "key": "name", "value": null}]});
+    let admin = cluster.connect("postgres", &db).await;
+    admin.batch_execute("BEGIN; SAVEPOINT s").await.unwrap();
+    assert!(admin
+        .query("SELECT rowsync.apply($1)", &[&bad])
+        .await
+        .is_err());
+    admin
+        .batch_execute(&format!(
+            "ROLLBACK TO SAVEPOINT s; {}; COMMIT",
+            touch(demo::TASK_SIGNUP)
+        ))
+        .await
+        .unwrap();
+    let rows = admin
+        .query(
+            "SELECT row_id, tx_id::text FROM rowsync.changes WHERE row_id = ANY($1)
+              ORDER BY xid, cursor",
+            &[&vec![demo::TASK_ANNOUNCE, demo::TASK_SIGNUP]],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got.last(), Some(&(demo::TASK_SIGNUP.to_string(), None)));
+    assert!(
+        got.contains(&(demo::TASK_ANNOUNCE.to_string(), Some(id.to_string()))),
+        "{got:?}"
+    );
 }
 
 /// `apply`'s cursor is the transaction's last change, cascades included: a deleted

@@ -35,7 +35,7 @@ $$;
 -- subscribers resync. It looks its table up in the registry by the relation it fires
 -- on, fires only as the two triggers rowsync.enable creates, and takes no arguments.
 -- EXECUTE stays granted: CREATE TRIGGER needs it, and attaching it anywhere else fails
--- at the first write with RS007. It fires last among BEFORE triggers (by name), after
+-- at the first write with SQLSTATE 39P01. It fires last among BEFORE triggers (by name), after
 -- any trigger that might skip the row.
 CREATE FUNCTION rowsync._capture() RETURNS trigger
 LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', '_capture_wrapper';

@@ -14,7 +14,7 @@
 //! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would. Its
 //! statements name every object by schema and call nothing a search_path could redirect.
 
-use crate::sql::{json_row, json_rows, raise_coded};
+use crate::sql::{json_row, json_rows, raise};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
@@ -242,18 +242,16 @@ fn definition(relid: pg_sys::Oid) -> Option<Rc<Definition>> {
     Some(definition)
 }
 
-/// Aborts the statement with RS007 before anything is logged.
+/// Aborts the statement before anything is logged: 39P01, the SQLSTATE Postgres gives a
+/// trigger function used the wrong way (pgrx can raise only the built-in codes).
 fn refuse(message: &str) -> ! {
-    Spi::connect_mut(|client| {
-        raise_coded(
-            client,
-            "RS007",
-            message,
-            "the capture trigger logs only the tables rowsync.enable registered, as the triggers it created",
-            "sync the table with rowsync.enable(table) instead of attaching rowsync._capture",
-        );
-    });
-    unreachable!("raise_coded does not return")
+    raise(
+        PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+        message.to_string(),
+        "the capture trigger logs only the tables rowsync.enable registered, as the triggers it created"
+            .to_string(),
+        "sync the table with rowsync.enable(table) instead of attaching rowsync._capture",
+    )
 }
 
 /// A registry row changed (enable, disable, or an owner's direct edit): every backend

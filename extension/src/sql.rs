@@ -94,25 +94,6 @@ pub fn raise(code: PgSqlErrorCode, message: String, detail: String, hint: &str) 
     unreachable!("an ERROR report does not return")
 }
 
-/// Raises an ERROR with one of rowsync's own SQLSTATEs (pgrx raises only the built-in
-/// ones), through the same PL/pgSQL function that `rowsync.apply` raises its errors with.
-pub fn raise_coded(
-    client: &mut SpiClient<'_>,
-    sqlstate: &str,
-    message: &str,
-    detail: &str,
-    hint: &str,
-) -> ! {
-    let error = serde_json::json!({"error": {
-        "sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint}});
-    json_row(
-        client,
-        "SELECT rowsync._raise_if_error($1)",
-        &[JsonB(error).into()],
-    );
-    internal(&format!("rowsync: {sqlstate} was not raised: {message}"))
-}
-
 fn internal(message: &str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,

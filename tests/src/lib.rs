@@ -160,7 +160,7 @@ impl Cluster {
     fn start_postgres(&self) {
         let (dir, port, data) = (&self.dir, self.port, self.dir.join("data"));
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c max_prepared_transactions=20 \
              -c shared_buffers=64MB",
             dir.display()
         );
@@ -282,9 +282,8 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("not a database error: {error}"))
 }
 
-/// Polls `check` until it returns `Some`, for at most ten seconds. The feed's horizon is
-/// cluster-wide, so a transaction of a test running beside this one can hold a change
-/// back for a moment: tests wait for what must happen, they never assume it happened.
+/// Polls `check` until it returns `Some`, for at most ten seconds: tests wait for what
+/// must happen (a bridge's next poll, a notification), they never assume it happened.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
