@@ -2,7 +2,7 @@
 //! bridge, a bridge restart, and several bridges on one database.
 
 use rowsync_tests::bridge::{Bridge, Ws};
-use rowsync_tests::{demo, scalar, Cluster};
+use rowsync_tests::{demo, Cluster};
 use serde_json::{json, Value};
 
 async fn touch(cluster: &Cluster, db: &str, task: &str, title: &str) {
@@ -30,7 +30,7 @@ async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
     let ack = bob
         .request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
-    let cursor = ack["cursor"].as_i64().unwrap();
+    let cursor = ack["cursor"].as_str().unwrap().to_string();
     drop(bob);
 
     for (i, task) in [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP, demo::TASK_ANNOUNCE]
@@ -71,28 +71,123 @@ async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
     bridge.stop().await;
 }
 
+/// Tokens the log no longer holds, tokens of another database and tokens that were never
+/// issued all get `resync` for the keys, never a silent gap.
 #[tokio::test]
-async fn a_cursor_out_of_retention_gets_resync() {
+async fn stale_foreign_and_forged_tokens_resync() {
     let cluster = Cluster::shared();
     let db = cluster.database("bridge_resync").await;
+    let other_db = cluster.database("bridge_resync_other").await;
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let other = Bridge::start(cluster, &other_db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let old = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut elsewhere = Ws::connect(&other, "bob").await;
+    let foreign = elsewhere
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop((bob, elsewhere));
     touch(cluster, &db, demo::TASK_ANNOUNCE, "old news").await;
     let admin = cluster.connect("postgres", &db).await;
-    let old: i64 = scalar(&admin, "SELECT max(cursor) FROM rowsync.changes", &[]).await;
     admin
         .batch_execute(
-            "UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",
+            "SELECT rowsync.tick();
+             UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",
         )
         .await
         .unwrap();
+    // A live tick with another check: a token that was never issued.
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let ack = bob
-        .request(json!({"type": "subscribe", "keys": [scope()], "cursor": old}))
+    let fresh = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(bob);
+    let mut forged = fresh.into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for (cursor, reason) in [
+        (old.as_str(), "cursor_gone"),
+        (foreign.as_str(), "cursor_foreign"),
+        (forged.as_str(), "cursor_invalid"),
+        ("not a token", "cursor_invalid"),
+    ] {
+        let mut bob = Ws::connect(&bridge, "bob").await;
+        let ack = bob
+            .request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+        assert_eq!(resync["keys"], json!([scope()]));
+        assert_eq!(resync["reason"], reason, "{cursor}");
+    }
+    bridge.stop().await;
+    other.stop().await;
+}
+
+/// Transactions left open (a write on another table, a session in another database, a
+/// prepared transaction, a write on a synced table) hold back nothing: a change
+/// committed meanwhile reaches its subscriber while they are still open.
+#[tokio::test]
+async fn open_transactions_do_not_delay_delivery() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_stall").await;
+    let other_db = cluster.database("bridge_stall_other").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
-    assert_eq!(ack["type"], "ack");
-    let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
-    assert_eq!(resync["keys"], json!([scope()]));
-    assert_eq!(resync["reason"], "cursor_gone");
+    let open_write = cluster.connect("postgres", &db).await;
+    open_write
+        .batch_execute("BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    let synced_write = cluster.connect("postgres", &db).await;
+    synced_write
+        .batch_execute(&format!(
+            "BEGIN; UPDATE app.tasks SET title = 'held' WHERE id = '{}'",
+            demo::TASK_MILK
+        ))
+        .await
+        .unwrap();
+    let elsewhere = cluster.connect("postgres", &other_db).await;
+    elsewhere
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let prepared = cluster.connect("postgres", &db).await;
+    prepared
+        .batch_execute(&format!(
+            "BEGIN; UPDATE app.boards SET name = 'held' WHERE id = '{}'; PREPARE TRANSACTION 'bridge_stall_{db}'",
+            demo::LAUNCH
+        ))
+        .await
+        .unwrap();
+    for round in 2..5 {
+        touch(cluster, &db, demo::TASK_ANNOUNCE, &format!("round {round}")).await;
+        bob.wait_for("the change, while transactions stay open", |f| {
+            f["type"] == "change" && f["id"] == demo::TASK_ANNOUNCE && f["version"] == round
+        })
+        .await;
+    }
+    prepared
+        .batch_execute(&format!("ROLLBACK PREPARED 'bridge_stall_{db}'"))
+        .await
+        .unwrap();
+    for session in [&open_write, &synced_write, &elsewhere] {
+        session.batch_execute("ROLLBACK").await.unwrap();
+    }
     bridge.stop().await;
 }
 
@@ -141,10 +236,10 @@ async fn a_bridge_restart_loses_nothing() {
     let ack = bob
         .request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
-    let mut cursor = ack["cursor"].as_i64().unwrap();
+    let mut cursor = ack["cursor"].as_str().unwrap().to_string();
     touch(cluster, &db, demo::TASK_ANNOUNCE, "one").await;
     let frame = bob.wait_for("a change", |f| f["type"] == "change").await;
-    cursor = frame["cursor"].as_i64().unwrap_or(cursor);
+    cursor = frame["cursor"].as_str().unwrap().to_string();
     first.stop().await;
     assert_eq!(bob.closed().await, Some(1001));
 
@@ -197,7 +292,7 @@ async fn resuming_across_a_truncate_gets_resync() {
     let ack = bob
         .request(json!({"type": "subscribe", "keys": [comments]}))
         .await;
-    let cursor = ack["cursor"].as_i64().unwrap();
+    let cursor = ack["cursor"].as_str().unwrap().to_string();
     drop(bob);
     let admin = cluster.connect("postgres", &db).await;
     admin.batch_execute("TRUNCATE app.comments").await.unwrap();

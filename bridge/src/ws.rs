@@ -513,10 +513,10 @@ impl Conn {
         let from = match crate::token::decode(feed, token) {
             Ok(position) => position,
             Err(TokenError::Malformed) => {
-                return Err(Error::new(
-                    errors::BAD_MESSAGE,
-                    "cursor is not a token this feed issued",
-                ))
+                send_text(socket, lost("cursor_invalid").to_string())
+                    .await
+                    .map_err(gone)?;
+                return Ok(sent);
             }
             Err(TokenError::OtherFeed) => {
                 send_text(socket, lost("cursor_foreign").to_string())
