@@ -233,13 +233,11 @@ async fn a_bridge_restart_loses_nothing() {
     let db = cluster.database("bridge_restart").await;
     let first = Bridge::start(cluster, &db, |_| {}).await;
     let mut bob = Ws::connect(&first, "bob").await;
-    let ack = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
-    let mut cursor = ack["cursor"].as_str().unwrap().to_string();
     touch(cluster, &db, demo::TASK_ANNOUNCE, "one").await;
     let frame = bob.wait_for("a change", |f| f["type"] == "change").await;
-    cursor = frame["cursor"].as_str().unwrap().to_string();
+    let cursor = frame["cursor"].as_str().unwrap().to_string();
     first.stop().await;
     assert_eq!(bob.closed().await, Some(1001));
 

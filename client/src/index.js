@@ -49,7 +49,7 @@ export class RowsyncClient {
     this.visible = new Map();
     /** Subscribed keys with how many views use each. */
     this.watched = new Map();
-    /** @type {number|null} the position in the feed of the last frame received */
+    /** @type {string|null} the resume token of the last frame received: opaque, sent back as is */
     this.cursor = null;
     this.views = new Set();
     this.waiters = new Map();

@@ -67,10 +67,10 @@ test('writes made offline wait in storage, survive a new client and sync', async
 test('after a reconnect it resumes from the last cursor', async () => {
   const { server, client } = setup();
   await loaded(client);
-  server.push({ type: 'change', table: 'tasks', id: 't1', version: 1, kind: 'update', cursor: 42, keys: ['tasks:t1'] });
-  await until(() => client.cursor === 42, 'the cursor');
+  server.push({ type: 'change', table: 'tasks', id: 't1', version: 1, kind: 'update', cursor: 'tok42', keys: ['tasks:t1'] });
+  await until(() => client.cursor === 'tok42', 'the cursor');
   server.disconnect();
-  await until(() => server.received.some((f) => f.type === 'subscribe' && f.cursor === 42), 'a subscribe from cursor 42');
+  await until(() => server.received.some((f) => f.type === 'subscribe' && f.cursor === 'tok42'), 'a subscribe from cursor tok42');
   client.close();
 });
 
@@ -86,7 +86,7 @@ test('undo applies the server\'s guarded inverse; redo reapplies', async () => {
   assert.equal(view.getSnapshot().status, 'doing');
   // A collaborator's later edit is not clobbered: the guard skips it.
   server.rows.set('tasks:t1', { ...server.rows.get('tasks:t1'), status: 'done', version: 9 });
-  server.push({ type: 'change', table: 'tasks', id: 't1', version: 9, kind: 'update', cursor: 50, keys: ['tasks:t1'] });
+  server.push({ type: 'change', table: 'tasks', id: 't1', version: 9, kind: 'update', cursor: 'tok50', keys: ['tasks:t1'] });
   await until(() => view.getSnapshot().status === 'done', 'the collaborator\'s edit');
   const skipped = new Promise((resolve) => client.on('skipped', resolve));
   await client.undo();

@@ -50,7 +50,7 @@ export class FakeServer {
 
   handle(frame) {
     switch (frame.type) {
-      case 'subscribe': return { type: 'ack', keys: frame.keys, cursor: 10 };
+      case 'subscribe': return { type: 'ack', keys: frame.keys, cursor: 'tok10' };
       case 'unsubscribe': return { type: 'ack', keys: frame.keys };
       case 'ping': return { type: 'pong' };
       case 'fetch': {
@@ -67,7 +67,7 @@ export class FakeServer {
             records.push({ table, id, row: this.rows.get(key) ?? null });
           }
         }
-        return { type: 'records', records, scopes, cursor: 10 };
+        return { type: 'records', records, scopes, cursor: 'tok10' };
       }
       case 'write': {
         if (this.refuseNext) {

@@ -81,7 +81,7 @@ fn key(mode: &str, i: usize) -> String {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, keys: Vec<String>, cursor: Option<i64>) -> Socket {
+async fn open(url: &str, keys: Vec<String>, cursor: Option<String>) -> Socket {
     let (mut socket, _) = loop {
         match tokio_tungstenite::connect_async(url).await {
             Ok(s) => break s,
@@ -288,7 +288,7 @@ async fn resume(a: &Args, url: &str, n: i64) {
     while let Some(Ok(Message::Text(text))) = socket.next().await {
         let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
         if v["type"] == "ack" {
-            cursor = v["cursor"].as_i64();
+            cursor = v["cursor"].as_str().map(str::to_string);
             break;
         }
     }
