@@ -342,7 +342,12 @@ async fn advance(
     let mut total = 0;
     loop {
         for change in &page {
-            state.router.route(change);
+            if change.kind == "event" {
+                let reached = state.router.route_event(change);
+                state.presence.deliver_event(change, &reached);
+            } else {
+                state.router.route(change);
+            }
         }
         total += page.len();
         crate::metrics::Metrics::add(&state.metrics.changes_read, page.len() as u64);

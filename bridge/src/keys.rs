@@ -85,6 +85,13 @@ impl Key {
         }
     }
 
+    /// How the router files the events `rowsync.send` addresses to `user:<sub>`: with a
+    /// leading `@`, which no subscription key can have, so that a record key of a table
+    /// named `user` never receives another user's events.
+    pub fn user_topic(sub: &str) -> String {
+        format!("@user:{sub}")
+    }
+
     pub fn record(table: &str, id: &str) -> String {
         format!("{table}:{id}")
     }

@@ -2,7 +2,7 @@
 //! the row, so the newest change says all); past the bound the connection is closed as
 //! slow, never silently dropped from.
 
-use crate::protocol::ChangeFrame;
+use crate::protocol::{ChangeFrame, EventFrame};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     Change(Arc<ChangeFrame>),
+    /// A server event: never coalesced, every one counts.
+    Event(Arc<EventFrame>),
     /// Any other push, already serialised.
     Text(Utf8Bytes),
 }
@@ -239,7 +241,7 @@ mod tests {
             .iter()
             .map(|f| match f {
                 Outgoing::Change(c) => c.log_key.1,
-                Outgoing::Text(_) => -1,
+                Outgoing::Text(_) | Outgoing::Event(_) => -1,
             })
             .collect();
         let expected: Vec<i64> = (10..40).chain(100..110).collect();

@@ -157,6 +157,35 @@ impl ChangeFrame {
     }
 }
 
+/// A server event (`rowsync.send`) pushed to the connections following its topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFrame {
+    /// The change log key of the event: catch-up and the live queue dedupe by it.
+    pub log_key: (i64, i64),
+    /// The frame as sent, serialised once for every connection.
+    pub text: Utf8Bytes,
+}
+
+impl EventFrame {
+    /// `None` for a log row that is not an event.
+    pub fn new(change: &FeedChange) -> Option<EventFrame> {
+        let topic = change.topic.as_ref()?;
+        let payload = change.payload.as_ref()?;
+        let frame = serde_json::json!({
+            "type": "event",
+            "topic": topic,
+            "event": payload["event"],
+            "payload": payload["data"],
+            "from": payload["from"],
+            "cursor": change.token,
+        });
+        Some(EventFrame {
+            log_key: (change.xid, change.cursor),
+            text: frame.to_string().into(),
+        })
+    }
+}
+
 /// An error reply or push: a stable code (docs/errors.md), a message for people, and
 /// whether retrying the same request later may succeed.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -3,7 +3,7 @@
 
 use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::ChangeFrame;
+use crate::protocol::{ChangeFrame, EventFrame};
 use crate::token::{FeedId, Position, Tick};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -66,6 +66,15 @@ impl FeedChange {
             payload: row.get(first + 9),
             at: row.get(first + 10),
         }
+    }
+
+    /// The router key of an event's topic: `user:<sub>` is filed apart from record keys.
+    pub fn router_topic(&self) -> Option<String> {
+        let topic = self.topic.as_deref()?;
+        Some(match topic.strip_prefix("user:") {
+            Some(sub) => Key::user_topic(sub),
+            None => topic.to_string(),
+        })
     }
 
     /// The keys this change concerns: its record, and every scope it was or is in.
@@ -142,6 +151,24 @@ impl Router {
         if let Ok(mut inner) = self.inner.write() {
             inner.remove(id, key);
         }
+    }
+
+    /// Queues a server event for the connections following its topic, and returns them.
+    pub fn route_event(&self, change: &FeedChange) -> Vec<ConnId> {
+        let (Some(topic), Some(frame)) = (change.router_topic(), EventFrame::new(change)) else {
+            return Vec::new();
+        };
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let frame = Arc::new(frame);
+        let Some(conns) = inner.by_key.get(&topic) else {
+            return Vec::new();
+        };
+        for outbox in conns.values() {
+            outbox.push(Outgoing::Event(frame.clone()));
+        }
+        conns.keys().copied().collect()
     }
 
     /// Queues `change` for every subscriber of its keys, one frame per connection.

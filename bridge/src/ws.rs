@@ -7,7 +7,7 @@ use crate::errors::{self, Error};
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{ChangeFrame, ClientMessage, PresenceAction, PROTOCOL_VERSION};
+use crate::protocol::{ChangeFrame, ClientMessage, EventFrame, PresenceAction, PROTOCOL_VERSION};
 use crate::router::ConnId;
 use crate::server::AppState;
 use crate::token::{encode, FeedId, Position, Tick, TokenError};
@@ -90,7 +90,10 @@ pub fn serve(
         if let Some((code, reason)) = outcome {
             let _ = close_with(&mut socket, code, &reason).await;
         }
-        conn.state.router.disconnect(conn.id, conn.subscriptions());
+        let user = conn.claims.sub.as_deref().map(Key::user_topic);
+        conn.state
+            .router
+            .disconnect(conn.id, conn.subscriptions().chain(&user));
         for room in &conn.rooms {
             conn.state.presence.leave(conn.id, room);
         }
@@ -123,8 +126,13 @@ enum Event {
 impl Conn {
     fn new(state: Arc<AppState>, claims: Claims) -> Conn {
         let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
+        let id = state.router.connect(outbox.clone());
+        // Every connection of a user receives the events sent to `user:<sub>`.
+        if let Some(sub) = &claims.sub {
+            state.router.subscribe(id, &Key::user_topic(sub));
+        }
         Conn {
-            id: state.router.connect(outbox.clone()),
+            id,
             _alive: state.connections.clone(),
             bucket: TokenBucket::new(state.config.messages_per_second),
             state,
@@ -281,6 +289,8 @@ impl Conn {
                     self.state.metrics.observe_latency(seconds.max(0.0));
                     change.to_text()
                 }
+                Outgoing::Event(event) if skip.contains(&event.log_key) => continue,
+                Outgoing::Event(event) => event.text.clone(),
                 Outgoing::Text(text) => text,
             };
             socket.feed(Message::Text(text)).await?;
@@ -547,7 +557,8 @@ impl Conn {
                 check: 0,
             }),
         };
-        let wanted: HashSet<&String> = keys.iter().collect();
+        let user = self.claims.sub.as_deref().map(Key::user_topic);
+        let wanted: HashSet<&String> = keys.iter().chain(&user).collect();
         // The rest of the token's batch, then everything since, up to the bridge's tick.
         let mut ranges = vec![(from.lo, from.hi, from.after)];
         if from.hi.id < now.id {
@@ -577,6 +588,10 @@ impl Conn {
                             CatchUp::Change(frame) => {
                                 sent.insert(frame.log_key);
                                 frame.to_text()
+                            }
+                            CatchUp::Event(event) => {
+                                sent.insert(event.log_key);
+                                event.text
                             }
                             CatchUp::Text(text) => text.into(),
                         };
@@ -817,6 +832,7 @@ impl TokenBucket {
 
 enum CatchUp {
     Change(ChangeFrame),
+    Event(EventFrame),
     Text(String),
 }
 
@@ -826,6 +842,14 @@ fn catch_up_frame(
     keys: &[String],
     wanted: &HashSet<&String>,
 ) -> Option<CatchUp> {
+    if change.kind == "event" {
+        let topic = change.router_topic()?;
+        return wanted
+            .contains(&topic)
+            .then(|| EventFrame::new(change))
+            .flatten()
+            .map(CatchUp::Event);
+    }
     if change.kind == "truncate" {
         let table = change.table.as_deref()?;
         let prefixes = [format!("{table}:"), format!("{table}?")];

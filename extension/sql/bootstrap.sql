@@ -38,6 +38,9 @@ CREATE TABLE rowsync.settings (
     listener_timeout  interval NOT NULL DEFAULT '1 minute',
     -- Most ops in one transaction, and most pointers in one rowsync.get call.
     max_ops           integer  NOT NULL DEFAULT 1000 CHECK (max_ops > 0),
+    -- Largest payload of one rowsync.send event, in bytes of its JSON text (the bridge's
+    -- default max_frame_bytes: an event must fit in one frame).
+    max_event_bytes   integer  NOT NULL DEFAULT 65536 CHECK (max_event_bytes > 0),
     -- Names this change log in resume tokens: a token from another database or cluster
     -- (or from before rowsync.reset_feed()) resyncs instead of resuming in the wrong place.
     feed_id           uuid     NOT NULL DEFAULT pg_catalog.gen_random_uuid()

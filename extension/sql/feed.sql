@@ -225,6 +225,69 @@ BEGIN
 END
 $$;
 
+-- ── Server events ─────────────────────────────────────────────────────────────────────
+-- Delivers `event` with `payload` to the connections following `topic`, after the calling
+-- transaction commits, in order with that transaction's row changes; nothing if it rolls
+-- back. It rides the change log, so a client that resumes from a token gets the events it
+-- missed. Topics: a record key `table:id`, a scope key `table?column=value` (the
+-- connections subscribed to the key, or in the presence room of that name), or
+-- `user:<sub>`, every connection of that user. Only roles granted rowsync.grant_send call
+-- it. Returns the event's cursor in the log.
+CREATE FUNCTION rowsync.send(topic text, event text, payload jsonb DEFAULT 'null')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parts text[];
+    canonical text;
+    size integer := octet_length(coalesce(payload, 'null')::text);
+    limit_bytes integer := (SELECT s.max_event_bytes FROM rowsync.settings s);
+    logged bigint;
+BEGIN
+    -- A uuid in a key is spelled in lower case, as Postgres prints it (docs/protocol.md).
+    parts := regexp_match(topic, '^([A-Za-z0-9_]{1,63}(?:\.[A-Za-z0-9_]{1,63})?)(:|\?[A-Za-z0-9_]{1,63}=)(.+)$');
+    IF topic LIKE 'user:_%' AND octet_length(topic) <= 512 THEN
+        canonical := topic;
+    ELSIF parts IS NOT NULL AND octet_length(topic) <= 512 THEN
+        IF NOT EXISTS (SELECT 1 FROM rowsync.synced WHERE name = parts[1]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', parts[1]),
+                DETAIL = format('topic %s names it', topic), HINT = 'call rowsync.enable(table) first';
+        END IF;
+        canonical := parts[1] || parts[2] || CASE
+            WHEN parts[3] ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN lower(parts[3])
+            ELSE parts[3] END;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'RS001', MESSAGE = format('rowsync.send: %s is not a topic', left(topic, 80)),
+            DETAIL = 'topics are table:id, table?column=value or user:<sub>, at most 512 bytes',
+            HINT = 'name a record, a scope or a user';
+    END IF;
+    IF event IS NULL OR length(event) NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS001', MESSAGE = 'rowsync.send: the event name needs 1 to 100 characters',
+            DETAIL = format('got %s characters', coalesce(length(event), 0)), HINT = 'name the event, such as task_done';
+    END IF;
+    IF size > limit_bytes THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS413', MESSAGE = format('rowsync.send: the payload is %s bytes', size),
+            DETAIL = format('rowsync.settings.max_event_bytes is %s', limit_bytes),
+            HINT = 'send an id and let clients fetch the rest';
+    END IF;
+    INSERT INTO rowsync.changes (kind, topic, payload)
+    VALUES ('event', canonical, jsonb_build_object('event', event, 'data', coalesce(payload, 'null'),
+                                                   'from', rowsync.user_id()))
+    RETURNING cursor INTO logged;
+    PERFORM rowsync._changed();
+    RETURN logged;
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync.send(text, text, jsonb) FROM PUBLIC;
+
+-- Lets `role` send events: a backend, a worker, the owner of a trigger that calls send.
+CREATE FUNCTION rowsync.grant_send(role regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION rowsync.send(text, text, jsonb) TO %s', role);
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync.grant_send(regrole) FROM PUBLIC;
+
 -- ── Retention ─────────────────────────────────────────────────────────────────────────
 -- Deletes changes and ticks past change_retention, thins old ticks, and forgets applied
 -- transaction ids, bus events and silent listeners past theirs (rowsync.settings).
@@ -306,6 +369,7 @@ REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
 GRANT UPDATE ON rowsync.settings TO @extowner@;
 GRANT SELECT ON rowsync.changes, rowsync.ticks TO @extowner@ WITH GRANT OPTION;
 DO $$ BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s, rowsync.reset_feed(), rowsync.grant_feed(regrole) '
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s, rowsync.reset_feed(), rowsync.grant_feed(regrole), '
+                   'rowsync.send(text, text, jsonb), rowsync.grant_send(regrole) '
                    'TO %s WITH GRANT OPTION', rowsync._feed_functions(), '@extowner@');
 END $$;

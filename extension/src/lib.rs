@@ -52,6 +52,14 @@ fn get_entry(pointers: pgrx::JsonB) -> pgrx::JsonB {
     pgrx::JsonB(get::run(&pointers.0).unwrap_or_else(|failure| failure.to_json()))
 }
 
+/// Marks the calling transaction as one that logged something for the feed, so that it
+/// wakes a sleeping listener when it commits (rowsync.send calls it). Anyone may: the
+/// most it causes is one wake-up, which any role can cause with NOTIFY.
+#[pg_extern(volatile, parallel_unsafe, name = "_changed")]
+fn changed_entry() {
+    wakeup::changed();
+}
+
 /// Called by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {
