@@ -198,3 +198,46 @@ async fn another_users_transaction_id_is_refused() {
         json!("bob's")
     );
 }
+
+/// The policy helpers are inlined: a policy that calls rowsync.user_id() reads the setting
+/// directly instead of calling a function per row, and the demo's membership check runs
+/// once per statement.
+#[tokio::test]
+async fn policy_helpers_are_inlined_and_run_once_per_statement() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("rls_inline").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let plan = |sql: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    for helper in ["rowsync.user_id()", "rowsync.claims()"] {
+        let text = match helper {
+            "rowsync.user_id()" => plan(
+                "EXPLAIN (VERBOSE, COSTS OFF) SELECT 1 FROM app.users WHERE id = rowsync.user_id()",
+            )
+            .await,
+            _ => plan("EXPLAIN (VERBOSE, COSTS OFF) SELECT rowsync.claims() FROM app.users").await,
+        };
+        assert!(text.contains("current_setting"), "{helper} inlined: {text}");
+        assert!(!text.contains("rowsync."), "{helper} inlined: {text}");
+    }
+    admin
+        .batch_execute(r#"SET ROLE app_user; SET request.jwt.claims = '{"sub": "bob"}'"#)
+        .await
+        .unwrap();
+    let text = plan("EXPLAIN (COSTS OFF) SELECT * FROM app.tasks").await;
+    assert!(
+        text.contains("hashed SubPlan"),
+        "membership once per statement: {text}"
+    );
+}
