@@ -117,7 +117,7 @@ async fn the_bus_is_private_and_carries_large_events() {
         .await["joins"][0]["id"]
         .clone();
 
-    let (mut eavesdropper, mut heard) = cluster.listen(&db).await;
+    let (eavesdropper, mut heard) = cluster.listen(&db).await;
     eavesdropper
         .batch_execute("LISTEN rowsync_bus")
         .await
@@ -171,9 +171,10 @@ async fn the_bus_is_private_and_carries_large_events() {
         assert!(!frame.to_string().contains("mallory"), "{frame}");
     }
     // Whoever listens hears only empty doorbells (and the forged payload it sent itself).
+    let forged = forged.to_string();
     while let Ok(note) = heard.try_recv() {
         assert!(
-            note.payload().is_empty() || note.payload() == forged.to_string(),
+            note.payload().is_empty() || note.payload() == forged,
             "{}",
             note.payload()
         );

@@ -302,3 +302,78 @@ async fn resuming_across_a_truncate_gets_resync() {
     assert_eq!(resync["keys"], json!([comments]));
     bridge.stop().await;
 }
+
+/// A crash that loses the newest tick (ticks commit asynchronously) and hands its id to
+/// another snapshot: the bridge finds its position changed when it reconnects, and every
+/// subscriber resyncs instead of resuming from the wrong place.
+#[tokio::test]
+async fn a_lost_tick_makes_subscribers_resync() {
+    let cluster = Cluster::private("lost_tick");
+    let db = cluster.database("lost_tick").await;
+    let bridge = Bridge::start(&cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    touch(&cluster, &db, demo::TASK_ANNOUNCE, "before the crash").await;
+    bob.wait_for("the change", |f| f["type"] == "change").await;
+    // What a crash that lost the last tick's commit leaves: the same id, another snapshot.
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(
+            "BEGIN;
+             CREATE TEMP TABLE newest AS SELECT max(id) AS id FROM rowsync.ticks;
+             DELETE FROM rowsync.ticks WHERE id = (SELECT id FROM newest);
+             INSERT INTO rowsync.ticks (id, snap) OVERRIDING SYSTEM VALUE
+                 SELECT id, pg_current_snapshot() FROM newest;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    cluster.restart();
+    let resync = bob
+        .wait_for("resync after the restart", |f| f["type"] == "resync")
+        .await;
+    assert_eq!(resync["reason"], "feed_reset");
+    assert_eq!(resync["keys"], json!([scope()]));
+    touch(&cluster, &db, demo::TASK_SIGNUP, "after the crash").await;
+    bob.wait_for("live changes again", |f| {
+        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    })
+    .await;
+    bridge.stop().await;
+}
+
+/// rowsync.reset_feed() (after a logical restore): the running bridge resyncs its
+/// subscribers and goes on, and tokens issued before it are foreign.
+#[tokio::test]
+async fn reset_feed_resyncs_and_old_tokens_are_foreign() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("reset_feed").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let old = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute("SELECT rowsync.reset_feed()")
+        .await
+        .unwrap();
+    let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+    assert_eq!(resync["reason"], "cursor_gone");
+    touch(cluster, &db, demo::TASK_SIGNUP, "after the reset").await;
+    bob.wait_for("live changes again", |f| {
+        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    })
+    .await;
+    let mut again = Ws::connect(&bridge, "bob").await;
+    again
+        .request(json!({"type": "subscribe", "keys": [scope()], "cursor": old}))
+        .await;
+    let resync = again.wait_for("resync", |f| f["type"] == "resync").await;
+    assert_eq!(resync["reason"], "cursor_foreign");
+    bridge.stop().await;
+}

@@ -133,19 +133,24 @@ fn nanos() -> u128 {
         .unwrap_or(0)
 }
 
+/// This database's feed id, from `rowsync.settings`.
+async fn feed_id(client: &Client) -> Result<FeedId, tokio_postgres::Error> {
+    let uuid: String = client
+        .query_one("SELECT feed_id::text FROM rowsync.settings", &[])
+        .await?
+        .get(0);
+    // A uuid column always parses; the fallback only keeps a broken database from
+    // panicking the bridge (tokens would then resync, never resume wrongly).
+    Ok(FeedId::parse(&uuid).unwrap_or(FeedId([0; 8])))
+}
+
 /// Finds where to read from after (re)connecting: the tick this bridge stopped at, if
 /// the log still holds it unchanged; otherwise every subscriber resyncs from the newest.
 async fn resume_point(
     state: &AppState,
     client: &Client,
 ) -> Result<(FeedId, Tick), tokio_postgres::Error> {
-    let uuid: String = client
-        .query_one("SELECT feed_id::text FROM rowsync.settings", &[])
-        .await?
-        .get(0);
-    let Some(feed) = FeedId::parse(&uuid) else {
-        panic!("rowsync.settings.feed_id is not a uuid: {uuid}");
-    };
+    let feed = feed_id(client).await?;
     if let Some((was, at)) = state.cursor.get() {
         if was == feed && tick(client, at.id).await? == Some(at) {
             return Ok((feed, at));
@@ -217,7 +222,7 @@ async fn session(
         if let Ok(error) = lost_rx.try_recv() {
             return Err(error);
         }
-        let read_count = advance(state, &client, &advance_statement, feed).await?;
+        let read_count = advance(state, &client, &advance_statement).await?;
         if read_count > 0 {
             last_change = Instant::now();
             if !awake {
@@ -306,18 +311,18 @@ async fn advance(
     state: &Arc<AppState>,
     client: &Client,
     statement: &Statement,
-    feed: FeedId,
 ) -> Result<usize, tokio_postgres::Error> {
-    let Some((_, since)) = state.cursor.get() else {
+    let Some((feed, since)) = state.cursor.get() else {
         return Ok(0);
     };
     let batch = state.config.feed_batch;
     let rows = match client.query(statement, &[&since.id, &batch]).await {
         Ok(rows) => rows,
         Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
-            // This bridge was away longer than the log keeps changes: every subscriber
-            // reads its data again, and the feed goes on from the newest tick.
-            let newest = newest_tick(client).await?;
+            // This bridge was away longer than the log keeps changes, or the feed was
+            // reset under it: every subscriber reads its data again, and the feed goes
+            // on from the newest tick, under the feed id the log has now.
+            let (feed, newest) = (feed_id(client).await?, newest_tick(client).await?);
             tracing::warn!(
                 tick = since.id,
                 "position fell out of the change log; subscribers resync"

@@ -244,8 +244,9 @@ impl Router {
             return 0;
         };
         let mut per_conn: HashMap<ConnId, (&Outbox, Vec<&String>)> = HashMap::new();
+        // Keys the router files internally (`@user:…`) are not the client's to refetch.
         for (key, conns) in &inner.by_key {
-            if matches(key) {
+            if !key.starts_with('@') && matches(key) {
                 for (conn, outbox) in conns {
                     per_conn
                         .entry(*conn)

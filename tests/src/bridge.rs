@@ -44,9 +44,6 @@ impl Bridge {
                 "http://allowed.example".to_string(),
             ),
             ("ROWSYNC_FEED_IDLE_MS".to_string(), "50".to_string()),
-            // Tests share one cluster, and its feed horizon: a test holding a transaction
-            // open delays every bridge's reads. A short safety poll bounds that delay.
-            ("ROWSYNC_FEED_SAFETY_POLL_MS".to_string(), "500".to_string()),
         ];
         let mut config = Config::load(None, env).expect("test config");
         tweak(&mut config);
