@@ -41,6 +41,24 @@ measure() {
   done
 }
 
+echo "## latency with and without long transactions open (1k connections, 100 writes/s, distinct keys)"
+# Open for the whole run: an idle-in-transaction session holding an xid in the bench
+# database, and another in the postgres database. Version 0.1 delivered nothing while
+# either was open; ticks should not notice them. Alternated, twice, for the noise.
+hold_open() {
+  "${psql[@]}" -d "$1" -c "BEGIN; CREATE TEMP TABLE held (x int); INSERT INTO held VALUES (1); SELECT pg_sleep($2); COMMIT;" >/dev/null &
+}
+for round in 1 2; do
+  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode distinct --rate 100 --seconds "$seconds" |
+    sed 's/^{/{"long_transaction": false, /'
+  hold_open bench $((seconds + 5)); held_here=$!
+  hold_open postgres $((seconds + 5)); held_there=$!
+  sleep 1
+  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode distinct --rate 100 --seconds "$seconds" |
+    sed 's/^{/{"long_transaction": true, /'
+  wait "$held_here" "$held_there"
+done
+
 echo "## latency: 1k connections, 100 writes/s, distinct and shared keys (shared: reference too)"
 for mode in distinct shared; do
   measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode "$mode" --rate 100 --seconds "$seconds"

@@ -909,3 +909,137 @@ async fn apply_cursor_includes_cascaded_changes() {
     .await;
     assert_eq!(cursor, last);
 }
+
+/// The capture trigger runs as rowsync's owner, under the writer's search_path: neither an
+/// operator of the writer's own nor a cast to json on a scope's type may run with those
+/// rights. Each attempt is refused, and the attacker stays unprivileged.
+#[tokio::test]
+async fn the_capture_runs_no_code_a_role_wrote() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_escalate").await;
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE eve LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT CREATE ON DATABASE {db} TO eve;"
+        ))
+        .await
+        .unwrap();
+    let eve = cluster.connect("eve", &db).await;
+    // An operator = (regclass, oid) first on the search_path, for the registry lookup.
+    eve.batch_execute(
+        "CREATE SCHEMA eve;
+         CREATE FUNCTION eve.grab(regclass, oid) RETURNS boolean LANGUAGE sql AS
+             'ALTER ROLE eve SUPERUSER; SELECT true';
+         CREATE OPERATOR eve.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = eve.grab);
+         SET search_path = eve, pg_catalog, public;
+         CREATE TABLE eve.notes (id int PRIMARY KEY, version bigint);
+         CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT ON eve.notes
+             FOR EACH ROW EXECUTE FUNCTION rowsync._capture();",
+    )
+    .await
+    .unwrap();
+    let refused = eve
+        .batch_execute("INSERT INTO eve.notes VALUES (1, 1)")
+        .await
+        .expect_err("not synced");
+    assert_eq!(sqlstate(&refused), "39P01");
+    // An enum scope with a cast to json, added after enabling.
+    eve.batch_execute(
+        "RESET search_path;
+         CREATE TYPE eve.mood AS ENUM ('calm');
+         CREATE TABLE eve.moods (id int PRIMARY KEY, mood eve.mood);
+         SELECT rowsync.enable('eve.moods', '{mood}');
+         CREATE FUNCTION eve.to_json(eve.mood) RETURNS json LANGUAGE sql AS
+             'ALTER ROLE eve SUPERUSER; SELECT ''1''::json';
+         CREATE CAST (eve.mood AS json) WITH FUNCTION eve.to_json(eve.mood);",
+    )
+    .await
+    .unwrap();
+    let refused = eve
+        .batch_execute("INSERT INTO eve.moods VALUES (1, 'calm')")
+        .await
+        .expect_err("a scope converted by eve's code");
+    assert_eq!(sqlstate(&refused), "0A000");
+    let early = eve
+        .batch_execute(
+            "CREATE TABLE eve.moods2 (id int PRIMARY KEY, mood eve.mood);
+             SELECT rowsync.enable('eve.moods2', '{mood}');",
+        )
+        .await
+        .expect_err("enable refuses such a scope");
+    assert_eq!(sqlstate(&early), "RS005");
+    let superuser: bool = scalar(
+        &admin,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = 'eve'",
+        &[],
+    )
+    .await;
+    assert!(!superuser, "eve ran code as rowsync's owner");
+    // Nor may it lock the registry every write reads, or attach the registry's trigger.
+    eve.batch_execute("BEGIN").await.unwrap();
+    let lock = eve
+        .batch_execute("LOCK TABLE rowsync.synced IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect_err("lock the registry");
+    assert_eq!(sqlstate(&lock), "42501");
+    eve.batch_execute("ROLLBACK").await.unwrap();
+    let attach = eve
+        .batch_execute(
+            "CREATE TABLE eve.relay (rel oid);
+             CREATE TRIGGER r AFTER INSERT ON eve.relay FOR EACH ROW
+                 EXECUTE FUNCTION rowsync._registry_changed();",
+        )
+        .await
+        .expect_err("attach the registry trigger");
+    assert_eq!(sqlstate(&attach), "42501");
+}
+
+/// A partitioned table is synced through its root: its partitions' rows are logged under
+/// the root's name and relation.
+#[tokio::test]
+async fn partitioned_tables_log_under_their_root() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_partitions").await;
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE app.events (id int PRIMARY KEY, grp int) PARTITION BY RANGE (id);
+             CREATE TABLE app.events_low PARTITION OF app.events FOR VALUES FROM (0) TO (100);
+             CREATE TABLE app.events_high PARTITION OF app.events FOR VALUES FROM (100) TO (200);
+             SELECT rowsync.enable('app.events', '{grp}');
+             INSERT INTO app.events VALUES (1, 7), (150, 8);
+             UPDATE app.events SET grp = 9 WHERE id = 150;",
+        )
+        .await
+        .unwrap();
+    let rows = admin
+        .query(
+            "SELECT rel::regclass::text, tbl, row_id, kind, version FROM rowsync.changes
+              WHERE tbl = 'events' ORDER BY xid, cursor",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let row = |id: &str, kind: &str, version: i64| {
+        (
+            "app.events".to_string(),
+            "events".to_string(),
+            id.to_string(),
+            kind.to_string(),
+            version,
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            row("1", "insert", 1),
+            row("150", "insert", 1),
+            row("150", "update", 2)
+        ]
+    );
+}

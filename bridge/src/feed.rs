@@ -28,22 +28,53 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// NOTIFY), or is stalled inside its commit, which the safety poll covers.
 const SETTLE_AT_MOST: Duration = Duration::from_millis(250);
 
-/// Where this bridge's feed stands: every change up to its tick has been routed.
+/// Where this bridge's feed stands: every change up to its tick has been routed, and
+/// the batch up to `routing` may be partly routed.
 #[derive(Default)]
 pub struct Cursor {
-    at: Mutex<Option<(FeedId, Tick)>>,
+    at: Mutex<Option<Head>>,
     /// Set when a doorbell rang on the bus channel; the presence task reads the bus.
     pub bus_rang: AtomicBool,
 }
 
+#[derive(Clone, Copy)]
+struct Head {
+    feed: FeedId,
+    routed: Tick,
+    routing: Option<Tick>,
+}
+
 impl Cursor {
+    /// The feed and the tick up to which every change has been routed.
     pub fn get(&self) -> Option<(FeedId, Tick)> {
-        self.at.lock().ok().and_then(|at| *at)
+        let head = self.at.lock().ok().and_then(|at| *at)?;
+        Some((head.feed, head.routed))
+    }
+
+    /// The feed and the tick a catch-up must read up to: the end of the batch being
+    /// routed, if any. A subscription made while a batch is routed page by page misses
+    /// the pages routed before it; catch-up reads them, and its duplicates of the pages
+    /// routed after it are dropped by their log keys.
+    pub fn catch_up_to(&self) -> Option<(FeedId, Tick)> {
+        let head = self.at.lock().ok().and_then(|at| *at)?;
+        Some((head.feed, head.routing.unwrap_or(head.routed)))
     }
 
     fn set(&self, feed: FeedId, tick: Tick) {
         if let Ok(mut at) = self.at.lock() {
-            *at = Some((feed, tick));
+            *at = Some(Head {
+                feed,
+                routed: tick,
+                routing: None,
+            });
+        }
+    }
+
+    fn begin_routing(&self, upto: Tick) {
+        if let Ok(mut at) = self.at.lock() {
+            if let Some(head) = at.as_mut() {
+                head.routing = Some(upto);
+            }
         }
     }
 
@@ -80,31 +111,45 @@ pub async fn read_page(
         .collect())
 }
 
-/// The tick `id` and its check, if the log still holds it.
+/// A tick as tokens carry it.
+const TICK: &str =
+    "SELECT id, hashtext(snap::text), (extract(epoch FROM at) * 1000)::int8 FROM rowsync.ticks";
+
+fn tick_from(row: &tokio_postgres::Row) -> Tick {
+    Tick {
+        id: row.get(0),
+        check: row.get(1),
+        at: row.get(2),
+    }
+}
+
+/// The tick `id`, if the log still holds it.
 pub async fn tick(client: &Client, id: i64) -> Result<Option<Tick>, tokio_postgres::Error> {
     let row = client
-        .query_opt(
-            "SELECT id, hashtext(snap::text) FROM rowsync.ticks WHERE id = $1",
-            &[&id],
-        )
+        .query_opt(&format!("{TICK} WHERE id = $1"), &[&id])
         .await?;
-    Ok(row.map(|r| Tick {
-        id: r.get(0),
-        check: r.get(1),
-    }))
+    Ok(row.as_ref().map(tick_from))
+}
+
+/// The newest tick at or before `id` taken no later than `at`: where a reader whose tick
+/// is gone (thinned, or lost in a crash) may start without skipping anything.
+pub async fn tick_before(
+    client: &Client,
+    id: i64,
+    at: i64,
+) -> Result<Option<Tick>, tokio_postgres::Error> {
+    let sql = format!(
+        "{TICK} WHERE id <= $1 AND (extract(epoch FROM at) * 1000)::int8 <= $2 ORDER BY id DESC LIMIT 1"
+    );
+    let row = client.query_opt(&sql, &[&id, &at]).await?;
+    Ok(row.as_ref().map(tick_from))
 }
 
 async fn newest_tick(client: &Client) -> Result<Tick, tokio_postgres::Error> {
     let row = client
-        .query_one(
-            "SELECT id, hashtext(snap::text) FROM rowsync.ticks ORDER BY id DESC LIMIT 1",
-            &[],
-        )
+        .query_one(&format!("{TICK} ORDER BY id DESC LIMIT 1"), &[])
         .await?;
-    Ok(Tick {
-        id: row.get(0),
-        check: row.get(1),
-    })
+    Ok(tick_from(&row))
 }
 
 pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
@@ -206,7 +251,8 @@ async fn session(
     state.feed_ready.store(true, Ordering::SeqCst);
     tracing::info!(listener, tick = at.id, "change feed connected");
 
-    let advance_sql = format!("SELECT upto, upto_check, {COLUMNS} FROM rowsync.advance($1, $2)");
+    let advance_sql =
+        format!("SELECT upto, upto_check, upto_at, {COLUMNS} FROM rowsync.advance($1, $2)");
     let advance_statement = client.prepare(&advance_sql).await?;
     let mut awake = true;
     let mut last_change = Instant::now();
@@ -336,13 +382,11 @@ async fn advance(
     let Some(first) = rows.first() else {
         return Ok(0);
     };
-    let upto = Tick {
-        id: first.get(0),
-        check: first.get(1),
-    };
+    let upto = tick_from(first);
+    state.cursor.begin_routing(upto);
     let mut page: Vec<FeedChange> = rows
         .iter()
-        .map(|row| FeedChange::from_row(row, 2, feed, since.id, upto))
+        .map(|row| FeedChange::from_row(row, 3, feed, since.id, upto))
         .collect();
     let mut total = 0;
     loop {

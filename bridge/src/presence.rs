@@ -203,7 +203,9 @@ impl Presence {
     /// Queues a server event whose topic names a room for the room's members on this
     /// bridge, except the connections in `reached` (already sent it as subscribers).
     pub fn deliver_event(&self, change: &FeedChange, reached: &[ConnId]) {
-        let Some(room) = change.topic.as_deref() else {
+        // `user:<sub>` topics belong to that user's connections alone, whatever a room
+        // of that name (a record of a table called `user`) holds.
+        let Some(room) = change.topic.as_deref().filter(|t| !t.starts_with("user:")) else {
             return;
         };
         let Ok(inner) = self.inner.lock() else {

@@ -25,11 +25,15 @@ impl FeedId {
     }
 }
 
-/// A tick and the check of its snapshot (`hashtext(snap::text)`, computed by Postgres).
+/// A tick, the check of its snapshot (`hashtext(snap::text)`, computed by Postgres), and
+/// when it was taken (milliseconds since the epoch). When a token's tick is gone, only
+/// ticks taken no later than it may stand in: a crash can hand a lost tick's id to a
+/// later snapshot, and thinning can then remove that one too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tick {
     pub id: i64,
     pub check: i32,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +67,7 @@ pub enum TokenError {
 }
 
 pub fn encode(feed: FeedId, position: &Position) -> String {
-    let mut bytes = Vec::with_capacity(45);
+    let mut bytes = Vec::with_capacity(53);
     let complete = position.after.is_none() && position.lo == position.hi.id;
     bytes.push(if complete { COMPLETE } else { PARTIAL });
     bytes.extend_from_slice(&feed.0);
@@ -72,6 +76,7 @@ pub fn encode(feed: FeedId, position: &Position) -> String {
     }
     bytes.extend_from_slice(&position.hi.id.to_be_bytes());
     bytes.extend_from_slice(&position.hi.check.to_be_bytes());
+    bytes.extend_from_slice(&position.hi.at.to_be_bytes());
     if let Some((xid, cursor)) = position.after {
         bytes.extend_from_slice(&xid.to_be_bytes());
         bytes.extend_from_slice(&cursor.to_be_bytes());
@@ -97,6 +102,7 @@ pub fn decode(feed: FeedId, token: &str) -> Result<Position, TokenError> {
     let hi = Tick {
         id: i64::from_be_bytes(fields.take()?),
         check: i32::from_be_bytes(fields.take()?),
+        at: i64::from_be_bytes(fields.take()?),
     };
     let after = match (kind, fields.0.len()) {
         (COMPLETE, 0) => None,
@@ -138,10 +144,14 @@ mod tests {
 
     #[test]
     fn positions_round_trip_and_complete_ones_are_short() {
-        let tick = Tick { id: 42, check: -7 };
+        let tick = Tick {
+            id: 42,
+            check: -7,
+            at: 1_796_000_000_000,
+        };
         let complete = Position::at(tick);
         let token = encode(FEED, &complete);
-        assert!(token.len() <= 28, "{token}");
+        assert!(token.len() <= 40, "{token}");
         assert_eq!(decode(FEED, &token), Ok(complete));
         let partial = Position {
             lo: 40,
@@ -153,7 +163,14 @@ mod tests {
 
     #[test]
     fn foreign_and_damaged_tokens_are_refused() {
-        let token = encode(FEED, &Position::at(Tick { id: 3, check: 1 }));
+        let token = encode(
+            FEED,
+            &Position::at(Tick {
+                id: 3,
+                check: 1,
+                at: 5,
+            }),
+        );
         assert_eq!(decode(FeedId([9; 8]), &token), Err(TokenError::OtherFeed));
         for bad in [
             "",

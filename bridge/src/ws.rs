@@ -268,7 +268,7 @@ impl Conn {
                 "too far behind: reconnect and resume from your last cursor".into(),
             );
         }
-        match self.send_queued(socket, &HashSet::new()).await {
+        match self.send_queued(socket, &Sent::new()).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
         }
@@ -279,17 +279,17 @@ impl Conn {
     async fn send_queued(
         &mut self,
         socket: &mut WebSocket,
-        skip: &HashSet<(i64, i64)>,
+        skip: &Sent,
     ) -> Result<(), axum::Error> {
         for frame in self.outbox.drain() {
             let text = match frame {
-                Outgoing::Change(change) if skip.contains(&change.log_key) => continue,
+                Outgoing::Change(change) if skip.covers(change.log_key, &change.keys) => continue,
                 Outgoing::Change(change) => {
                     let seconds = unix_seconds() - change.at;
                     self.state.metrics.observe_latency(seconds.max(0.0));
                     change.to_text()
                 }
-                Outgoing::Event(event) if skip.contains(&event.log_key) => continue,
+                Outgoing::Event(event) if skip.covers(event.log_key, &[]) => continue,
                 Outgoing::Event(event) => event.text.clone(),
                 Outgoing::Text(text) => text,
             };
@@ -493,11 +493,13 @@ impl Conn {
             self.keys.insert(key.clone(), true);
         }
         // The position first, then the queue: every change up to it is queued by now, so
-        // a client that resumes from the acknowledged cursor misses nothing.
-        let position = self.state.cursor.get();
-        let mut sent = HashSet::new();
-        if let (Some(cursor), Some((feed, now))) = (cursor, position) {
-            sent = self.catch_up(socket, feed, &cursor, now, &keys).await?;
+        // a client that resumes from the acknowledged cursor misses nothing. Resuming, the
+        // catch-up reads to the end of a batch being routed, and that is the position.
+        let mut position = self.state.cursor.get();
+        let mut sent = Sent::new();
+        if let (Some(cursor), Some((feed, upto))) = (cursor, self.state.cursor.catch_up_to()) {
+            sent = self.catch_up(socket, feed, &cursor, upto, &keys).await?;
+            position = Some((feed, upto));
         }
         self.send_queued(socket, &sent)
             .await
@@ -517,9 +519,9 @@ impl Conn {
         token: &str,
         now: Tick,
         keys: &[String],
-    ) -> Result<HashSet<(i64, i64)>, Error> {
+    ) -> Result<Sent, Error> {
         let lost = |reason: &str| json!({"type": "resync", "keys": keys, "reason": reason});
-        let mut sent = HashSet::new();
+        let mut sent = Sent::new();
         let from = match crate::token::decode(feed, token) {
             Ok(position) => position,
             Err(TokenError::Malformed) => {
@@ -536,26 +538,29 @@ impl Conn {
             }
         };
         let client = self.state.pool.get().await?;
-        // A token's tick that is gone was thinned (its range merges into the next batch)
-        // or lost in a crash; one that is there must be the tick the token was issued at.
-        let from = match crate::feed::tick(&client, from.hi.id).await? {
-            Some(tick) if tick == from.hi => from,
-            Some(_) => {
-                send_text(socket, lost("cursor_invalid").to_string())
-                    .await
-                    .map_err(gone)?;
-                return Ok(sent);
-            }
-            None if from.hi.id > now.id => {
-                send_text(socket, lost("cursor_invalid").to_string())
-                    .await
-                    .map_err(gone)?;
-                return Ok(sent);
-            }
-            None => Position::at(Tick {
-                id: from.lo,
-                check: 0,
-            }),
+        // A token's tick that is there must be the one the token was issued at. One that
+        // is gone was thinned, or lost in a crash: read from the newest kept tick at or
+        // before the token's start that was taken no later than its tick (a few changes
+        // come twice, none is skipped), or resync when there is none.
+        let stand_in = match crate::feed::tick(&client, from.hi.id).await? {
+            Some(tick) if tick == from.hi => Some(from),
+            Some(_) => None,
+            None if from.hi.id > now.id => None,
+            None => match crate::feed::tick_before(&client, from.lo, from.hi.at).await? {
+                Some(tick) => Some(Position::at(tick)),
+                None => {
+                    send_text(socket, lost("cursor_gone").to_string())
+                        .await
+                        .map_err(gone)?;
+                    return Ok(sent);
+                }
+            },
+        };
+        let Some(from) = stand_in else {
+            send_text(socket, lost("cursor_invalid").to_string())
+                .await
+                .map_err(gone)?;
+            return Ok(sent);
         };
         let user = self.claims.sub.as_deref().map(Key::user_topic);
         let wanted: HashSet<&String> = keys.iter().chain(&user).collect();
@@ -586,11 +591,11 @@ impl Conn {
                     if let Some(frame) = catch_up_frame(change, keys, &wanted) {
                         let text = match frame {
                             CatchUp::Change(frame) => {
-                                sent.insert(frame.log_key);
+                                sent.insert(frame.log_key, &frame.keys);
                                 frame.to_text()
                             }
                             CatchUp::Event(event) => {
-                                sent.insert(event.log_key);
+                                sent.insert(event.log_key, &[]);
                                 event.text
                             }
                             CatchUp::Text(text) => text.into(),
@@ -869,4 +874,25 @@ fn catch_up_frame(
         .filter(|k| wanted.contains(k))
         .collect();
     (!matched.is_empty()).then(|| CatchUp::Change(ChangeFrame::new(change, matched)))
+}
+
+/// What a catch-up sent: log keys, each with the subscription keys its frame named. A
+/// queued frame of the same change is dropped only when the catch-up's frame named all
+/// its keys: one queued for a key the connection already followed still goes out.
+struct Sent(HashMap<(i64, i64), Vec<String>>);
+
+impl Sent {
+    fn new() -> Sent {
+        Sent(HashMap::new())
+    }
+
+    fn insert(&mut self, log_key: (i64, i64), keys: &[String]) {
+        self.0.insert(log_key, keys.to_vec());
+    }
+
+    fn covers(&self, log_key: (i64, i64), keys: &[String]) -> bool {
+        self.0
+            .get(&log_key)
+            .is_some_and(|sent| keys.iter().all(|k| sent.contains(k)))
+    }
 }

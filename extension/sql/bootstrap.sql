@@ -48,16 +48,19 @@ CREATE TABLE rowsync.settings (
 INSERT INTO rowsync.settings DEFAULT VALUES;
 GRANT SELECT ON rowsync.settings TO PUBLIC;
 
--- Synced tables. `name` is how ops name the table.
+-- Synced tables. `name` is how ops name the table: a name, or schema.name, so that it
+-- can never make a key (table:id, table?column=value) mean something else.
 CREATE TABLE rowsync.synced (
     rel     regclass PRIMARY KEY,
-    name    text NOT NULL UNIQUE,
+    name    text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9_]{1,63}(\.[A-Za-z0-9_]{1,63})?$'),
     pk      name NOT NULL,
     pk_type regtype NOT NULL,
     scopes  name[] NOT NULL DEFAULT '{}'
 );
 -- Anyone may read the registry (it names tables and columns, like the catalog); only a
--- table's owner may register or unregister it.
+-- table's owner may register it or change its row. Updates are granted by column and
+-- deletes not at all: a table-wide UPDATE or DELETE privilege would let any role LOCK the
+-- registry, which every write to a synced table may read. rowsync._unregister deletes.
 ALTER TABLE rowsync.synced ENABLE ROW LEVEL SECURITY;
 CREATE POLICY synced_read ON rowsync.synced FOR SELECT USING (true);
 CREATE POLICY synced_owner ON rowsync.synced FOR ALL
@@ -65,7 +68,8 @@ CREATE POLICY synced_owner ON rowsync.synced FOR ALL
         (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'))
     WITH CHECK (pg_catalog.pg_has_role(current_user,
         (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
-GRANT SELECT, INSERT, UPDATE, DELETE ON rowsync.synced TO PUBLIC;
+GRANT SELECT, INSERT ON rowsync.synced TO PUBLIC;
+GRANT UPDATE (name, pk, pk_type, scopes) ON rowsync.synced TO PUBLIC;
 
 -- The change log: one row per changed row, ids only, and one per rowsync.send event.
 -- Written only by the capture triggers and rowsync.send (SECURITY DEFINER, both checked

@@ -3,15 +3,20 @@
 
 -- ── Ticks ─────────────────────────────────────────────────────────────────────────────
 -- Takes a tick when something committed since the last one, and returns the newest
--- tick. One ticker at a time (a try-lock: while one ticks, the others return the tick
--- before it and read that). The lock is taken before the snapshot, and released only
--- after the tick commits, so each tick's snapshot sees everything the one before saw:
--- ticks are monotone. Call it in a transaction of its own (autocommit): a tick taken in
--- an older snapshot would not be monotone, and an open transaction would hold the lock.
+-- tick: it covers every transaction that committed before the call. One ticker at a time:
+-- the others wait for it (a lock on rowsync.ticks, released when its tick commits, and
+-- which only rowsync's owner may take: an advisory lock could be taken by any role) and
+-- then find its tick, taken after their call began, or take their own. Waiting matters: a listener's last read
+-- before it sleeps must see every transaction that ended before it; a tick older than the
+-- call would not. The lock is taken before the snapshot, and released only after the tick
+-- commits, so each tick's snapshot sees everything the one before saw: ticks are
+-- monotone. Call it in a transaction of its own (autocommit): a tick taken in an older
+-- snapshot would not be monotone, and an open transaction would hold the lock.
 CREATE FUNCTION rowsync.tick() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     last rowsync.ticks;
+    waited text;
 BEGIN
     IF pg_is_in_recovery() THEN
         RAISE EXCEPTION USING ERRCODE = 'RS006', MESSAGE = 'rowsync.tick() runs on the primary only',
@@ -22,11 +27,14 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'RS006', MESSAGE = 'rowsync.tick() needs READ COMMITTED',
             DETAIL = format('this transaction is %s: its snapshot may be older than the last tick',
                             current_setting('transaction_isolation')),
-            HINT = 'call it in a transaction of its own';
+            HINT = 'call it (or rowsync.advance) in a transaction of its own';
     END IF;
-    IF NOT pg_try_advisory_xact_lock(7340047231) THEN
-        RETURN (SELECT max(t.id) FROM rowsync.ticks t);
-    END IF;
+    -- A ticker that holds the lock for long is a bug or a crash in the making: fail
+    -- loudly (55P03) rather than stall every reader behind it.
+    waited := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', '5s', true);
+    LOCK TABLE rowsync.ticks IN SHARE ROW EXCLUSIVE MODE;
+    PERFORM set_config('lock_timeout', waited, true);
     SELECT * INTO last FROM rowsync.ticks t ORDER BY t.id DESC LIMIT 1;
     IF EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid >= pg_snapshot_xmax(last.snap))
        OR EXISTS (SELECT 1 FROM rowsync.changes c
@@ -100,20 +108,23 @@ END
 $$;
 
 -- The awake feed's poll in one round trip: tick, then the first page of (since, newest],
--- each row with the new tick and its check (the hash of its snapshot, which resume
--- tokens carry). No rows when nothing committed since `since`.
+-- each row with the new tick, its check (the hash of its snapshot) and when it was taken
+-- (milliseconds since the epoch), which resume tokens carry. No rows when nothing
+-- committed since `since`.
 CREATE FUNCTION rowsync.advance(since bigint, max_rows integer DEFAULT 1000)
-RETURNS TABLE (upto bigint, upto_check integer, xid xid8, cursor bigint, tx_id uuid, tbl text,
+RETURNS TABLE (upto bigint, upto_check integer, upto_at bigint, xid xid8, cursor bigint, tx_id uuid, tbl text,
                row_id text, version bigint, kind text, old_scopes jsonb, new_scopes jsonb,
                topic text, payload jsonb, at timestamptz)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     newest bigint := rowsync.tick();
     newest_check integer;
+    newest_at bigint;
 BEGIN
     IF newest > since THEN
-        SELECT hashtext(t.snap::text) INTO newest_check FROM rowsync.ticks t WHERE t.id = newest;
-        RETURN QUERY SELECT newest, newest_check, r.*
+        SELECT hashtext(t.snap::text), (extract(epoch FROM t.at) * 1000)::bigint
+          INTO newest_check, newest_at FROM rowsync.ticks t WHERE t.id = newest;
+        RETURN QUERY SELECT newest, newest_check, newest_at, r.*
                        FROM rowsync.read_changes(since, newest, '0', 0, max_rows) r;
     END IF;
 END

@@ -45,6 +45,16 @@ CREATE FUNCTION rowsync._registry_changed() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', '_registry_changed_wrapper';
 CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.synced
     FOR EACH ROW EXECUTE FUNCTION rowsync._registry_changed();
+REVOKE ALL ON FUNCTION rowsync._registry_changed() FROM PUBLIC;
+
+-- Deletes the registry row of `tbl` once its capture trigger is gone: only its owner can
+-- drop that trigger (rowsync.disable does both), so this needs no rights of its own.
+CREATE FUNCTION rowsync._unregister(tbl regclass) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM rowsync.synced s
+     WHERE s.rel = tbl
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'zzz_rowsync_capture');
+$$;
 
 CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -92,6 +102,13 @@ BEGIN
                 DETAIL = 'scopes are columns that group rows, such as board_id',
                 HINT = 'check the column name';
         END IF;
+        IF NOT (SELECT rowsync._scope_type_safe(a.atttypid) FROM pg_attribute a
+                 WHERE a.attrelid = tbl AND a.attname = scope) THEN
+            RAISE EXCEPTION USING ERRCODE = 'RS005',
+                MESSAGE = format('%s cannot use %I as a scope: its type converts to JSON through code a role wrote', tbl, scope),
+                DETAIL = 'scope values are converted with rowsync''s owner''s rights',
+                HINT = 'use a built-in type, a domain over one, or an enum without a cast to json';
+        END IF;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl AND c.relrowsecurity) THEN
         RAISE NOTICE '% has no row-level security: every role with privileges on it sees every row', tbl;
@@ -105,6 +122,12 @@ BEGIN
           INTO table_name
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = tbl;
+    END IF;
+    IF table_name !~ '^[A-Za-z0-9_]{1,63}(\.[A-Za-z0-9_]{1,63})?$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS005',
+            MESSAGE = format('%s cannot be synced: its name %s cannot be part of a key', tbl, table_name),
+            DETAIL = 'keys are table:id and table?column=value; a table name has letters, digits and _ only',
+            HINT = 'rename the table';
     END IF;
 
     EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE OR DELETE ON %s '
@@ -122,7 +145,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_capture ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_truncate ON %s', tbl);
-    DELETE FROM rowsync.synced WHERE rel = tbl;
+    PERFORM rowsync._unregister(tbl);
 END
 $$;
 

@@ -33,6 +33,8 @@ const TRUNCATE_TRIGGER: &str = "zzz_rowsync_truncate";
 
 /// A synced table as the registry describes it.
 struct Definition {
+    /// The registered relation: the trigger's own, or, for a partition, its root's.
+    rel: pg_sys::Oid,
     name: String,
     pk: String,
     scopes: Vec<String>,
@@ -48,13 +50,13 @@ thread_local! {
     static TX_ID: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Forgets a relation's definition (`None`: every relation). Called from the relcache
-/// callback, which may fire while a lookup holds the map: then everything goes.
+/// Forgets a relation's definition, and its partitions' (`None`: every relation). Called
+/// from the relcache callback, and when a (sub)transaction aborts: a lookup made inside a
+/// statement that then failed may have read a registry row that never committed, and an
+/// aborted command's invalidations are not replayed.
 pub fn forget(relid: Option<u32>) {
     DEFINITIONS.with(|d| match (d.try_borrow_mut(), relid) {
-        (Ok(mut d), Some(relid)) => {
-            d.remove(&relid);
-        }
+        (Ok(mut d), Some(relid)) => d.retain(|k, def| *k != relid && def.rel.to_u32() != relid),
         (Ok(mut d), None) => d.clear(),
         (Err(_), _) => {}
     });
@@ -96,7 +98,7 @@ fn _capture<'a>(
                 client,
                 "INSERT INTO rowsync.changes (rel, tx_id, tbl, kind) \
                  VALUES ($1, $2::pg_catalog.uuid, $3, 'truncate') RETURNING pg_catalog.to_jsonb(cursor)",
-                &[relid.into(), tx_id().into(), table.name.as_str().into()],
+                &[table.rel.into(), tx_id().into(), table.name.as_str().into()],
             );
             LAST_CURSOR.set(logged.and_then(|c| c.as_i64()));
         });
@@ -150,7 +152,7 @@ fn _capture<'a>(
         "INSERT INTO rowsync.changes (rel, tx_id, tbl, row_id, version, kind, old_scopes, new_scopes) VALUES ",
     );
     let mut params: Vec<DatumWithOid<'_>> =
-        vec![relid.into(), tx_id.into(), table.name.as_str().into()];
+        vec![table.rel.into(), tx_id.into(), table.name.as_str().into()];
     for (i, (kind, id, version, old, new)) in changes.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
@@ -210,24 +212,28 @@ fn _capture<'a>(
     Ok(returned)
 }
 
+/// The registry row of a relation, or of its partition root: row triggers on a
+/// partitioned table fire on its partitions. Every operator is named with its schema: the
+/// trigger runs as rowsync's owner, under the writer's search_path, and an operator of the
+/// writer's own would otherwise run with the owner's rights.
+const LOOKUP: &str = "SELECT pg_catalog.jsonb_build_array(s.rel::pg_catalog.oid::pg_catalog.int8, s.name, s.pk, s.scopes) \
+     FROM rowsync.synced s \
+     WHERE s.rel::pg_catalog.oid OPERATOR(pg_catalog.=) \
+           COALESCE(pg_catalog.pg_partition_root($1::pg_catalog.regclass), $1::pg_catalog.regclass)::pg_catalog.oid";
+
 /// The registry's definition of the relation, `None` when it is not synced.
 fn definition(relid: pg_sys::Oid) -> Option<Rc<Definition>> {
     let key = relid.to_u32();
     if let Some(found) = DEFINITIONS.with(|d| d.borrow().get(&key).cloned()) {
         return Some(found);
     }
-    let row = Spi::connect_mut(|client| {
-        json_row(
-            client,
-            "SELECT pg_catalog.jsonb_build_array(s.name, s.pk, s.scopes) FROM rowsync.synced s WHERE s.rel = $1",
-            &[relid.into()],
-        )
-    })?;
+    let row = Spi::connect_mut(|client| json_row(client, LOOKUP, &[relid.into()]))?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let definition = Rc::new(Definition {
-        name: text(&row[0]),
-        pk: text(&row[1]),
-        scopes: row[2]
+        rel: pg_sys::Oid::from(row[0].as_u64().unwrap_or_default() as u32),
+        name: text(&row[1]),
+        pk: text(&row[2]),
+        scopes: row[3]
             .as_array()
             .map(|s| s.iter().map(text).collect())
             .unwrap_or_default(),
@@ -260,6 +266,19 @@ fn refuse(message: &str) -> ! {
 fn _registry_changed<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
+    // Only on rowsync.synced: attached elsewhere, it would invalidate arbitrary relations.
+    // SAFETY: Postgres called us as a trigger; its relation is valid.
+    let relid = unsafe { (*trigger.trigger_data().tg_relation).rd_id };
+    // SAFETY: catalog lookups by name.
+    let synced = unsafe {
+        pg_sys::get_relname_relid(
+            c"synced".as_ptr(),
+            pg_sys::get_namespace_oid(c"rowsync".as_ptr(), false),
+        )
+    };
+    if relid != synced {
+        refuse("rowsync._registry_changed fires only on rowsync.synced");
+    }
     for row in [trigger.old(), trigger.new()].into_iter().flatten() {
         if let Some(rel) = row.get_by_name::<pg_sys::Oid>("rel")? {
             // SAFETY: the relation id is checked to exist before it is invalidated.
@@ -287,17 +306,17 @@ pub fn take_last_cursor() -> Option<i64> {
 }
 
 /// Credits the changes logged while the returned guard lives to transaction `id`. The
-/// guard clears it however the writes end, error included.
+/// guard puts back what was there before (an `apply` nested in a trigger of another
+/// leaves the outer one's credit in place), however the writes end, error included.
 pub fn credit_to(id: &str) -> Credit {
-    TX_ID.with(|t| *t.borrow_mut() = Some(id.to_string()));
-    Credit
+    Credit(TX_ID.with(|t| t.borrow_mut().replace(id.to_string())))
 }
 
-pub struct Credit;
+pub struct Credit(Option<String>);
 
 impl Drop for Credit {
     fn drop(&mut self) {
-        TX_ID.with(|t| *t.borrow_mut() = None);
+        TX_ID.with(|t| *t.borrow_mut() = self.0.take());
     }
 }
 
@@ -357,6 +376,16 @@ impl Row<'_> {
     /// The column as a parameter of its own type. A scope column dropped since the table
     /// was enabled reads as null, as a missing field of a row does in JSON.
     fn typed(&self, name: &str) -> DatumWithOid<'static> {
+        if let Some((_, oid)) = self.datum(name) {
+            if !json_safe(oid) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("rowsync: scope column \"{name}\" converts to JSON through code a role wrote"),
+                    "the capture trigger runs with rowsync's owner's rights, so scope values must convert to JSON by built-in code".to_string(),
+                    "use a built-in type, a domain over one, or an enum without a cast to json",
+                )
+            }
+        }
         match self.datum(name) {
             // SAFETY: the datum is of type oid and lives as long as the trigger's tuple,
             // which outlives the statement it is passed to.
@@ -364,5 +393,34 @@ impl Row<'_> {
             Some((None, oid)) => DatumWithOid::null_oid(oid),
             None => DatumWithOid::null::<String>(),
         }
+    }
+}
+
+/// Whether Postgres turns values of type `oid` into JSON by built-in code only. Scope
+/// values are converted in the capture trigger, which runs as rowsync's owner: a cast to
+/// json that a type's owner wrote would run with those rights. `jsonb_build_object` looks
+/// through domains, and looks for such a cast only on types that are not built in; arrays
+/// and composites of such types convert their elements the same way, so they are refused.
+/// Checked at every write, not cached: creating a cast invalidates no table.
+pub fn json_safe(oid: pg_sys::Oid) -> bool {
+    if oid.to_u32() < pg_sys::FirstNormalObjectId {
+        return true;
+    }
+    // SAFETY: catalog lookups by oid.
+    unsafe {
+        let base = pg_sys::getBaseType(oid);
+        if base.to_u32() < pg_sys::FirstNormalObjectId {
+            return true;
+        }
+        let cast_to = |target: pg_sys::Oid| {
+            pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::CASTSOURCETARGET as i32,
+                pg_sys::Datum::from(base),
+                pg_sys::Datum::from(target),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        };
+        pg_sys::type_is_enum(base) && !cast_to(pg_sys::JSONOID) && !cast_to(pg_sys::JSONBOID)
     }
 }

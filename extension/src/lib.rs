@@ -60,6 +60,13 @@ fn changed_entry() {
     wakeup::changed();
 }
 
+/// Whether values of a type may be a scope: converted to JSON by built-in code only
+/// (`rowsync.enable` refuses the others early; the capture trigger checks every write).
+#[pg_extern(stable, parallel_safe, name = "_scope_type_safe")]
+fn scope_type_safe(typ: pg_sys::Oid) -> bool {
+    capture::json_safe(typ)
+}
+
 /// Called by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {

@@ -7,6 +7,9 @@
 //! since; and nothing is queued before the commit, so PREPARE TRANSACTION works (a
 //! transaction that has NOTIFYed cannot be prepared). A prepared transaction's changes
 //! are found by the next poll instead.
+//!
+//! The same callbacks drop the capture trigger's cached registry rows when a
+//! (sub)transaction aborts (capture::forget).
 
 use pgrx::prelude::*;
 use std::cell::Cell;
@@ -28,10 +31,25 @@ pub fn changed() {
     CHANGED.set(true);
 }
 
-/// Registers the transaction callback. Called once per backend, from `_PG_init`.
+/// Registers the transaction callbacks. Called once per backend, from `_PG_init`.
 pub fn register() {
-    // SAFETY: registering a callback from _PG_init is what the API is for.
-    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    // SAFETY: registering callbacks from _PG_init is what the API is for.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        crate::capture::forget(None);
+    }
 }
 
 #[pg_guard]
@@ -46,9 +64,13 @@ unsafe extern "C-unwind" fn at_transaction_end(
                 notify();
             }
         }
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE => CHANGED.set(false),
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            CHANGED.set(false);
+            crate::capture::forget(None);
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            CHANGED.set(false)
+        }
         _ => {}
     }
 }

@@ -309,7 +309,7 @@ async fn resume(a: &Args, url: &str, n: i64) {
             .await
             .unwrap() as i64;
     }
-    // Let the log's horizon pass the last write before timing.
+    // Let the bridge's feed pass the last write, so that catch-up carries them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut socket = open(url, vec!["items?grp=1".into()], cursor).await;
