@@ -1043,3 +1043,27 @@ async fn partitioned_tables_log_under_their_root() {
         ]
     );
 }
+
+/// Dropping a synced table removes it from the registry: its name is free again, and no
+/// row waits for a new table to be given the old one's oid.
+#[tokio::test]
+async fn a_dropped_table_leaves_the_registry() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_dropped").await;
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE app.scratch (id int PRIMARY KEY);
+             SELECT rowsync.enable('app.scratch');
+             DROP TABLE app.scratch;",
+        )
+        .await
+        .unwrap();
+    let left: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM rowsync.synced WHERE name = 'scratch'",
+        &[],
+    )
+    .await;
+    assert_eq!(left, 0);
+}

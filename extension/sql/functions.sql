@@ -47,6 +47,19 @@ CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.sync
     FOR EACH ROW EXECUTE FUNCTION rowsync._registry_changed();
 REVOKE ALL ON FUNCTION rowsync._registry_changed() FROM PUBLIC;
 
+-- A dropped table leaves the registry: a row naming a dropped relation would otherwise
+-- wait for a new table to be given the same oid, and with it the old table's name.
+CREATE FUNCTION rowsync._dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM rowsync.synced s
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND s.rel::oid = d.objid;
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync._dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER rowsync_dropped ON sql_drop EXECUTE FUNCTION rowsync._dropped();
+
 -- Deletes the registry row of `tbl` once its capture trigger is gone: only its owner can
 -- drop that trigger (rowsync.disable does both), so this needs no rights of its own.
 CREATE FUNCTION rowsync._unregister(tbl regclass) RETURNS void
