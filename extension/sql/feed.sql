@@ -13,9 +13,13 @@
 -- monotone. Call it in a transaction of its own (autocommit): a tick taken in an older
 -- snapshot would not be monotone, and an open transaction would hold the lock.
 CREATE FUNCTION rowsync.tick() RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Plans for these bounds' actual values: a generic plan guesses that xid >= $1 matches a
+-- third of the log, and scans it (13 ms a poll at 200k changes, against 0.3 ms).
+SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     last rowsync.ticks;
+    running xid8[];
     waited text;
 BEGIN
     IF pg_is_in_recovery() THEN
@@ -36,9 +40,10 @@ BEGIN
     LOCK TABLE rowsync.ticks IN SHARE ROW EXCLUSIVE MODE;
     PERFORM set_config('lock_timeout', waited, true);
     SELECT * INTO last FROM rowsync.ticks t ORDER BY t.id DESC LIMIT 1;
+    -- Running at the last tick: a value, so that the plan probes the index for each.
+    running := ARRAY(SELECT pg_snapshot_xip(last.snap));
     IF EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid >= pg_snapshot_xmax(last.snap))
-       OR EXISTS (SELECT 1 FROM rowsync.changes c
-                   WHERE c.xid = ANY (ARRAY(SELECT pg_snapshot_xip(last.snap)))) THEN
+       OR EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid = ANY (running)) THEN
         -- Asynchronous commit for the tick alone (SET LOCAL: a SET clause would be undone
         -- before the commit). A tick lost in a crash is caught by the token's check.
         PERFORM set_config('synchronous_commit', 'off', true);
@@ -66,11 +71,15 @@ CREATE FUNCTION rowsync.read_changes(since bigint, upto bigint, after_xid xid8 D
 RETURNS TABLE (xid xid8, cursor bigint, tx_id uuid, tbl text, row_id text, version bigint,
                kind text, old_scopes jsonb, new_scopes jsonb, topic text, payload jsonb,
                at timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     lo pg_snapshot;
     hi pg_snapshot;
     fresh xid8[];
+    -- Where the range branch starts: one row comparison, so that the index scan starts
+    -- there (with a second lower bound on xid, the btree would start at the lower of them).
+    start_xid xid8;
+    start_cursor bigint;
 BEGIN
     IF max_rows < 1 OR since > upto THEN
         RAISE EXCEPTION USING ERRCODE = 'RS001',
@@ -89,6 +98,14 @@ BEGIN
     -- Running at `since`, finished by `upto`.
     SELECT coalesce(array_agg(x), '{}') INTO fresh
       FROM pg_snapshot_xip(lo) x WHERE pg_visible_in_snapshot(x, hi);
+    -- Cursors are at least 1, so (x, 0) < (x, c) for every change of transaction x.
+    IF after_xid >= pg_snapshot_xmax(lo) THEN
+        start_xid := after_xid;
+        start_cursor := after_cursor;
+    ELSE
+        start_xid := pg_snapshot_xmax(lo);
+        start_cursor := 0;
+    END IF;
     -- NOT visible(x, lo) ⇔ x >= xmax(lo) ∨ x ∈ xip(lo), and xip(lo) lies below xmax(lo):
     -- the two branches are disjoint, and together are exactly the batch. The explicit
     -- visible(x, hi) matters: this statement's own snapshot is newer than tick `upto`.
@@ -96,8 +113,8 @@ BEGIN
         SELECT c.xid, c.cursor, c.tx_id, c.tbl, c.row_id, c.version, c.kind, c.old_scopes,
                c.new_scopes, c.topic, c.payload, c.at
           FROM (SELECT * FROM rowsync.changes c
-                 WHERE c.xid >= pg_snapshot_xmax(lo) AND c.xid < pg_snapshot_xmax(hi)
-                   AND (c.xid, c.cursor) > (after_xid, after_cursor)
+                 WHERE (c.xid, c.cursor) > (start_xid, start_cursor)
+                   AND c.xid < pg_snapshot_xmax(hi)
                    AND pg_visible_in_snapshot(c.xid, hi)
                 UNION ALL
                 SELECT * FROM rowsync.changes c
