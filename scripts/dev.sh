@@ -91,7 +91,7 @@ Then, as a user of the example app:
   SELECT rowsync.apply('{"ops": [{"type": "set", "table": "tasks",
       "id": "00000000-0000-4000-8000-000000000001", "key": "status", "value": "doing"}]}');
   RESET ROLE;
-  SELECT * FROM rowsync.read_changes(0);
+  SELECT cursor, tbl, row_id, kind FROM rowsync.changes ORDER BY xid DESC, cursor DESC LIMIT 5;
 
 docs/sql.md has the SQL surface, docs/protocol.md the WebSocket protocol. Postgres log:
 $run/postgres.log. Ctrl-C stops the bridge and the cluster.
