@@ -2,7 +2,7 @@
 //! bridge, a bridge restart, and several bridges on one database.
 
 use rowsync_tests::bridge::{Bridge, Ws};
-use rowsync_tests::{demo, Cluster};
+use rowsync_tests::{demo, Cluster, OpenTransactions};
 use serde_json::{json, Value};
 
 async fn touch(cluster: &Cluster, db: &str, task: &str, title: &str) {
@@ -148,32 +148,7 @@ async fn open_transactions_do_not_delay_delivery() {
     let mut bob = Ws::connect(&bridge, "bob").await;
     bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
-    let open_write = cluster.connect("postgres", &db).await;
-    open_write
-        .batch_execute("BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
-        .await
-        .unwrap();
-    let synced_write = cluster.connect("postgres", &db).await;
-    synced_write
-        .batch_execute(&format!(
-            "BEGIN; UPDATE app.tasks SET title = 'held' WHERE id = '{}'",
-            demo::TASK_MILK
-        ))
-        .await
-        .unwrap();
-    let elsewhere = cluster.connect("postgres", &other_db).await;
-    elsewhere
-        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
-        .await
-        .unwrap();
-    let prepared = cluster.connect("postgres", &db).await;
-    prepared
-        .batch_execute(&format!(
-            "BEGIN; UPDATE app.boards SET name = 'held' WHERE id = '{}'; PREPARE TRANSACTION 'bridge_stall_{db}'",
-            demo::LAUNCH
-        ))
-        .await
-        .unwrap();
+    let held = OpenTransactions::begin(cluster, &db, &other_db).await;
     for round in 2..5 {
         touch(cluster, &db, demo::TASK_ANNOUNCE, &format!("round {round}")).await;
         bob.wait_for("the change, while transactions stay open", |f| {
@@ -181,13 +156,7 @@ async fn open_transactions_do_not_delay_delivery() {
         })
         .await;
     }
-    prepared
-        .batch_execute(&format!("ROLLBACK PREPARED 'bridge_stall_{db}'"))
-        .await
-        .unwrap();
-    for session in [&open_write, &synced_write, &elsewhere] {
-        session.batch_execute("ROLLBACK").await.unwrap();
-    }
+    held.end(false).await;
     bridge.stop().await;
 }
 
@@ -375,5 +344,46 @@ async fn reset_feed_resyncs_and_old_tokens_are_foreign() {
         .await;
     let resync = again.wait_for("resync", |f| f["type"] == "resync").await;
     assert_eq!(resync["reason"], "cursor_foreign");
+    bridge.stop().await;
+}
+
+/// A writer that begins while the bridge is awake (so its first writes skip NOTIFY) and
+/// commits after the bridge fell asleep still wakes it: writers decide at commit. With
+/// the safety poll at a minute, only that wake-up can deliver the change in time.
+#[tokio::test]
+async fn a_writer_that_saw_the_bridge_awake_still_wakes_it() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_wake").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.feed_safety_poll = std::time::Duration::from_secs(60)
+    })
+    .await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    let admin = cluster.connect("postgres", &db).await;
+    let sleepers = || async {
+        rowsync_tests::scalar::<i64>(&admin, "SELECT last_value FROM rowsync.sleepers", &[]).await
+    };
+    touch(cluster, &db, demo::TASK_ANNOUNCE, "wakes the bridge").await;
+    bob.wait_for("the first change", |f| f["type"] == "change")
+        .await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; UPDATE app.tasks SET title = 'begun while awake' WHERE id = '{}'",
+            demo::TASK_SIGNUP
+        ))
+        .await
+        .unwrap();
+    rowsync_tests::eventually("the bridge to fall asleep", || async {
+        (sleepers().await == 1).then_some(())
+    })
+    .await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    bob.wait_for("the change, woken by the commit", |f| {
+        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    })
+    .await;
     bridge.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The change feed: positions by tick, reads that no open transaction can stall,
 //! wake-ups at commit, the capture trigger that no role can forge, retention.
 
-use rowsync_tests::{demo, scalar, sqlstate, Cluster};
+use rowsync_tests::{demo, scalar, sqlstate, Cluster, OpenTransactions};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -103,30 +103,7 @@ async fn no_open_transaction_stalls_the_feed() {
     let writer = cluster.connect("postgres", &db).await;
     let start = head(&reader).await;
 
-    let open_write = cluster.connect("postgres", &db).await;
-    open_write
-        .batch_execute("BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
-        .await
-        .unwrap();
-    let synced_write = cluster.connect("postgres", &db).await;
-    synced_write
-        .batch_execute(&format!("BEGIN; {}", touch(demo::TASK_MILK)))
-        .await
-        .unwrap();
-    let elsewhere = cluster.connect("postgres", &other_db).await;
-    elsewhere
-        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
-        .await
-        .unwrap();
-    let prepared = cluster.connect("postgres", &db).await;
-    let gid = format!("stall_{db}");
-    prepared
-        .batch_execute(&format!(
-            "BEGIN; {}; PREPARE TRANSACTION '{gid}'",
-            touch(demo::TASK_SECRET)
-        ))
-        .await
-        .unwrap();
+    let held = OpenTransactions::begin(cluster, &db, &other_db).await;
 
     let mut at = start;
     for round in 0..20 {
@@ -138,11 +115,7 @@ async fn no_open_transaction_stalls_the_feed() {
         assert_eq!(ids, [demo::TASK_ANNOUNCE], "round {round}: read at once");
         at = upto;
     }
-    synced_write.batch_execute("COMMIT").await.unwrap();
-    prepared
-        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
-        .await
-        .unwrap();
+    held.end(true).await;
     let (at, ids) = advance(&reader, at).await;
     let ids: BTreeSet<String> = ids.into_iter().collect();
     assert_eq!(
@@ -150,9 +123,6 @@ async fn no_open_transaction_stalls_the_feed() {
         BTreeSet::from([demo::TASK_MILK.to_string(), demo::TASK_SECRET.to_string()]),
         "the long transactions, once each, when they commit"
     );
-    for session in [&open_write, &elsewhere] {
-        session.batch_execute("ROLLBACK").await.unwrap();
-    }
     assert_eq!(advance(&reader, at).await.1, Vec::<String>::new());
 }
 

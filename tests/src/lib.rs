@@ -227,6 +227,72 @@ impl Cluster {
     }
 }
 
+/// Transactions left open the ways that held v0.1's feed back: a write on a table that is
+/// not synced, a write on a synced one (a change to `demo::TASK_MILK`), a session holding
+/// an xid in another database, and a prepared transaction (a change to
+/// `demo::TASK_SECRET`).
+pub struct OpenTransactions {
+    unsynced: Client,
+    synced: Client,
+    elsewhere: Client,
+    prepared: Client,
+    gid: String,
+}
+
+impl OpenTransactions {
+    pub async fn begin(cluster: &Cluster, db: &str, other_db: &str) -> OpenTransactions {
+        let session = |sql: String, db: &str| {
+            let db = db.to_string();
+            async move {
+                let client = cluster.connect("postgres", &db).await;
+                client.batch_execute(&sql).await.expect(&sql);
+                client
+            }
+        };
+        let touch =
+            |task: &str| format!("UPDATE app.tasks SET title = title || '!' WHERE id = '{task}'");
+        let gid = format!("held_{db}");
+        OpenTransactions {
+            unsynced: session(
+                "BEGIN; CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)".into(),
+                db,
+            )
+            .await,
+            synced: session(format!("BEGIN; {}", touch(demo::TASK_MILK)), db).await,
+            elsewhere: session("BEGIN; SELECT pg_current_xact_id()".into(), other_db).await,
+            prepared: session(
+                format!(
+                    "BEGIN; {}; PREPARE TRANSACTION '{gid}'",
+                    touch(demo::TASK_SECRET)
+                ),
+                db,
+            )
+            .await,
+            gid,
+        }
+    }
+
+    /// Ends them: the two with changes commit or roll back, the others roll back.
+    pub async fn end(self, commit: bool) {
+        let (synced, prepared) = if commit {
+            (
+                "COMMIT".to_string(),
+                format!("COMMIT PREPARED '{}'", self.gid),
+            )
+        } else {
+            (
+                "ROLLBACK".to_string(),
+                format!("ROLLBACK PREPARED '{}'", self.gid),
+            )
+        };
+        self.synced.batch_execute(&synced).await.unwrap();
+        self.prepared.batch_execute(&prepared).await.unwrap();
+        for session in [&self.unsynced, &self.elsewhere] {
+            session.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+}
+
 /// The first column of the one row `sql` returns.
 pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(
     client: &Client,
