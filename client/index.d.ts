@@ -69,6 +69,8 @@ export interface RowsyncClient {
   on(event: 'state', listener: (e: { state: ConnectionState; reason: string }) => void): () => void;
   on(event: 'rejected', listener: (e: { tx: { id: string; ops: Op[] }; error: RowsyncError }) => void): () => void;
   on(event: 'skipped', listener: (e: { tx: { id: string; ops: Op[] }; skipped: TransactionResult['skipped'] }) => void): () => void;
+  /** A server event (`rowsync.send`): for a subscribed key, a joined room, or `user:<sub>`. */
+  on(event: 'event', listener: (e: { topic: string; event: string; payload: unknown; from: string | null }) => void): () => void;
   on(event: 'history' | 'change' | 'error', listener: (e: any) => void): () => void;
   record(table: string, id: string): View<Row | null | undefined>;
   query(table: string, scope: Record<string, string>, order?: (a: Row, b: Row) => number): View<Row[]>;

@@ -80,7 +80,10 @@ export class RowsyncClient {
 
   get state() { return this.connection.state; }
 
-  /** Events: state, rejected ({tx, error}), skipped ({skipped}), change ({frame}). */
+  /**
+   * Events: state, rejected ({tx, error}), skipped ({skipped}), change ({frame}), event
+   * ({topic, event, payload, from}: a server event, `rowsync.send` in the database).
+   */
   on(event, listener) {
     if (!this.events.has(event)) this.events.set(event, new Set());
     this.events.get(event).add(listener);
@@ -215,6 +218,10 @@ export class RowsyncClient {
         if (this.subscribing === 0) this.cursor = frame.cursor;
         if (frame.id !== null) this.scheduleRefetch(`${frame.table}:${frame.id}`);
         this.emit('change', { frame });
+        break;
+      case 'event':
+        if (this.subscribing === 0) this.cursor = frame.cursor;
+        this.emit('event', { topic: frame.topic, event: frame.event, payload: frame.payload, from: frame.from });
         break;
       case 'resync':
         this.load(frame.keys).catch(() => {});

@@ -74,6 +74,16 @@ test('after a reconnect it resumes from the last cursor', async () => {
   client.close();
 });
 
+test('server events reach listeners and move the cursor', async () => {
+  const { server, client } = setup();
+  await loaded(client);
+  const received = new Promise((resolve) => client.on('event', resolve));
+  server.push({ type: 'event', topic: 'user:bob', event: 'mention', payload: { by: 'alice' }, from: null, cursor: 'tok77' });
+  assert.deepEqual(await received, { topic: 'user:bob', event: 'mention', payload: { by: 'alice' }, from: null });
+  assert.equal(client.cursor, 'tok77');
+  client.close();
+});
+
 test('undo applies the server\'s guarded inverse; redo reapplies', async () => {
   const { server, client } = setup();
   const view = await loaded(client);
