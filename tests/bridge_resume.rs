@@ -387,3 +387,45 @@ async fn a_writer_that_saw_the_bridge_awake_still_wakes_it() {
     .await;
     bridge.stop().await;
 }
+
+/// A token far behind costs at most `max_catch_up` rows of the log: past them the
+/// subscription resyncs instead of reading on.
+#[tokio::test]
+async fn catch_up_stops_at_its_limit() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("catch_up_limit").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.max_catch_up = 5;
+        c.feed_batch = 2;
+    })
+    .await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let cursor = bob
+        .request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(bob);
+    for i in 0..8 {
+        touch(cluster, &db, demo::TASK_ANNOUNCE, &format!("edit {i}")).await;
+    }
+    let mut watcher = Ws::connect(&bridge, "alice").await;
+    watcher
+        .request(json!({"type": "subscribe", "keys": [format!("tasks:{}", demo::TASK_ANNOUNCE)]}))
+        .await;
+    touch(cluster, &db, demo::TASK_SIGNUP, "after").await;
+    watcher
+        .wait_for("the bridge's feed past the edits", |f| {
+            f["type"] == "change"
+        })
+        .await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+    assert_eq!(resync["reason"], "too_far_behind");
+    bridge.stop().await;
+}

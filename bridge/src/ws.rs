@@ -570,6 +570,7 @@ impl Conn {
             ranges.push((from.hi.id, now, None));
         }
         let batch = self.state.config.feed_batch;
+        let mut read = 0;
         for (since, upto, mut after) in ranges {
             if since >= upto.id && after.is_none() {
                 continue;
@@ -586,6 +587,13 @@ impl Conn {
                         }
                         Err(e) => return Err(e.into()),
                     };
+                read += page.len();
+                if read > self.state.config.max_catch_up {
+                    send_text(socket, lost("too_far_behind").to_string())
+                        .await
+                        .map_err(gone)?;
+                    return Ok(sent);
+                }
                 for change in &page {
                     after = Some((change.xid, change.cursor));
                     if let Some(frame) = catch_up_frame(change, keys, &wanted) {
