@@ -412,12 +412,13 @@ async fn catch_up_stops_at_its_limit() {
     }
     let mut watcher = Ws::connect(&bridge, "alice").await;
     watcher
-        .request(json!({"type": "subscribe", "keys": [format!("tasks:{}", demo::TASK_ANNOUNCE)]}))
+        .request(json!({"type": "subscribe", "keys": [format!("tasks:{}", demo::TASK_SIGNUP)]}))
         .await;
+    // Committed after the edits: once it is routed, so are they.
     touch(cluster, &db, demo::TASK_SIGNUP, "after").await;
     watcher
         .wait_for("the bridge's feed past the edits", |f| {
-            f["type"] == "change"
+            f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
         })
         .await;
     let mut bob = Ws::connect(&bridge, "bob").await;
