@@ -97,13 +97,15 @@ async fn stale_foreign_and_forged_tokens_resync() {
     drop((bob, elsewhere));
     touch(cluster, &db, demo::TASK_ANNOUNCE, "old news").await;
     let admin = cluster.connect("postgres", &db).await;
-    admin
-        .batch_execute(
-            "SELECT rowsync.tick();
-             UPDATE rowsync.settings SET change_retention = '0 seconds'; SELECT rowsync.prune()",
-        )
-        .await
-        .unwrap();
+    // A tick of the change, committed before the prune begins: retention counts from the
+    // prune's transaction start, so the prune keeps only ticks after the old token's.
+    for sql in [
+        "SELECT rowsync.tick()",
+        "UPDATE rowsync.settings SET change_retention = '0 seconds'",
+        "SELECT rowsync.prune()",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
     // A live tick with another check: a token that was never issued.
     let mut bob = Ws::connect(&bridge, "bob").await;
     let fresh = bob
@@ -128,7 +130,9 @@ async fn stale_foreign_and_forged_tokens_resync() {
             .request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
             .await;
         assert_eq!(ack["type"], "ack", "{ack}");
-        let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
+        let resync = bob
+            .wait_for(&format!("resync ({reason})"), |f| f["type"] == "resync")
+            .await;
         assert_eq!(resync["keys"], json!([scope()]));
         assert_eq!(resync["reason"], reason, "{cursor}");
     }

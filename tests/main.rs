@@ -2,6 +2,7 @@
 //! (commits, several sessions, notifications) and the bridge over real WebSockets. The
 //! demo in Chromium is its own binary (browser.rs).
 
+mod bridge_access;
 mod bridge_events;
 mod bridge_input;
 mod bridge_live;

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub frames_sent: AtomicU64,
     pub messages_received: AtomicU64,
     pub slow_closes: AtomicU64,
+    pub revocations: AtomicU64,
     pub bus_messages: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     latency: Histogram,
@@ -103,8 +104,14 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "rowsync_revocations_total",
+            "Keys a connection lost when its access was checked again.",
+            &self.revocations,
+        );
+        counter(
+            &mut out,
             "rowsync_bus_messages_total",
-            "Presence and broadcast notifications sent to other bridges.",
+            "Presence and broadcast batches sent to other bridges.",
             &self.bus_messages,
         );
         let _ = writeln!(out, "# HELP rowsync_errors_total Errors reported to clients, by code.\n# TYPE rowsync_errors_total counter");

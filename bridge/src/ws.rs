@@ -45,6 +45,9 @@ struct Conn {
     rooms: HashSet<String>,
     bucket: TokenBucket,
     last_heard: Instant,
+    /// When the keys are checked again (every `reauthorize`, and at once when a refreshed
+    /// token's claims differ): access that policies took away ends with a `revoked`.
+    next_check: Instant,
 }
 
 enum Flow {
@@ -127,6 +130,7 @@ impl Conn {
     fn new(state: Arc<AppState>, claims: Claims) -> Conn {
         let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
         let id = state.router.connect(outbox.clone());
+        let state_reauthorize = state.config.reauthorize;
         // Every connection of a user receives the events sent to `user:<sub>`.
         if let Some(sub) = &claims.sub {
             state.router.subscribe(id, &Key::user_topic(sub));
@@ -141,6 +145,10 @@ impl Conn {
             keys: HashMap::new(),
             rooms: HashSet::new(),
             last_heard: Instant::now(),
+            // Spread over the interval, so that connections opened together are not
+            // checked together.
+            next_check: Instant::now()
+                + state_reauthorize.mul_f64(0.5 + (id % 1000) as f64 / 2000.0),
         }
     }
 
@@ -157,7 +165,7 @@ impl Conn {
             let event = tokio::select! {
                 frame = socket.recv() => Event::Frame(frame),
                 _ = self.outbox.ready() => Event::Queued,
-                _ = tokio::time::sleep_until(next_beat.min(expires).into()) => Event::Timer,
+                _ = tokio::time::sleep_until(next_beat.min(expires).min(self.next_check).into()) => Event::Timer,
                 _ = shutdown.changed() => Event::ShuttingDown,
             };
             let flow = match event {
@@ -174,6 +182,10 @@ impl Conn {
                     Flow::Close(close::TOKEN_EXPIRED, "token expired".into())
                 }
                 Event::Timer => {
+                    if Instant::now() >= self.next_check {
+                        self.next_check = Instant::now() + self.state.config.reauthorize;
+                        Box::pin(self.recheck()).await;
+                    }
                     if Instant::now() < next_beat {
                         continue;
                     }
@@ -417,54 +429,108 @@ impl Conn {
                 "a refreshed token must be for the same user and role",
             ));
         }
+        if stable_claims(&claims.raw) != stable_claims(&self.claims.raw) {
+            self.next_check = Instant::now();
+        }
         self.claims = claims;
         Ok(json!({"type": "ack", "exp": self.claims.exp}))
     }
 
-    /// Checks that the user may follow each key: a record it can read, a scope whose
-    /// parent it can read (rowsync.scope_visible).
+    /// Checks that the user may follow each key it has not been authorized for yet, and
+    /// remembers those it may; the first it may not fails the request.
     async fn authorize(&mut self, keys: &[String]) -> Result<(), Error> {
+        let new: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.keys.contains_key(*k))
+            .cloned()
+            .collect();
+        let visible = self.visible(&new).await?;
+        if let Some((text, _)) = new.iter().zip(&visible).find(|(_, ok)| !**ok) {
+            let what = if text.contains('?') {
+                "scope"
+            } else {
+                "record"
+            };
+            return Err(Error::new(
+                errors::NOT_FOUND,
+                format!("{what} {text:?} not found or not visible"),
+            ));
+        }
+        for key in new {
+            self.keys.entry(key).or_insert(false);
+        }
+        Ok(())
+    }
+
+    /// Whether the user may follow each key now: a record it can read, a scope whose
+    /// parent it can read (rowsync.scope_visible).
+    async fn visible(&self, keys: &[String]) -> Result<Vec<bool>, Error> {
+        let mut visible = vec![false; keys.len()];
         let mut records = Vec::new();
-        for text in keys {
-            if self.keys.contains_key(text) {
-                continue;
-            }
+        for (i, text) in keys.iter().enumerate() {
             match Key::parse(text)? {
-                Key::Record { table, id } => records.push((text.clone(), table, id)),
+                Key::Record { table, id } => records.push((i, json!({"table": table, "id": id}))),
                 Key::Scope {
                     table,
                     column,
                     value,
                 } => {
-                    if !db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value)
-                        .await?
-                    {
-                        return Err(Error::new(
-                            errors::NOT_FOUND,
-                            format!("scope {text:?} not found or not visible"),
-                        ));
-                    }
-                    self.keys.entry(text.clone()).or_insert(false);
+                    visible[i] =
+                        db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value)
+                            .await?;
                 }
             }
         }
         if !records.is_empty() {
-            let pointers: Vec<Value> = records
-                .iter()
-                .map(|(_, t, id)| json!({"table": t, "id": id}))
-                .collect();
-            let found = db::get(&self.state.pool, &self.claims, &Value::Array(pointers)).await?;
-            for (i, (text, _, _)) in records.iter().enumerate() {
-                if found["rows"][i]["row"].is_null() {
-                    return Err(Error::new(
-                        errors::NOT_FOUND,
-                        format!("record {text:?} not found or not visible"),
-                    ));
-                }
-                self.keys.entry(text.clone()).or_insert(false);
+            let pointers = Value::Array(records.iter().map(|(_, p)| p.clone()).collect());
+            let found = db::get(&self.state.pool, &self.claims, &pointers).await?;
+            for (n, (i, _)) in records.iter().enumerate() {
+                visible[*i] = !found["rows"][n]["row"].is_null();
             }
         }
-        Ok(())
+        Ok(visible)
+    }
+
+    /// Checks every key the connection was authorized for again. Those it may no longer
+    /// follow are dropped: no more changes for them, their room is left, joining it again
+    /// is refused, and the client is told with `revoked`. A database error keeps access
+    /// as it was until the next check.
+    async fn recheck(&mut self) {
+        let keys: Vec<String> = self.keys.keys().cloned().collect();
+        if keys.is_empty() {
+            return;
+        }
+        let visible = match self.visible(&keys).await {
+            Ok(visible) => visible,
+            Err(error) => {
+                tracing::warn!(
+                    conn = self.id,
+                    code = error.body.code,
+                    "access not checked again"
+                );
+                return;
+            }
+        };
+        let revoked: Vec<String> = keys
+            .into_iter()
+            .zip(visible)
+            .filter(|(_, ok)| !ok)
+            .map(|(key, _)| key)
+            .collect();
+        if revoked.is_empty() {
+            return;
+        }
+        for key in &revoked {
+            if self.keys.remove(key) == Some(true) {
+                self.state.router.unsubscribe(self.id, key);
+            }
+            if self.rooms.remove(key) {
+                self.state.presence.leave(self.id, key);
+            }
+        }
+        Metrics::add(&self.state.metrics.revocations, revoked.len() as u64);
+        let frame = json!({"type": "revoked", "keys": revoked});
+        self.outbox.push(Outgoing::Text(frame.to_string().into()));
     }
 
     async fn subscribe(
@@ -903,4 +969,16 @@ impl Sent {
             .get(&log_key)
             .is_some_and(|sent| keys.iter().all(|k| sent.contains(k)))
     }
+}
+
+/// The claims that decide access: all but those that change with every refreshed token.
+fn stable_claims(raw: &str) -> Option<serde_json::Map<String, Value>> {
+    let mut claims = serde_json::from_str::<Value>(raw)
+        .ok()?
+        .as_object()?
+        .clone();
+    for volatile in ["exp", "iat", "nbf", "jti"] {
+        claims.remove(volatile);
+    }
+    Some(claims)
 }

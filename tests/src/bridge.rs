@@ -209,10 +209,14 @@ impl Ws {
     }
 
     async fn read(&mut self) -> Value {
+        self.read_for("a frame").await
+    }
+
+    async fn read_for(&mut self, what: &str) -> Value {
         loop {
             let message = tokio::time::timeout(WAIT, self.stream.next())
                 .await
-                .expect("a frame within ten seconds")
+                .unwrap_or_else(|_| panic!("{what} within ten seconds"))
                 .expect("the connection is open")
                 .expect("a readable frame");
             match message {
@@ -233,9 +237,10 @@ impl Ws {
         self.next_ref += 1;
         let reference = json!(self.next_ref);
         frame["ref"] = reference.clone();
+        let what = format!("the reply to {frame}");
         self.send(frame).await;
         loop {
-            let reply = self.read().await;
+            let reply = self.read_for(&what).await;
             if reply["ref"] == reference {
                 return reply;
             }
@@ -253,7 +258,7 @@ impl Ws {
             return self.pending.remove(i).unwrap();
         }
         loop {
-            let frame = tokio::time::timeout(WAIT, self.read())
+            let frame = tokio::time::timeout(WAIT, self.read_for(what))
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
             if matches(&frame) {
