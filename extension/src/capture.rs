@@ -12,7 +12,9 @@
 //! In Rust rather than PL/pgSQL because every write to a synced table pays for it: one
 //! cached statement logs the change, and Postgres itself turns the scope values into JSON
 //! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would. Its
-//! statements name every object by schema and call nothing a search_path could redirect.
+//! statements name every object and operator by schema, so nothing a search_path could
+//! redirect runs with the owner's rights, and scope types must convert to JSON by
+//! built-in code (`json_safe`), so no cast a role wrote does either.
 
 use crate::sql::{json_row, json_rows, raise};
 use pgrx::datum::DatumWithOid;
