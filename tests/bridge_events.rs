@@ -112,12 +112,7 @@ async fn events_reach_rooms_and_resume() {
         .await;
 
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let cursor = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cursor = bob.subscribe(&[&scope()]).await;
     drop(bob);
     send(&backend, &scope(), "while_away", json!(2)).await;
     send(&backend, "user:bob", "for_bob_while_away", json!(3)).await;

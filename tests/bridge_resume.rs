@@ -27,10 +27,7 @@ async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
     let db = cluster.database("bridge_resume").await;
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let ack = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await;
-    let cursor = ack["cursor"].as_str().unwrap().to_string();
+    let cursor = bob.subscribe(&[&scope()]).await;
     drop(bob);
 
     for (i, task) in [demo::TASK_ANNOUNCE, demo::TASK_SIGNUP, demo::TASK_ANNOUNCE]
@@ -81,19 +78,9 @@ async fn stale_foreign_and_forged_tokens_resync() {
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     let other = Bridge::start(cluster, &other_db, |_| {}).await;
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let old = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old = bob.subscribe(&[&scope()]).await;
     let mut elsewhere = Ws::connect(&other, "bob").await;
-    let foreign = elsewhere
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let foreign = elsewhere.subscribe(&[&scope()]).await;
     drop((bob, elsewhere));
     touch(cluster, &db, demo::TASK_ANNOUNCE, "old news").await;
     let admin = cluster.connect("postgres", &db).await;
@@ -115,12 +102,7 @@ async fn stale_foreign_and_forged_tokens_resync() {
     touch(cluster, &db, demo::TASK_SIGNUP, "after the prune").await;
     bob.wait_for("the change after the prune", |f| f["type"] == "change")
         .await;
-    let fresh = bob
-        .request(json!({"type": "subscribe", "keys": [signup]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fresh = bob.subscribe(&[&signup]).await;
     drop(bob);
     let mut forged = fresh.into_bytes();
     let last = forged.len() - 1;
@@ -267,10 +249,7 @@ async fn resuming_across_a_truncate_gets_resync() {
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     let comments = format!("comments?task_id={}", demo::TASK_SIGNUP);
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let ack = bob
-        .request(json!({"type": "subscribe", "keys": [comments]}))
-        .await;
-    let cursor = ack["cursor"].as_str().unwrap().to_string();
+    let cursor = bob.subscribe(&[&comments]).await;
     drop(bob);
     let admin = cluster.connect("postgres", &db).await;
     admin.batch_execute("TRUNCATE app.comments").await.unwrap();
@@ -331,12 +310,7 @@ async fn reset_feed_resyncs_and_old_tokens_are_foreign() {
     let db = cluster.database("reset_feed").await;
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let old = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old = bob.subscribe(&[&scope()]).await;
     let admin = cluster.connect("postgres", &db).await;
     admin
         .batch_execute("SELECT rowsync.reset_feed()")
@@ -411,12 +385,7 @@ async fn catch_up_stops_at_its_limit() {
     })
     .await;
     let mut bob = Ws::connect(&bridge, "bob").await;
-    let cursor = bob
-        .request(json!({"type": "subscribe", "keys": [scope()]}))
-        .await["cursor"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cursor = bob.subscribe(&[&scope()]).await;
     drop(bob);
     for i in 0..8 {
         touch(cluster, &db, demo::TASK_ANNOUNCE, &format!("edit {i}")).await;

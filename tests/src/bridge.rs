@@ -231,6 +231,17 @@ impl Ws {
         }
     }
 
+    /// Subscribes to `keys` and returns the resume token of the `ack`.
+    pub async fn subscribe(&mut self, keys: &[&str]) -> String {
+        let ack = self
+            .request(json!({"type": "subscribe", "keys": keys}))
+            .await;
+        match ack["cursor"].as_str() {
+            Some(cursor) => cursor.to_string(),
+            None => panic!("an ack with a cursor: {ack}"),
+        }
+    }
+
     /// Sends `frame` with a fresh `ref` and returns the reply that echoes it; frames that
     /// arrive meanwhile are kept for `next` and `wait_for`.
     pub async fn request(&mut self, mut frame: Value) -> Value {
