@@ -157,3 +157,35 @@ async fn oversized_frames_and_floods_close_the_connection() {
     assert_eq!(flood.closed().await, Some(4102));
     bridge.stop().await;
 }
+
+/// A client that stops reading while frames keep coming fills the socket's buffers and
+/// blocks the bridge's write: the bridge drops it after write_timeout instead of holding
+/// the connection, and its queue, for as long as the client stays silent.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_write_timeout").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.write_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let silent = Ws::connect(&bridge, "bob").await;
+    let backend = cluster.connect("postgres", &db).await;
+    let payload = json!("x".repeat(60_000));
+    for _ in 0..300 {
+        backend
+            .execute("SELECT rowsync.send('user:bob', 'big', $1)", &[&payload])
+            .await
+            .unwrap();
+    }
+    rowsync_tests::eventually("the silent connection dropped", || async {
+        let (_, metrics) = bridge.http("GET", "/metrics", None, "").await;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rowsync_slow_closes_total") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    drop(silent);
+    bridge.stop().await;
+}

@@ -280,9 +280,18 @@ impl Conn {
                 "too far behind: reconnect and resume from your last cursor".into(),
             );
         }
-        match self.send_queued(socket, &Sent::new()).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
+        // A client that stopped reading blocks the write once the socket's buffers are
+        // full; no close frame can pass then, so the connection is dropped.
+        let limit = self.state.config.write_timeout;
+        let nothing_sent = Sent::new();
+        match tokio::time::timeout(limit, self.send_queued(socket, &nothing_sent)).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close(close::GOING_AWAY, String::new()),
+            Err(_) => {
+                Metrics::add(&self.state.metrics.slow_closes, 1);
+                tracing::debug!(conn = self.id, "write blocked past write_timeout: dropped");
+                Flow::Gone
+            }
         }
     }
 
