@@ -60,7 +60,7 @@ unsafe extern "C-unwind" fn at_transaction_end(
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT if CHANGED.get() => {
             CHANGED.set(false);
-            if sleepers() > 0 {
+            if sleepers() > 0 && queue_has_room() {
                 notify();
             }
         }
@@ -97,6 +97,17 @@ fn sleepers() -> i64 {
         );
         value.value() as i64
     }
+}
+
+/// Whether the cluster's notification queue is less than half full. Any role can fill it
+/// (a session that LISTENs and stays in a transaction holds it back), and a NOTIFY that
+/// finds it full fails the commit: a wake-up is never worth a write. Without it, the
+/// listener's safety poll finds the change.
+fn queue_has_room() -> bool {
+    // SAFETY: a built-in without arguments that reads the queue's head and tail.
+    let usage =
+        unsafe { pgrx::direct_function_call::<f64>(pg_sys::pg_notification_queue_usage, &[]) };
+    usage.is_some_and(|u| u < 0.5)
 }
 
 fn notify() {
