@@ -378,7 +378,8 @@ impl Row<'_> {
     /// The column as a parameter of its own type. A scope column dropped since the table
     /// was enabled reads as null, as a missing field of a row does in JSON.
     fn typed(&self, name: &str) -> DatumWithOid<'static> {
-        if let Some((_, oid)) = self.datum(name) {
+        let datum = self.datum(name);
+        if let Some((_, oid)) = datum {
             if !json_safe(oid) {
                 raise(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -388,7 +389,7 @@ impl Row<'_> {
                 )
             }
         }
-        match self.datum(name) {
+        match datum {
             // SAFETY: the datum is of type oid and lives as long as the trigger's tuple,
             // which outlives the statement it is passed to.
             Some((Some(d), oid)) => unsafe { DatumWithOid::new(d, oid) },

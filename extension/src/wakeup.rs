@@ -14,13 +14,6 @@
 use pgrx::prelude::*;
 use std::cell::Cell;
 
-// The built-ins themselves, to pass to DirectFunctionCall: pg_sys's wrappers are Rust
-// functions around them.
-unsafe extern "C-unwind" {
-    fn pg_sequence_last_value(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-    fn pg_notify(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-}
-
 thread_local! {
     /// Whether this backend's transaction logged a change.
     static CHANGED: Cell<bool> = const { Cell::new(false) };
@@ -90,12 +83,11 @@ fn sleepers() -> i64 {
         if sequence == pg_sys::InvalidOid {
             return 0;
         }
-        let value = pg_sys::DirectFunctionCall1Coll(
-            Some(pg_sequence_last_value),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(sequence),
-        );
-        value.value() as i64
+        pgrx::direct_function_call::<i64>(
+            pg_sys::pg_sequence_last_value,
+            &[Some(pg_sys::Datum::from(sequence))],
+        )
+        .unwrap_or(0)
     }
 }
 
@@ -116,11 +108,12 @@ fn notify() {
     unsafe {
         let channel = pgrx::rust_str_to_text_p("rowsync");
         let payload = pgrx::rust_str_to_text_p("");
-        pg_sys::DirectFunctionCall2Coll(
-            Some(pg_notify),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(channel.as_ptr()),
-            pg_sys::Datum::from(payload.as_ptr()),
+        pgrx::direct_function_call_as_datum(
+            pg_sys::pg_notify,
+            &[
+                Some(pg_sys::Datum::from(channel.as_ptr())),
+                Some(pg_sys::Datum::from(payload.as_ptr())),
+            ],
         );
     }
 }
