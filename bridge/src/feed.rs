@@ -111,9 +111,8 @@ pub async fn read_page(
         .collect())
 }
 
-/// A tick as tokens carry it.
-const TICK: &str =
-    "SELECT id, hashtext(snap::text), (extract(epoch FROM at) * 1000)::int8 FROM rowsync.ticks";
+/// A tick as tokens carry it (the view defines its check and time).
+const TICK: &str = "SELECT id, snap_check, at_ms FROM rowsync.tick_marks";
 
 fn tick_from(row: &tokio_postgres::Row) -> Tick {
     Tick {
@@ -138,9 +137,7 @@ pub async fn tick_before(
     id: i64,
     at: i64,
 ) -> Result<Option<Tick>, tokio_postgres::Error> {
-    let sql = format!(
-        "{TICK} WHERE id <= $1 AND (extract(epoch FROM at) * 1000)::int8 <= $2 ORDER BY id DESC LIMIT 1"
-    );
+    let sql = format!("{TICK} WHERE id <= $1 AND at_ms <= $2 ORDER BY id DESC LIMIT 1");
     let row = client.query_opt(&sql, &[&id, &at]).await?;
     Ok(row.as_ref().map(tick_from))
 }

@@ -25,7 +25,7 @@ impl FeedId {
     }
 }
 
-/// A tick, the check of its snapshot (`hashtext(snap::text)`, computed by Postgres), and
+/// A tick, the check of its snapshot (computed by Postgres: `rowsync.tick_marks`), and
 /// when it was taken (milliseconds since the epoch). When a token's tick is gone, only
 /// ticks taken no later than it may stand in: a crash can hand a lost tick's id to a
 /// later snapshot, and thinning can then remove that one too.

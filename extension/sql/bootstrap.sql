@@ -48,11 +48,18 @@ CREATE TABLE rowsync.settings (
 INSERT INTO rowsync.settings DEFAULT VALUES;
 GRANT SELECT ON rowsync.settings TO PUBLIC;
 
--- Synced tables. `name` is how ops name the table: a name, or schema.name, so that it
--- can never make a key (table:id, table?column=value) mean something else.
+-- Whether `name` may name a table in keys (table:id, table?column=value): a name, or
+-- schema.name, of letters, digits and _, so that it can never make a key mean something
+-- else. Used by the registry's CHECK, rowsync.enable and rowsync.send.
+CREATE FUNCTION rowsync._key_name(name text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT name OPERATOR(pg_catalog.~) '^[A-Za-z0-9_]{1,63}(\.[A-Za-z0-9_]{1,63})?$'
+$$;
+
+-- Synced tables. `name` is how ops name the table.
 CREATE TABLE rowsync.synced (
     rel     regclass PRIMARY KEY,
-    name    text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9_]{1,63}(\.[A-Za-z0-9_]{1,63})?$'),
+    name    text NOT NULL UNIQUE CHECK (rowsync._key_name(name)),
     pk      name NOT NULL,
     pk_type regtype NOT NULL,
     scopes  name[] NOT NULL DEFAULT '{}'

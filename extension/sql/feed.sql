@@ -3,15 +3,16 @@
 
 -- ── Ticks ─────────────────────────────────────────────────────────────────────────────
 -- Takes a tick when something committed since the last one, and returns the newest
--- tick: it covers every transaction that committed before the call. One ticker at a time:
--- the others wait for it (a lock on rowsync.ticks, released when its tick commits, and
--- which only rowsync's owner may take: an advisory lock could be taken by any role) and
--- then find its tick, taken after their call began, or take their own. Waiting matters: a listener's last read
--- before it sleeps must see every transaction that ended before it; a tick older than the
--- call would not. The lock is taken before the snapshot, and released only after the tick
--- commits, so each tick's snapshot sees everything the one before saw: ticks are
--- monotone. Call it in a transaction of its own (autocommit): a tick taken in an older
--- snapshot would not be monotone, and an open transaction would hold the lock.
+-- tick: it covers every transaction that committed before the call. One ticker at a
+-- time: the others wait for it (a lock on rowsync.ticks, released when its tick commits,
+-- which only rowsync's owner may take: an advisory lock could be taken by any role), then
+-- find its tick, taken after their call began, or take their own. Waiting matters: a
+-- listener's last read before it sleeps must see every transaction that ended before it;
+-- a tick older than the call would not. The lock is taken before the snapshot and
+-- released only after the tick commits, so each tick's snapshot sees everything the one
+-- before saw: ticks are monotone. Call it in a transaction of its own (autocommit): a
+-- tick taken in an older snapshot would not be monotone, and an open transaction would
+-- hold the lock.
 CREATE FUNCTION rowsync.tick() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- Plans for these bounds' actual values: a generic plan guesses that xid >= $1 matches a
@@ -52,6 +53,14 @@ BEGIN
     RETURN last.id;
 END
 $$;
+
+-- A tick as resume tokens carry it: a check of its snapshot, and when it was taken in
+-- milliseconds since the epoch. The one definition, for rowsync.advance and the bridge.
+CREATE VIEW rowsync.tick_marks AS
+    SELECT t.id, pg_catalog.hashtext(t.snap::pg_catalog.text) AS snap_check,
+           (pg_catalog.date_part('epoch', t.at) OPERATOR(pg_catalog.*) 1000)::bigint AS at_ms
+      FROM rowsync.ticks t;
+REVOKE ALL ON rowsync.tick_marks FROM PUBLIC;
 
 -- ── Reading ───────────────────────────────────────────────────────────────────────────
 -- The changes visible at tick `upto` and not at tick `since`, after the key
@@ -139,8 +148,8 @@ DECLARE
     newest_at bigint;
 BEGIN
     IF newest > since THEN
-        SELECT hashtext(t.snap::text), (extract(epoch FROM t.at) * 1000)::bigint
-          INTO newest_check, newest_at FROM rowsync.ticks t WHERE t.id = newest;
+        SELECT m.snap_check, m.at_ms INTO newest_check, newest_at
+          FROM rowsync.tick_marks m WHERE m.id = newest;
         RETURN QUERY SELECT newest, newest_check, newest_at, r.*
                        FROM rowsync.read_changes(since, newest, '0', 0, max_rows) r;
     END IF;
@@ -272,10 +281,10 @@ DECLARE
     logged bigint;
 BEGIN
     -- A uuid in a key is spelled in lower case, as Postgres prints it (docs/protocol.md).
-    parts := regexp_match(topic, '^([A-Za-z0-9_]{1,63}(?:\.[A-Za-z0-9_]{1,63})?)(:|\?[A-Za-z0-9_]{1,63}=)(.+)$');
+    parts := regexp_match(topic, '^([^:?]+)(:|\?[A-Za-z0-9_]{1,63}=)(.+)$');
     IF topic LIKE 'user:_%' AND octet_length(topic) <= 512 THEN
         canonical := topic;
-    ELSIF parts IS NOT NULL AND octet_length(topic) <= 512 THEN
+    ELSIF parts IS NOT NULL AND rowsync._key_name(parts[1]) AND octet_length(topic) <= 512 THEN
         IF NOT EXISTS (SELECT 1 FROM rowsync.synced WHERE name = parts[1]) THEN
             RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table "%s" is not synced', parts[1]),
                 DETAIL = format('topic %s names it', topic), HINT = 'call rowsync.enable(table) first';
@@ -366,13 +375,8 @@ END
 $$;
 
 -- ── Who may follow the feed ───────────────────────────────────────────────────────────
-REVOKE ALL ON FUNCTION rowsync.tick(), rowsync.read_changes(bigint, bigint, xid8, bigint, integer),
-    rowsync.advance(bigint, integer), rowsync.head(), rowsync.reset_feed(),
-    rowsync.listener_awake(text), rowsync.listener_sleep(text), rowsync.listener_pending(),
-    rowsync.listener_settled(xid8[]), rowsync.listener_forget(text),
-    rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune() FROM PUBLIC;
-
--- The feed's functions, as one list for grant_feed and for the extension's owner.
+-- The feed's functions, as one list for revoking, for grant_feed and for the extension's
+-- owner.
 CREATE FUNCTION rowsync._feed_functions() RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'rowsync.tick(), rowsync.read_changes(bigint, bigint, xid8, bigint, integer), '
@@ -381,12 +385,15 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
            'rowsync.listener_settled(xid8[]), rowsync.listener_forget(text), '
            'rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune()'
 $$;
+DO $$ BEGIN
+    EXECUTE format('REVOKE ALL ON FUNCTION %s, rowsync.reset_feed() FROM PUBLIC', rowsync._feed_functions());
+END $$;
 
 -- Lets `role` follow the feed: a bridge's authenticator, or a backend worker.
 CREATE FUNCTION rowsync.grant_feed(role regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('GRANT SELECT ON rowsync.changes, rowsync.ticks TO %s', role);
+    EXECUTE format('GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks TO %s', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', rowsync._feed_functions(), role);
 END
 $$;
@@ -395,7 +402,7 @@ REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
 -- Whoever ran CREATE EXTENSION administers rowsync, superuser or not: a trusted
 -- extension's objects belong to the bootstrap superuser, so they are granted here.
 GRANT UPDATE ON rowsync.settings TO @extowner@;
-GRANT SELECT ON rowsync.changes, rowsync.ticks TO @extowner@ WITH GRANT OPTION;
+GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks TO @extowner@ WITH GRANT OPTION;
 DO $$ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, rowsync.reset_feed(), rowsync.grant_feed(regrole), '
                    'rowsync.send(text, text, jsonb), rowsync.grant_send(regrole) '

@@ -136,7 +136,7 @@ BEGIN
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = tbl;
     END IF;
-    IF table_name !~ '^[A-Za-z0-9_]{1,63}(\.[A-Za-z0-9_]{1,63})?$' THEN
+    IF NOT rowsync._key_name(table_name) THEN
         RAISE EXCEPTION USING ERRCODE = 'RS005',
             MESSAGE = format('%s cannot be synced: its name %s cannot be part of a key', tbl, table_name),
             DETAIL = 'keys are table:id and table?column=value; a table name has letters, digits and _ only',
