@@ -9,6 +9,7 @@
 //! it reads on from its tick, so a Postgres restart loses nothing; a tick that did not
 //! survive the restart, or a feed that was reset, makes every subscriber resync.
 
+use crate::protocol::EventFrame;
 use crate::router::FeedChange;
 use crate::server::AppState;
 use crate::token::{FeedId, Position, Tick};
@@ -389,8 +390,15 @@ async fn advance(
     loop {
         for change in &page {
             if change.kind == "event" {
-                let reached = state.router.route_event(change);
-                state.presence.deliver_event(change, &reached);
+                if let (Some(topic), Some(key), Some(frame)) = (
+                    &change.topic,
+                    change.router_topic(),
+                    EventFrame::new(change),
+                ) {
+                    let frame = Arc::new(frame);
+                    let reached = state.router.route_event(&key, &frame);
+                    state.presence.deliver_event(topic, &frame, &reached);
+                }
             } else {
                 state.router.route(change);
             }

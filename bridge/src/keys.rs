@@ -92,6 +92,12 @@ impl Key {
         format!("@user:{sub}")
     }
 
+    /// Whether `key` is a record or scope key of `table`.
+    pub fn of_table(key: &str, table: &str) -> bool {
+        key.strip_prefix(table)
+            .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('?'))
+    }
+
     pub fn record(table: &str, id: &str) -> String {
         format!("{table}:{id}")
     }
@@ -153,5 +159,14 @@ mod tests {
             upper.canonical(),
             "tasks?board_id=0b5e4f6a-1111-4222-8333-944455556666"
         );
+    }
+
+    #[test]
+    fn keys_belong_to_their_table_only() {
+        assert!(Key::of_table("tasks:1", "tasks"));
+        assert!(Key::of_table("tasks?board_id=b", "tasks"));
+        assert!(!Key::of_table("tasks2:1", "tasks"));
+        assert!(!Key::of_table("app.tasks:1", "tasks"));
+        assert!(!Key::of_table("@user:tasks", "tasks"));
     }
 }

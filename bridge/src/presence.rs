@@ -8,7 +8,7 @@
 
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::EventFrame;
-use crate::router::{ConnId, FeedChange};
+use crate::router::ConnId;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -202,19 +202,16 @@ impl Presence {
 
     /// Queues a server event whose topic names a room for the room's members on this
     /// bridge, except the connections in `reached` (already sent it as subscribers).
-    pub fn deliver_event(&self, change: &FeedChange, reached: &[ConnId]) {
+    pub fn deliver_event(&self, topic: &str, frame: &Arc<EventFrame>, reached: &[ConnId]) {
         // `user:<sub>` topics belong to that user's connections alone, whatever a room
         // of that name (a record of a table called `user`) holds.
-        let Some(room) = change.topic.as_deref().filter(|t| !t.starts_with("user:")) else {
+        if topic.starts_with("user:") {
             return;
-        };
+        }
         let Ok(inner) = self.inner.lock() else {
             return;
         };
-        let Some(r) = inner.rooms.get(room) else {
-            return;
-        };
-        let Some(frame) = EventFrame::new(change).map(Arc::new) else {
+        let Some(r) = inner.rooms.get(topic) else {
             return;
         };
         for (conn, outbox) in &r.local {

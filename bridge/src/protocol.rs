@@ -186,6 +186,11 @@ impl EventFrame {
     }
 }
 
+/// A `resync` push: the client reads `keys` again.
+pub fn resync_frame<K: Serialize>(keys: &[K], reason: &str) -> String {
+    serde_json::json!({"type": "resync", "keys": keys, "reason": reason}).to_string()
+}
+
 /// An error reply or push: a stable code (docs/errors.md), a message for people, and
 /// whether retrying the same request later may succeed.
 #[derive(Debug, Clone, Serialize, PartialEq)]

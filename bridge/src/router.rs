@@ -3,9 +3,9 @@
 
 use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{ChangeFrame, EventFrame};
+use crate::protocol::{resync_frame, ChangeFrame, EventFrame};
 use crate::token::{FeedId, Position, Tick};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -153,16 +153,13 @@ impl Router {
         }
     }
 
-    /// Queues a server event for the connections following its topic, and returns them.
-    pub fn route_event(&self, change: &FeedChange) -> Vec<ConnId> {
-        let (Some(topic), Some(frame)) = (change.router_topic(), EventFrame::new(change)) else {
-            return Vec::new();
-        };
+    /// Queues a server event for the connections following its topic (its router key),
+    /// and returns them.
+    pub fn route_event(&self, topic: &str, frame: &Arc<EventFrame>) -> Vec<ConnId> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
-        let frame = Arc::new(frame);
-        let Some(conns) = inner.by_key.get(&topic) else {
+        let Some(conns) = inner.by_key.get(topic) else {
             return Vec::new();
         };
         for outbox in conns.values() {
@@ -182,11 +179,7 @@ impl Router {
             let Some(table) = &change.table else {
                 return 0;
             };
-            let prefixes = [format!("{table}:"), format!("{table}?")];
-            return self.resync_where(
-                |key| prefixes.iter().any(|p| key.starts_with(p.as_str())),
-                "truncate",
-            );
+            return self.resync_where(|key| Key::of_table(key, table), "truncate");
         }
         let keys = change.keys();
         let hits: Vec<(usize, &HashMap<ConnId, Arc<Outbox>>)> = keys
@@ -257,8 +250,7 @@ impl Router {
             }
         }
         for (outbox, keys) in per_conn.values() {
-            let frame = json!({"type": "resync", "keys": keys, "reason": reason});
-            outbox.push(Outgoing::Text(frame.to_string().into()));
+            outbox.push(Outgoing::Text(resync_frame(keys, reason).into()));
         }
         per_conn.len()
     }
@@ -285,6 +277,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn moved_task() -> FeedChange {
         FeedChange {

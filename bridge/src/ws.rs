@@ -7,7 +7,9 @@ use crate::errors::{self, Error};
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{ChangeFrame, ClientMessage, EventFrame, PresenceAction, PROTOCOL_VERSION};
+use crate::protocol::{
+    resync_frame, ChangeFrame, ClientMessage, EventFrame, PresenceAction, PROTOCOL_VERSION,
+};
 use crate::router::ConnId;
 use crate::server::AppState;
 use crate::token::{encode, FeedId, Position, Tick, TokenError};
@@ -576,9 +578,7 @@ impl Conn {
             sent = self.catch_up(socket, feed, &cursor, upto, &keys).await?;
             position = Some((feed, upto));
         }
-        self.send_queued(socket, &sent)
-            .await
-            .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+        self.send_queued(socket, &sent).await.map_err(gone)?;
         let cursor = position.map(|(feed, tick)| encode(feed, &Position::at(tick)));
         Ok(json!({"type": "ack", "keys": keys, "cursor": cursor}))
     }
@@ -595,47 +595,47 @@ impl Conn {
         now: Tick,
         keys: &[String],
     ) -> Result<Sent, Error> {
-        let lost = |reason: &str| json!({"type": "resync", "keys": keys, "reason": reason});
         let mut sent = Sent::new();
+        if let Some(reason) = self
+            .replay(socket, feed, token, now, keys, &mut sent)
+            .await?
+        {
+            send_text(socket, resync_frame(keys, reason))
+                .await
+                .map_err(gone)?;
+        }
+        Ok(sent)
+    }
+
+    /// Sends what the token missed, recording it in `sent`; `Some(reason)` when the token
+    /// cannot be honoured (or no longer, past `max_catch_up`) and the keys must resync.
+    async fn replay(
+        &mut self,
+        socket: &mut WebSocket,
+        feed: FeedId,
+        token: &str,
+        now: Tick,
+        keys: &[String],
+        sent: &mut Sent,
+    ) -> Result<Option<&'static str>, Error> {
         let from = match crate::token::decode(feed, token) {
             Ok(position) => position,
-            Err(TokenError::Malformed) => {
-                send_text(socket, lost("cursor_invalid").to_string())
-                    .await
-                    .map_err(gone)?;
-                return Ok(sent);
-            }
-            Err(TokenError::OtherFeed) => {
-                send_text(socket, lost("cursor_foreign").to_string())
-                    .await
-                    .map_err(gone)?;
-                return Ok(sent);
-            }
+            Err(TokenError::Malformed) => return Ok(Some("cursor_invalid")),
+            Err(TokenError::OtherFeed) => return Ok(Some("cursor_foreign")),
         };
         let client = self.state.pool.get().await?;
         // A token's tick that is there must be the one the token was issued at. One that
         // is gone was thinned, or lost in a crash: read from the newest kept tick at or
         // before the token's start that was taken no later than its tick (a few changes
         // come twice, none is skipped), or resync when there is none.
-        let stand_in = match crate::feed::tick(&client, from.hi.id).await? {
-            Some(tick) if tick == from.hi => Some(from),
-            Some(_) => None,
-            None if from.hi.id > now.id => None,
+        let from = match crate::feed::tick(&client, from.hi.id).await? {
+            Some(tick) if tick == from.hi => from,
+            Some(_) => return Ok(Some("cursor_invalid")),
+            None if from.hi.id > now.id => return Ok(Some("cursor_invalid")),
             None => match crate::feed::tick_before(&client, from.lo, from.hi.at).await? {
-                Some(tick) => Some(Position::at(tick)),
-                None => {
-                    send_text(socket, lost("cursor_gone").to_string())
-                        .await
-                        .map_err(gone)?;
-                    return Ok(sent);
-                }
+                Some(tick) => Position::at(tick),
+                None => return Ok(Some("cursor_gone")),
             },
-        };
-        let Some(from) = stand_in else {
-            send_text(socket, lost("cursor_invalid").to_string())
-                .await
-                .map_err(gone)?;
-            return Ok(sent);
         };
         let user = self.claims.sub.as_deref().map(Key::user_topic);
         let wanted: HashSet<&String> = keys.iter().chain(&user).collect();
@@ -655,19 +655,13 @@ impl Conn {
                     match crate::feed::read_page(&client, feed, since, upto, after, batch).await {
                         Ok(page) => page,
                         Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "RS410") => {
-                            send_text(socket, lost("cursor_gone").to_string())
-                                .await
-                                .map_err(gone)?;
-                            return Ok(sent);
+                            return Ok(Some("cursor_gone"))
                         }
                         Err(e) => return Err(e.into()),
                     };
                 read += page.len();
                 if read > self.state.config.max_catch_up {
-                    send_text(socket, lost("too_far_behind").to_string())
-                        .await
-                        .map_err(gone)?;
-                    return Ok(sent);
+                    return Ok(Some("too_far_behind"));
                 }
                 for change in &page {
                     after = Some((change.xid, change.cursor));
@@ -683,22 +677,16 @@ impl Conn {
                             }
                             CatchUp::Text(text) => text.into(),
                         };
-                        socket
-                            .feed(Message::Text(text))
-                            .await
-                            .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                        socket.feed(Message::Text(text)).await.map_err(gone)?;
                     }
                 }
-                socket
-                    .flush()
-                    .await
-                    .map_err(|_| Error::new(errors::INTERNAL, "connection lost"))?;
+                socket.flush().await.map_err(gone)?;
                 if page.len() < batch as usize {
                     break;
                 }
             }
         }
-        Ok(sent)
+        Ok(None)
     }
 
     async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
@@ -940,16 +928,8 @@ fn catch_up_frame(
     }
     if change.kind == "truncate" {
         let table = change.table.as_deref()?;
-        let prefixes = [format!("{table}:"), format!("{table}?")];
-        let emptied: Vec<&String> = keys
-            .iter()
-            .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
-            .collect();
-        return (!emptied.is_empty()).then(|| {
-            CatchUp::Text(
-                json!({"type": "resync", "keys": emptied, "reason": "truncate"}).to_string(),
-            )
-        });
+        let emptied: Vec<&String> = keys.iter().filter(|k| Key::of_table(k, table)).collect();
+        return (!emptied.is_empty()).then(|| CatchUp::Text(resync_frame(&emptied, "truncate")));
     }
     let matched: Vec<String> = change
         .keys()
