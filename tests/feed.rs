@@ -1,7 +1,7 @@
 //! The change feed: positions by tick, reads that no open transaction can stall,
 //! wake-ups at commit, the capture trigger that no role can forge, retention.
 
-use rowsync_tests::{demo, scalar, sqlstate, Cluster, OpenTransactions};
+use rowsync_tests::{demo, scalar, sqlstate, touch, Cluster, OpenTransactions};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -35,10 +35,6 @@ async fn newest(reader: &Client) -> i64 {
         &[],
     )
     .await
-}
-
-fn touch(task: &str) -> String {
-    format!("UPDATE app.tasks SET title = title || '!' WHERE id = '{task}'")
 }
 
 /// Counts the wake-ups on channel `rowsync` until the writer's `NOTIFY marker`, which
@@ -461,6 +457,20 @@ async fn a_position_out_of_retention_is_told_to_resync() {
     assert_eq!(advance(&admin, newest).await.1, Vec::<String>::new());
 }
 
+/// A tick taken in an older snapshot could miss what the tick before it saw: tick() runs
+/// only in READ COMMITTED.
+#[tokio::test]
+async fn ticks_refuse_an_older_snapshot() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_tick_isolation").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let error = admin
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT rowsync.tick()")
+        .await
+        .expect_err("a tick in REPEATABLE READ");
+    assert_eq!(sqlstate(&error), "RS006");
+}
+
 /// Old ticks are thinned; a position naming a thinned tick reads from the kept one
 /// before it: changes may come twice, never go missing.
 #[tokio::test]
@@ -691,9 +701,17 @@ async fn capture_cannot_be_forged() {
         .expect_err("a taken name");
     assert_eq!(sqlstate(&renamed), "23505");
     mallory
-        .batch_execute("UPDATE rowsync.synced SET scopes = '{}' WHERE name = 'tasks'")
+        .batch_execute(
+            "UPDATE rowsync.synced SET scopes = '{}' WHERE name = 'tasks';
+             SELECT rowsync._unregister(rel) FROM rowsync.synced WHERE name = 'tasks';",
+        )
         .await
         .unwrap();
+    let deleted = mallory
+        .batch_execute("DELETE FROM rowsync.synced WHERE name = 'tasks'")
+        .await
+        .expect_err("no role deletes registry rows");
+    assert_eq!(sqlstate(&deleted), "42501");
     let untouched: String = scalar(
         &admin,
         "SELECT scopes::text FROM rowsync.synced WHERE name = 'tasks'",
@@ -939,6 +957,15 @@ async fn the_capture_runs_no_code_a_role_wrote() {
         .await
         .expect_err("enable refuses such a scope");
     assert_eq!(sqlstate(&early), "RS005");
+    // An array of such a type converts its elements the same way.
+    let arrays = eve
+        .batch_execute(
+            "CREATE TABLE eve.moods3 (id int PRIMARY KEY, moods eve.mood[]);
+             SELECT rowsync.enable('eve.moods3', '{moods}');",
+        )
+        .await
+        .expect_err("enable refuses an array of such a type");
+    assert_eq!(sqlstate(&arrays), "RS005");
     let superuser: bool = scalar(
         &admin,
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'eve'",

@@ -227,6 +227,11 @@ impl Cluster {
     }
 }
 
+/// An UPDATE of a demo task's title: one change in the feed.
+pub fn touch(task: &str) -> String {
+    format!("UPDATE app.tasks SET title = title || '!' WHERE id = '{task}'")
+}
+
 /// Transactions left open the ways that held v0.1's feed back: a write on a table that is
 /// not synced, a write on a synced one (a change to `demo::TASK_MILK`), a session holding
 /// an xid in another database, and a prepared transaction (a change to
@@ -249,8 +254,6 @@ impl OpenTransactions {
                 client
             }
         };
-        let touch =
-            |task: &str| format!("UPDATE app.tasks SET title = title || '!' WHERE id = '{task}'");
         let gid = format!("held_{db}");
         OpenTransactions {
             unsynced: session(
