@@ -11,6 +11,9 @@
 //! Bridge mode writes `UPDATE bench.items SET n = n + 1 … RETURNING version` through
 //! Postgres and times from the commit; reference mode publishes to the refserver and times
 //! from the send. Latency is sampled on the first 200 connections; every frame is counted.
+//! With distinct keys against the bridge, each connection also does what the client does
+//! with a `change`: it fetches the row, and the time from the commit to that row's arrival
+//! is the data latency, what a user waits for.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -116,6 +119,8 @@ async fn main() {
     let frames = Arc::new(AtomicU64::new(0));
     let commits: Commits = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let data_samples = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let fetches = !a.reference && a.mode == "distinct";
     let mut readers = Vec::new();
     let started = Instant::now();
     for i in 0..a.connections {
@@ -130,6 +135,7 @@ async fn main() {
         )];
         let mut socket = open(&url, keys, None).await;
         let (frames, commits, samples) = (frames.clone(), commits.clone(), samples.clone());
+        let data_samples = data_samples.clone();
         // Timing a frame means parsing it. With shared keys every connection gets every
         // change, so 200 connections are a large enough sample; with distinct keys each
         // change reaches one connection, and every one is timed.
@@ -139,6 +145,21 @@ async fn main() {
                 let Message::Text(text) = message else {
                     continue;
                 };
+                if fetches && text.as_str().contains("\"records\"") {
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                    let row = &v["records"][0]["row"];
+                    let (id, version) = (row["id"].as_i64(), row["version"].as_i64());
+                    if let (Some(id), Some(version)) = (id, version) {
+                        let at = commits.lock().unwrap().get(&(id, version)).copied();
+                        if let Some(at) = at {
+                            data_samples
+                                .lock()
+                                .unwrap()
+                                .push(at.elapsed().as_micros() as u64);
+                        }
+                    }
+                    continue;
+                }
                 if !text.as_str().starts_with("{\"") || !text.as_str().contains("\"change\"") {
                     continue;
                 }
@@ -151,6 +172,10 @@ async fn main() {
                         .or_else(|| v["id"].as_i64())
                         .unwrap_or(0);
                     let version = v["version"].as_i64().unwrap_or(0);
+                    if fetches {
+                        let fetch = json!({"type": "fetch", "keys": [format!("items:{id}")]});
+                        let _ = socket.send(Message::text(fetch.to_string())).await;
+                    }
                     let at = commits.lock().unwrap().get(&(id, version)).copied();
                     if let Some(at) = at {
                         samples
@@ -184,12 +209,15 @@ async fn main() {
     let writes = write_load(&a, rows, commits.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let delivered = frames.load(Ordering::Relaxed);
-    let mut s = samples.lock().unwrap().clone();
-    s.sort_unstable();
-    let pct = |p: f64| {
-        s.get(((s.len() as f64 - 1.0) * p) as usize)
-            .map(|v| *v as f64 / 1000.0)
-            .unwrap_or(f64::NAN)
+    let latency = |samples: &Mutex<Vec<u64>>| {
+        let mut s = samples.lock().unwrap().clone();
+        s.sort_unstable();
+        let pct = |p: f64| {
+            s.get(((s.len() as f64 - 1.0) * p) as usize)
+                .map(|v| *v as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        json!({"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": s.len()})
     };
     println!(
         "{}",
@@ -199,7 +227,8 @@ async fn main() {
             "writes": writes, "frames": delivered,
             "frames_per_second": delivered as f64 / a.seconds as f64,
             "expected_frames": if a.mode == "shared" { writes * a.connections as u64 } else { writes },
-            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": s.len()},
+            "latency_ms": latency(&samples),
+            "data_latency_ms": if fetches { latency(&data_samples) } else { Value::Null },
         })
     );
     for r in readers {
