@@ -269,9 +269,7 @@ impl Ws {
             return self.pending.remove(i).unwrap();
         }
         loop {
-            let frame = tokio::time::timeout(WAIT, self.read_for(what))
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            let frame = self.read_for(what).await;
             if matches(&frame) {
                 return frame;
             }
