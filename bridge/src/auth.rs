@@ -18,6 +18,46 @@ pub struct Claims {
     pub raw: Box<str>,
 }
 
+impl Claims {
+    /// The claims that decide access: all but those that change with every refreshed
+    /// token.
+    pub fn stable(&self) -> Option<serde_json::Map<String, Value>> {
+        let mut claims = serde_json::from_str::<Value>(&self.raw)
+            .ok()?
+            .as_object()?
+            .clone();
+        for volatile in VOLATILE_CLAIMS {
+            claims.remove(volatile);
+        }
+        Some(claims)
+    }
+
+    /// Who policies see this connection as, for the feed's per-identity checks.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            role: self.role.clone(),
+            // Keys sorted (serde_json's map is ordered): equal claims, equal text.
+            claims: self
+                .stable()
+                .map(|c| Value::Object(c).to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Claims that change with every refreshed token and say nothing about access. Policies
+/// that read them see them absent in the feed's checks, and fail closed.
+const VOLATILE_CLAIMS: [&str; 4] = ["exp", "iat", "nbf", "jti"];
+
+/// A role with its stable claims: every connection of one identity (tabs, devices) sees
+/// the same rows, so the feed checks each identity once per batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub role: String,
+    /// The stable claims as JSON text, keys sorted.
+    pub claims: String,
+}
+
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,

@@ -65,6 +65,12 @@ pub struct Config {
     pub feed_safety_poll: Duration,
     pub feed_batch: i32,
     pub max_catch_up: usize,
+    /// Most rows a scope's `fetch` returns and a resume's `members` lists.
+    pub max_scope_rows: usize,
+    /// Identities checked per visibility statement, and statements run at once.
+    pub visibility_batch: usize,
+    pub visibility_parallel: usize,
+    pub visibility_timeout: Duration,
     pub prune_interval: Duration,
     pub bus_flush: Duration,
     pub bus_max_bytes: usize,
@@ -102,6 +108,10 @@ impl Default for Config {
             feed_safety_poll: Duration::from_secs(5),
             feed_batch: 1000,
             max_catch_up: 100_000,
+            max_scope_rows: 1000,
+            visibility_batch: 100,
+            visibility_parallel: 2,
+            visibility_timeout: Duration::from_secs(2),
             prune_interval: Duration::from_secs(60),
             bus_flush: Duration::from_millis(50),
             bus_max_bytes: 64 * 1024,
@@ -140,6 +150,10 @@ pub const KEYS: &[&str] = &[
     "feed_safety_poll_ms",
     "feed_batch",
     "max_catch_up",
+    "max_scope_rows",
+    "visibility_batch",
+    "visibility_parallel",
+    "visibility_timeout_ms",
     "prune_interval_ms",
     "bus_flush_ms",
     "bus_max_bytes",
@@ -251,6 +265,10 @@ impl Config {
             "feed_safety_poll_ms" => self.feed_safety_poll = ms(value)?,
             "feed_batch" => self.feed_batch = num(value)?,
             "max_catch_up" => self.max_catch_up = num(value)?,
+            "max_scope_rows" => self.max_scope_rows = num(value)?,
+            "visibility_batch" => self.visibility_batch = num(value)?,
+            "visibility_parallel" => self.visibility_parallel = num(value)?,
+            "visibility_timeout_ms" => self.visibility_timeout = ms(value)?,
             "prune_interval_ms" => self.prune_interval = ms(value)?,
             "bus_flush_ms" => self.bus_flush = ms(value)?,
             "bus_max_bytes" => self.bus_max_bytes = num(value)?,
@@ -284,6 +302,9 @@ impl Config {
             ("messages_per_second", self.messages_per_second as usize),
             ("feed_batch", self.feed_batch.max(0) as usize),
             ("max_catch_up", self.max_catch_up),
+            ("max_scope_rows", self.max_scope_rows),
+            ("visibility_batch", self.visibility_batch),
+            ("visibility_parallel", self.visibility_parallel),
             ("bus_max_bytes", self.bus_max_bytes),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -298,6 +319,7 @@ impl Config {
             ("feed_poll_ms", self.feed_poll),
             ("feed_safety_poll_ms", self.feed_safety_poll),
             ("bus_flush_ms", self.bus_flush),
+            ("visibility_timeout_ms", self.visibility_timeout),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be positive"));

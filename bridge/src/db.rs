@@ -36,6 +36,8 @@ pub async fn get(pool: &Pool, claims: &Claims, pointers: &Value) -> Result<Value
     as_user(pool, claims, "SELECT rowsync.get($1)", &[pointers]).await
 }
 
+/// The rows of a scope the user may see, and the name of the table's key column:
+/// `{"rows": […], "pk": "id"}`.
 pub async fn list(
     pool: &Pool,
     claims: &Claims,
@@ -47,7 +49,26 @@ pub async fn list(
     as_user(
         pool,
         claims,
-        "SELECT rowsync.list($1, $2, $3, $4)",
+        "SELECT jsonb_build_object('rows', rowsync.list($1, $2, $3, $4), \
+                'pk', (SELECT pk FROM rowsync.synced WHERE name = $1))",
+        &[&table, &column, &value, &max],
+    )
+    .await
+}
+
+/// The ids and versions of the rows of a scope the user may see: `[[id, version], …]`.
+pub async fn members(
+    pool: &Pool,
+    claims: &Claims,
+    table: &str,
+    column: &str,
+    value: &str,
+    max: i32,
+) -> Result<Value, Error> {
+    as_user(
+        pool,
+        claims,
+        "SELECT rowsync.members($1, $2, $3, $4)",
         &[&table, &column, &value, &max],
     )
     .await

@@ -1,8 +1,8 @@
-//! A connection's bounded send queue. Changes to one record coalesce (the client refetches
-//! the row, so the newest change says all); past the bound the connection is closed as
-//! slow, never silently dropped from.
+//! A connection's bounded send queue. Items of one row coalesce (each carries the row as it
+//! is now, so the newest says all); past the bound the connection is closed as slow, never
+//! silently dropped from.
 
-use crate::protocol::{ChangeFrame, EventFrame};
+use crate::protocol::{EventFrame, RowItem};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
-    Change(Arc<ChangeFrame>),
+    Row(Arc<RowItem>),
     /// A server event: never coalesced, every one counts.
     Event(Arc<EventFrame>),
     /// Any other push, already serialised.
@@ -52,7 +52,7 @@ impl Outbox {
     }
 
     /// Queues a frame; `false` when the queue is over its bound (the connection is slow).
-    pub fn push(&self, mut frame: Outgoing) -> bool {
+    pub fn push(&self, frame: Outgoing) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
@@ -62,26 +62,12 @@ impl Outbox {
         // A queue that already held frames has a wake-up pending: its task drains
         // everything, this frame too, under this lock.
         let wake = state.frames.is_empty();
-        if let Outgoing::Change(change) = &mut frame {
-            // Later changes keep their place after earlier ones: a client resuming from the
-            // last cursor it saw must not skip anything queued before it. The keys merge:
-            // a row that left a scope still tells that scope's subscriber.
-            if let Some(position) = state.take_pending(change) {
-                if let Some(Some(Outgoing::Change(older))) =
-                    state.frames.get_mut(position).map(Option::take)
-                {
+        if let Outgoing::Row(item) = &frame {
+            // Later items keep their place after earlier ones: a client resuming from the
+            // last cursor it saw must not skip anything queued before it.
+            if let Some(position) = state.take_pending(item) {
+                if let Some(Some(_)) = state.frames.get_mut(position).map(Option::take) {
                     state.live -= 1;
-                    let missing: Vec<String> = older
-                        .keys
-                        .iter()
-                        .filter(|key| !change.keys.contains(key))
-                        .cloned()
-                        .collect();
-                    if !missing.is_empty() {
-                        let merged = Arc::make_mut(change);
-                        merged.keys.extend(missing);
-                        merged.text = None;
-                    }
                 }
             }
         }
@@ -90,8 +76,8 @@ impl Outbox {
         match state.frames.len() {
             n if n == SCAN + 1 => state.index(),
             n if n > SCAN + 1 => {
-                if let Some(Some(Outgoing::Change(change))) = state.frames.back() {
-                    let (record, index) = (change.record, state.popped + n as u64 - 1);
+                if let Some(Some(Outgoing::Row(item))) = state.frames.back() {
+                    let (record, index) = (item.record, state.popped + n as u64 - 1);
                     state.pending.insert(record, index);
                 }
             }
@@ -136,14 +122,13 @@ impl Outbox {
 }
 
 impl State {
-    /// Where a pending change of `change`'s record is queued, forgetting it.
-    fn take_pending(&mut self, change: &ChangeFrame) -> Option<usize> {
-        let same =
-            |f: &Option<Outgoing>| matches!(f, Some(Outgoing::Change(c)) if c.same_record(change));
+    /// Where a pending item of `item`'s row is queued, forgetting it.
+    fn take_pending(&mut self, item: &RowItem) -> Option<usize> {
+        let same = |f: &Option<Outgoing>| matches!(f, Some(Outgoing::Row(c)) if c.same_record(item));
         if self.frames.len() <= SCAN {
             return self.frames.iter().rposition(same);
         }
-        let index = self.pending.remove(&change.record)?;
+        let index = self.pending.remove(&item.record)?;
         let position = (index - self.popped) as usize;
         self.frames
             .get(position)
@@ -155,7 +140,7 @@ impl State {
     fn index(&mut self) {
         self.pending.clear();
         for (i, frame) in self.frames.iter().enumerate() {
-            if let Some(Outgoing::Change(c)) = frame {
+            if let Some(Outgoing::Row(c)) = frame {
                 self.pending.insert(c.record, self.popped + i as u64);
             }
         }
@@ -173,13 +158,10 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::FeedChange;
+    use crate::router::{record_hash, FeedChange};
+    use serde_json::json;
 
     fn change(id: &str, cursor: i64) -> Outgoing {
-        keyed(id, cursor, &format!("t:{id}"))
-    }
-
-    fn keyed(id: &str, cursor: i64, key: &str) -> Outgoing {
         let change = FeedChange {
             xid: 1,
             cursor,
@@ -194,9 +176,13 @@ mod tests {
             payload: None,
             at: 0.0,
         };
-        Outgoing::Change(Arc::new(
-            ChangeFrame::new(&change, vec![key.into()]).serialised(),
-        ))
+        let row = json!({"id": id, "version": cursor});
+        Outgoing::Row(Arc::new(RowItem::new(
+            &change,
+            record_hash("t", id),
+            vec![format!("t:{id}")],
+            Some(&row),
+        )))
     }
 
     #[test]
@@ -212,22 +198,6 @@ mod tests {
     }
 
     #[test]
-    fn coalesced_changes_keep_every_key() {
-        let outbox = Outbox::new(10);
-        outbox.push(keyed("a", 1, "t?board=1"));
-        outbox.push(keyed("a", 2, "t?board=2"));
-        let frames = outbox.drain();
-        let Outgoing::Change(c) = &frames[0] else {
-            panic!()
-        };
-        assert_eq!(c.keys, ["t?board=2", "t?board=1"]);
-        assert!(c
-            .to_text()
-            .as_str()
-            .contains(r#""keys":["t?board=2","t?board=1"]"#));
-    }
-
-    #[test]
     fn coalesces_past_the_scan_window() {
         let outbox = Outbox::new(100);
         for i in 0..40 {
@@ -240,7 +210,7 @@ mod tests {
             .drain()
             .iter()
             .map(|f| match f {
-                Outgoing::Change(c) => c.log_key.1,
+                Outgoing::Row(c) => c.log_key.1,
                 Outgoing::Text(_) | Outgoing::Event(_) => -1,
             })
             .collect();

@@ -5,9 +5,9 @@ use crate::router::FeedChange;
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a client sends. Anything else is answered with an `unknown_type` error.
 #[derive(Debug, Deserialize)]
@@ -26,6 +26,10 @@ pub enum ClientMessage {
         reference: Option<Value>,
         keys: Vec<String>,
         cursor: Option<String>,
+        /// Resuming: per scope key, the digest of the rows the client holds
+        /// (docs/protocol.md); a differing one is answered with `members`.
+        #[serde(default)]
+        held: HashMap<String, String>,
     },
     Unsubscribe {
         #[serde(rename = "ref")]
@@ -89,80 +93,71 @@ impl ClientMessage {
     }
 }
 
-/// A change pushed to a subscriber: ids only; the client fetches the row as itself.
-/// Queued behind an `Arc`: every subscriber that matched the same keys shares one.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ChangeFrame {
-    pub table: String,
-    pub id: Option<String>,
-    pub version: Option<i64>,
-    pub kind: String,
-    /// The resume token of the position just after this change.
-    pub cursor: String,
-    /// The change's key in the log, (xid, cursor): catch-up and the live queue dedupe by it.
-    #[serde(skip)]
+/// One row of a `changes` message, for the connections of one identity that followed the
+/// same keys: an `upsert` with the row as that identity may see it, or a `remove`, sent
+/// only to a connection that holds the row (deleted, hidden and moved-out rows look
+/// alike, and a connection never learns the id of a row it did not hold). Queued behind
+/// an `Arc`: every connection it suits shares one, serialised once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowItem {
+    /// The log key of the newest change of the row in its batch, (xid, cursor): catch-up
+    /// and the live queue dedupe by it.
     pub log_key: (i64, i64),
-    /// The connection's subscription keys this change matched.
+    /// The resume token of the position just after that change.
+    pub cursor: String,
+    /// The row, as a fingerprint (crate::router::record_hash) and as table and id.
+    pub record: u64,
+    pub table: String,
+    pub id: String,
+    pub upsert: bool,
+    /// The connection's subscription keys this row matched.
     pub keys: Vec<String>,
     /// When the change was written (seconds since the epoch), for the latency metric.
-    #[serde(skip)]
     pub at: f64,
-    /// A hash of (table, id), the record whose queued changes coalesce. A number, not a
-    /// shared string: ten thousand queues cloning one Arc would fight over its count.
-    #[serde(skip)]
-    pub record: u64,
-    /// The frame as sent, serialised once for all who share it; `None` after a merge.
-    #[serde(skip)]
-    pub text: Option<Utf8Bytes>,
+    /// The item as sent.
+    pub text: Utf8Bytes,
 }
 
-impl ChangeFrame {
-    pub fn new(change: &FeedChange, keys: Vec<String>) -> ChangeFrame {
-        ChangeFrame {
-            table: change.table.clone().unwrap_or_default(),
-            id: change.row_id.clone(),
-            version: change.version,
-            kind: change.kind.clone(),
-            cursor: change.token.clone(),
+impl RowItem {
+    /// `row` is the row as the identity sees it now, or `None` for a remove.
+    pub fn new(change: &FeedChange, record: u64, keys: Vec<String>, row: Option<&Value>) -> RowItem {
+        let table = change.table.clone().unwrap_or_default();
+        let id = change.row_id.clone().unwrap_or_default();
+        let text = match row {
+            Some(row) => serde_json::json!({
+                "op": "upsert", "table": table, "id": id,
+                "version": row.get("version").cloned().unwrap_or(Value::Null),
+                "row": row, "keys": keys, "c": change.cursor,
+            }),
+            None => serde_json::json!({"op": "remove", "table": table, "id": id, "keys": keys}),
+        };
+        RowItem {
             log_key: (change.xid, change.cursor),
+            cursor: change.token.clone(),
+            record,
+            upsert: row.is_some(),
             keys,
             at: change.at,
-            record: {
-                let mut hasher = DefaultHasher::new();
-                (&change.table, &change.row_id).hash(&mut hasher);
-                hasher.finish()
-            },
-            text: None,
+            text: text.to_string().into(),
+            table,
+            id,
         }
     }
 
-    /// The frame with its text serialised, ready to share.
-    pub fn serialised(mut self) -> ChangeFrame {
-        self.text = Some(self.to_text());
-        self
-    }
-
-    /// Whether `other` is a change of the same record.
-    pub fn same_record(&self, other: &ChangeFrame) -> bool {
+    /// Whether `other` is an item of the same row.
+    pub fn same_record(&self, other: &RowItem) -> bool {
         self.record == other.record && self.table == other.table && self.id == other.id
-    }
-
-    pub fn to_text(&self) -> Utf8Bytes {
-        if let Some(text) = &self.text {
-            return text.clone();
-        }
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        value["type"] = Value::String("change".into());
-        value.to_string().into()
     }
 }
 
-/// A server event (`rowsync.send`) pushed to the connections following its topic.
+/// A server event (`rowsync.send`), an item of `changes` for the connections following
+/// its topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventFrame {
     /// The change log key of the event: catch-up and the live queue dedupe by it.
     pub log_key: (i64, i64),
-    /// The frame as sent, serialised once for every connection.
+    pub cursor: String,
+    /// The item as sent, serialised once for every connection.
     pub text: Utf8Bytes,
 }
 
@@ -171,19 +166,90 @@ impl EventFrame {
     pub fn new(change: &FeedChange) -> Option<EventFrame> {
         let topic = change.topic.as_ref()?;
         let payload = change.payload.as_ref()?;
-        let frame = serde_json::json!({
-            "type": "event",
+        let item = serde_json::json!({
+            "op": "event",
             "topic": topic,
             "event": payload["event"],
             "payload": payload["data"],
             "from": payload["from"],
-            "cursor": change.token,
         });
         Some(EventFrame {
             log_key: (change.xid, change.cursor),
-            text: frame.to_string().into(),
+            cursor: change.token.clone(),
+            text: item.to_string().into(),
         })
     }
+}
+
+/// Builds one `changes` message from serialised items, resumable from `cursor`.
+pub struct ChangesFrame {
+    text: String,
+    cursor: Option<String>,
+    items: usize,
+}
+
+impl ChangesFrame {
+    pub fn new() -> ChangesFrame {
+        ChangesFrame {
+            text: String::from(r#"{"type":"changes","rows":["#),
+            cursor: None,
+            items: 0,
+        }
+    }
+
+    pub fn push(&mut self, item: &str, cursor: &str) {
+        if self.items > 0 {
+            self.text.push(',');
+        }
+        self.text.push_str(item);
+        self.items += 1;
+        self.cursor = Some(cursor.to_string());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// The message, leaving this builder empty for the next.
+    pub fn take(&mut self) -> Option<Utf8Bytes> {
+        if self.items == 0 {
+            return None;
+        }
+        let mut done = std::mem::replace(self, ChangesFrame::new());
+        done.text.push_str("],\"cursor\":");
+        done.text
+            .push_str(&serde_json::to_string(&done.cursor).unwrap_or_else(|_| "null".into()));
+        done.text.push('}');
+        Some(done.text.into())
+    }
+}
+
+impl Default for ChangesFrame {
+    fn default() -> ChangesFrame {
+        ChangesFrame::new()
+    }
+}
+
+/// The digest a client sends for the rows (id, version) it holds in a scope: the sum of
+/// each pair's 64-bit FNV-1a of `id`, a newline and the version in decimal, wrapping, in
+/// decimal. A sum, so that neither side sorts (ids sort differently in JavaScript).
+pub fn members_digest<'a>(rows: impl Iterator<Item = (&'a str, i64)>) -> String {
+    let mut sum: u64 = 0;
+    for (id, version) in rows {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in id.bytes().chain([b'\n']).chain(version.to_string().bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        sum = sum.wrapping_add(hash);
+    }
+    sum.to_string()
+}
+
+/// A `members` push: the complete list of rows (id, version) the identity may see in a
+/// scope now. The client drops what it holds of the scope beyond it.
+pub fn members_frame(key: &str, rows: &Value) -> String {
+    serde_json::json!({"type": "members", "key": key, "rows": rows}).to_string()
 }
 
 /// A `resync` push: the client reads `keys` again.

@@ -1,14 +1,16 @@
-//! Who follows what: subscription keys to connections, and the routing of each feed
-//! change to the subscribers of its record and of the scopes it left and entered.
+//! Who follows what: subscription keys to connections, and which connections each row of
+//! a batch concerns (its record, and the scopes it left and entered).
 
+use crate::auth::Identity;
 use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{resync_frame, ChangeFrame, EventFrame};
+use crate::protocol::{resync_frame, EventFrame};
 use crate::token::{FeedId, Position, Tick};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 pub type ConnId = u64;
 
@@ -79,27 +81,75 @@ impl FeedChange {
 
     /// The keys this change concerns: its record, and every scope it was or is in.
     pub fn keys(&self) -> Vec<String> {
+        self.key_parts().into_iter().map(|(key, _)| key).collect()
+    }
+
+    /// The keys this change concerns, each with its scope's (column, value), `None` for
+    /// the record's key.
+    pub fn key_parts(&self) -> Vec<(String, Option<(String, String)>)> {
         let mut keys = Vec::new();
         let Some(table) = &self.table else {
             return keys;
         };
         if let Some(id) = &self.row_id {
-            keys.push(Key::record(table, id));
+            keys.push((Key::record(table, id), None));
         }
         for scopes in [&self.old_scopes, &self.new_scopes].into_iter().flatten() {
             for (column, value) in scopes {
-                let value = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Null => continue,
-                    other => other.to_string(),
+                let Some(value) = scope_value(value) else {
+                    continue;
                 };
                 let key = Key::scope(table, column, &value);
-                if !keys.contains(&key) {
-                    keys.push(key);
+                if !keys.iter().any(|(k, _)| *k == key) {
+                    keys.push((key, Some((column.clone(), value))));
                 }
             }
         }
         keys
+    }
+}
+
+/// A connection as the router knows it: where to queue its frames, and who its policies
+/// see (which changes when a refreshed token's claims do).
+pub struct Subscriber {
+    pub outbox: Arc<Outbox>,
+    identity: Mutex<Arc<Identity>>,
+}
+
+impl Subscriber {
+    pub fn identity(&self) -> Arc<Identity> {
+        match self.identity.lock() {
+            Ok(identity) => identity.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The rows of a batch one connection follows: for each, the row's index and the
+/// indexes of the row's keys the connection matched.
+pub struct Interest {
+    pub subscriber: Arc<Subscriber>,
+    pub rows: Vec<(usize, Vec<usize>)>,
+}
+
+/// A row's fingerprint: 64 bits of SipHash under a key drawn at start, so that nobody
+/// can pick ids whose fingerprints collide (a collision could send one row's `remove`
+/// to a holder of the other).
+/// UUIDs count in the case the feed prints them, lower.
+pub fn record_hash(table: &str, id: &str) -> u64 {
+    static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+    if rowsync_core::is_uuid(id) {
+        return KEY.hash_one((table, id.to_ascii_lowercase()));
+    }
+    KEY.hash_one((table, id))
+}
+
+/// A scope column's value as keys spell it; `None` for NULL, which is in no scope.
+pub fn scope_value(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
     }
 }
 
@@ -111,19 +161,39 @@ pub struct Router {
 
 #[derive(Default)]
 struct Inner {
-    conns: HashMap<ConnId, Arc<Outbox>>,
-    /// Each key's subscribers, with their queues at hand: routing a change to 10k
-    /// subscribers should not look each one up again.
-    by_key: HashMap<String, HashMap<ConnId, Arc<Outbox>>>,
+    conns: HashMap<ConnId, Arc<Subscriber>>,
+    /// Each key's subscribers, at hand: routing a change to 10k subscribers should not
+    /// look each one up again.
+    by_key: HashMap<String, HashMap<ConnId, Arc<Subscriber>>>,
 }
 
 impl Router {
-    pub fn connect(&self, outbox: Arc<Outbox>) -> ConnId {
+    pub fn connect(&self, outbox: Arc<Outbox>, identity: Identity) -> ConnId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let subscriber = Arc::new(Subscriber {
+            outbox,
+            identity: Mutex::new(Arc::new(identity)),
+        });
         if let Ok(mut inner) = self.inner.write() {
-            inner.conns.insert(id, outbox);
+            inner.conns.insert(id, subscriber);
         }
         id
+    }
+
+    pub fn subscriber(&self, id: ConnId) -> Option<Arc<Subscriber>> {
+        self.inner.read().ok()?.conns.get(&id).cloned()
+    }
+
+    /// A refreshed token changed the connection's claims.
+    pub fn set_identity(&self, id: ConnId, identity: Identity) {
+        let Ok(inner) = self.inner.read() else {
+            return;
+        };
+        if let Some(subscriber) = inner.conns.get(&id) {
+            if let Ok(mut current) = subscriber.identity.lock() {
+                *current = Arc::new(identity);
+            }
+        }
     }
 
     pub fn disconnect<'a>(&self, id: ConnId, keys: impl IntoIterator<Item = &'a String>) {
@@ -137,12 +207,12 @@ impl Router {
 
     pub fn subscribe(&self, id: ConnId, key: &str) {
         if let Ok(mut inner) = self.inner.write() {
-            if let Some(outbox) = inner.conns.get(&id).cloned() {
+            if let Some(subscriber) = inner.conns.get(&id).cloned() {
                 inner
                     .by_key
                     .entry(key.to_string())
                     .or_default()
-                    .insert(id, outbox);
+                    .insert(id, subscriber);
             }
         }
     }
@@ -162,73 +232,38 @@ impl Router {
         let Some(conns) = inner.by_key.get(topic) else {
             return Vec::new();
         };
-        for outbox in conns.values() {
-            outbox.push(Outgoing::Event(frame.clone()));
+        for subscriber in conns.values() {
+            subscriber.outbox.push(Outgoing::Event(frame.clone()));
         }
         conns.keys().copied().collect()
     }
 
-    /// Queues `change` for every subscriber of its keys, one frame per connection.
-    /// Returns how many frames were queued.
-    pub fn route(&self, change: &FeedChange) -> usize {
+    /// The connections that follow any of the rows' keys (`keys[row]`), with what each
+    /// matched. Nothing is queued: what a connection receives depends on what its
+    /// identity may see (crate::feed::visibility).
+    pub fn interests(&self, keys: &[Vec<String>]) -> Vec<Interest> {
         let Ok(inner) = self.inner.read() else {
-            return 0;
+            return Vec::new();
         };
-        if change.kind == "truncate" {
-            drop(inner);
-            let Some(table) = &change.table else {
-                return 0;
-            };
-            return self.resync_where(|key| Key::of_table(key, table), "truncate");
-        }
-        let keys = change.keys();
-        let hits: Vec<(usize, &HashMap<ConnId, Arc<Outbox>>)> = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, key)| inner.by_key.get(key).map(|conns| (i, conns)))
-            .collect();
-        // Every connection that matched the same keys gets the same frame: built and
-        // serialised once, shared behind an Arc.
-        let frame = |indexes: &[usize]| {
-            let matched = indexes.iter().map(|&i| keys[i].clone()).collect();
-            Arc::new(ChangeFrame::new(change, matched).serialised())
-        };
-        let mut queued = 0;
-        let mut push = |outbox: &Outbox, frame: &Arc<ChangeFrame>| {
-            outbox.push(Outgoing::Change(frame.clone()));
-            queued += 1;
-        };
-        match hits.as_slice() {
-            [] => {}
-            // The common case, one key (a record, or a scope the row stayed in): no
-            // grouping needed.
-            [(i, conns)] => {
-                let frame = frame(&[*i]);
-                for outbox in conns.values() {
-                    push(outbox, &frame);
-                }
-            }
-            _ => {
-                let mut matched: HashMap<ConnId, (&Outbox, Vec<usize>)> = HashMap::new();
-                for (i, conns) in &hits {
-                    for (conn, outbox) in *conns {
-                        matched
-                            .entry(*conn)
-                            .or_insert((outbox, Vec::new()))
-                            .1
-                            .push(*i);
+        let mut by_conn: HashMap<ConnId, Interest> = HashMap::new();
+        for (row, row_keys) in keys.iter().enumerate() {
+            for (k, key) in row_keys.iter().enumerate() {
+                let Some(conns) = inner.by_key.get(key) else {
+                    continue;
+                };
+                for (conn, subscriber) in conns {
+                    let interest = by_conn.entry(*conn).or_insert_with(|| Interest {
+                        subscriber: subscriber.clone(),
+                        rows: Vec::new(),
+                    });
+                    match interest.rows.last_mut() {
+                        Some((last, matched)) if *last == row => matched.push(k),
+                        _ => interest.rows.push((row, vec![k])),
                     }
                 }
-                let mut frames: HashMap<Vec<usize>, Arc<ChangeFrame>> = HashMap::new();
-                for (outbox, indexes) in matched.into_values() {
-                    let shared = frames
-                        .entry(indexes)
-                        .or_insert_with_key(|indexes| frame(indexes));
-                    push(outbox, shared);
-                }
             }
         }
-        queued
+        by_conn.into_values().collect()
     }
 
     /// Tells every subscriber of a key matching `matches` to read its data again.
@@ -240,10 +275,10 @@ impl Router {
         // Keys the router files internally (`@user:…`) are not the client's to refetch.
         for (key, conns) in &inner.by_key {
             if !key.starts_with('@') && matches(key) {
-                for (conn, outbox) in conns {
+                for (conn, subscriber) in conns {
                     per_conn
                         .entry(*conn)
-                        .or_insert((outbox, Vec::new()))
+                        .or_insert((&subscriber.outbox, Vec::new()))
                         .1
                         .push(key);
                 }
@@ -296,32 +331,41 @@ mod tests {
         }
     }
 
+    fn identity(sub: &str) -> Identity {
+        Identity {
+            role: "app_user".into(),
+            claims: json!({"sub": sub}).to_string(),
+        }
+    }
+
     #[test]
-    fn a_move_reaches_both_scopes_and_the_record_once_per_connection() {
+    fn a_move_concerns_both_scopes_and_the_record_once_per_connection() {
         let router = Router::default();
-        let (a, b, c) = (
-            Arc::new(Outbox::new(10)),
-            Arc::new(Outbox::new(10)),
-            Arc::new(Outbox::new(10)),
-        );
+        let outbox = || Arc::new(Outbox::new(10));
         let (ida, idb, idc) = (
-            router.connect(a.clone()),
-            router.connect(b.clone()),
-            router.connect(c.clone()),
+            router.connect(outbox(), identity("a")),
+            router.connect(outbox(), identity("b")),
+            router.connect(outbox(), identity("c")),
         );
         router.subscribe(ida, "tasks?board_id=b1");
         router.subscribe(ida, "tasks:t1");
         router.subscribe(idb, "tasks?board_id=b2");
         router.subscribe(idc, "tasks?board_id=b3");
-        assert_eq!(router.route(&moved_task()), 2);
-        let frames = a.drain();
-        assert_eq!(frames.len(), 1);
-        let Outgoing::Change(frame) = &frames[0] else {
-            panic!("{frames:?}")
-        };
-        assert_eq!(frame.keys, ["tasks:t1", "tasks?board_id=b1"]);
-        assert_eq!(b.drain().len(), 1);
-        assert!(c.drain().is_empty());
+        let keys = moved_task().keys();
+        assert_eq!(keys, ["tasks:t1", "tasks?board_id=b1", "tasks?board_id=b2"]);
+        let mut interests = router.interests(&[keys]);
+        interests.sort_by_key(|i| i.subscriber.identity().claims.clone());
+        let matched: Vec<(String, Vec<(usize, Vec<usize>)>)> = interests
+            .into_iter()
+            .map(|i| (i.subscriber.identity().claims.clone(), i.rows))
+            .collect();
+        assert_eq!(
+            matched,
+            [
+                (json!({"sub": "a"}).to_string(), vec![(0, vec![0, 1])]),
+                (json!({"sub": "b"}).to_string(), vec![(0, vec![2])]),
+            ]
+        );
         router.disconnect(
             ida,
             &["tasks?board_id=b1".to_string(), "tasks:t1".to_string()],
@@ -330,15 +374,14 @@ mod tests {
     }
 
     #[test]
-    fn truncate_resyncs_the_tables_subscribers() {
-        let router = Router::default();
-        let a = Arc::new(Outbox::new(10));
-        let id = router.connect(a.clone());
-        router.subscribe(id, "tasks?board_id=b1");
-        let mut change = moved_task();
-        change.kind = "truncate".into();
-        change.row_id = None;
-        assert_eq!(router.route(&change), 1);
-        assert!(matches!(&a.drain()[0], Outgoing::Text(t) if t.as_str().contains("resync")));
+    fn fingerprints_tell_rows_apart() {
+        assert_eq!(record_hash("tasks", "t1"), record_hash("tasks", "t1"));
+        assert_ne!(record_hash("tasks", "t1"), record_hash("tasks", "t2"));
+        assert_ne!(record_hash("tasks", "t1"), record_hash("task", "st1"));
+        let id = "00000000-0000-4000-8000-0000000000AB";
+        assert_eq!(
+            record_hash("tasks", id),
+            record_hash("tasks", &id.to_ascii_lowercase())
+        );
     }
 }

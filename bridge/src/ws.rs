@@ -7,10 +7,12 @@ use crate::errors::{self, Error};
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
+use crate::feed::visibility;
 use crate::protocol::{
-    resync_frame, ChangeFrame, ClientMessage, EventFrame, PresenceAction, PROTOCOL_VERSION,
+    members_digest, members_frame, resync_frame, ChangesFrame, ClientMessage, EventFrame,
+    PresenceAction, RowItem, PROTOCOL_VERSION,
 };
-use crate::router::ConnId;
+use crate::router::{record_hash, ConnId, FeedChange, Interest};
 use crate::server::AppState;
 use crate::token::{encode, FeedId, Position, Tick, TokenError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -45,6 +47,10 @@ struct Conn {
     /// connection holds it.
     keys: HashMap<String, bool>,
     rooms: HashSet<String>,
+    /// Fingerprints of the rows this connection was sent and not told to remove: a
+    /// `remove` goes only to a connection that holds the row, so nobody learns the id of
+    /// a row it was never allowed to see.
+    held: HashSet<u64>,
     bucket: TokenBucket,
     last_heard: Instant,
     /// When the keys are checked again (every `reauthorize`, and at once when a refreshed
@@ -131,7 +137,7 @@ enum Event {
 impl Conn {
     fn new(state: Arc<AppState>, claims: Claims) -> Conn {
         let outbox = Arc::new(Outbox::new(state.config.send_queue_frames));
-        let id = state.router.connect(outbox.clone());
+        let id = state.router.connect(outbox.clone(), claims.identity());
         let state_reauthorize = state.config.reauthorize;
         // Every connection of a user receives the events sent to `user:<sub>`.
         if let Some(sub) = &claims.sub {
@@ -146,6 +152,7 @@ impl Conn {
             outbox,
             keys: HashMap::new(),
             rooms: HashSet::new(),
+            held: HashSet::new(),
             last_heard: Instant::now(),
             // Spread over the interval, so that connections opened together are not
             // checked together.
@@ -297,29 +304,59 @@ impl Conn {
         }
     }
 
-    /// Writes the queued frames, except changes whose log key is in `skip`, and flushes
-    /// once: queued frames go out in one write, not one each.
+    /// Writes the queued frames, except items whose log key is in `skip`, and flushes
+    /// once: queued frames go out in one write, not one each. Rows and events gather into
+    /// `changes` messages; any other frame goes out alone, in its place.
     async fn send_queued(
         &mut self,
         socket: &mut WebSocket,
         skip: &Sent,
     ) -> Result<(), axum::Error> {
+        let mut changes = ChangesFrame::new();
         for frame in self.outbox.drain() {
-            let text = match frame {
-                Outgoing::Change(change) if skip.covers(change.log_key, &change.keys) => continue,
-                Outgoing::Change(change) => {
-                    let seconds = unix_seconds() - change.at;
-                    self.state.metrics.observe_latency(seconds.max(0.0));
-                    change.to_text()
+            match frame {
+                Outgoing::Row(item) if skip.covers(item.log_key, &item.keys) => {}
+                Outgoing::Row(item) => {
+                    if self.admit(&item) {
+                        let seconds = unix_seconds() - item.at;
+                        self.state.metrics.observe_latency(seconds.max(0.0));
+                        changes.push(&item.text, &item.cursor);
+                    }
                 }
-                Outgoing::Event(event) if skip.covers(event.log_key, &[]) => continue,
-                Outgoing::Event(event) => event.text.clone(),
-                Outgoing::Text(text) => text,
-            };
+                Outgoing::Event(event) if skip.covers(event.log_key, &[]) => {}
+                Outgoing::Event(event) => changes.push(&event.text, &event.cursor),
+                Outgoing::Text(text) => {
+                    self.feed_changes(socket, &mut changes).await?;
+                    socket.feed(Message::Text(text)).await?;
+                    Metrics::add(&self.state.metrics.frames_sent, 1);
+                }
+            }
+        }
+        self.feed_changes(socket, &mut changes).await?;
+        socket.flush().await
+    }
+
+    /// Whether `item` goes to this client, keeping the rows it holds up to date: every
+    /// upsert does; a remove only when the client holds the row.
+    fn admit(&mut self, item: &RowItem) -> bool {
+        if item.upsert {
+            self.held.insert(item.record);
+            true
+        } else {
+            self.held.remove(&item.record)
+        }
+    }
+
+    async fn feed_changes(
+        &self,
+        socket: &mut WebSocket,
+        changes: &mut ChangesFrame,
+    ) -> Result<(), axum::Error> {
+        if let Some(text) = changes.take() {
             socket.feed(Message::Text(text)).await?;
             Metrics::add(&self.state.metrics.frames_sent, 1);
         }
-        socket.flush().await
+        Ok(())
     }
 
     async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
@@ -346,8 +383,10 @@ impl Conn {
         let result = match message {
             ClientMessage::Ping { .. } => Ok(json!({"type": "pong"})),
             ClientMessage::Auth { token, .. } => self.reauthenticate(&token),
-            ClientMessage::Subscribe { keys, cursor, .. } => match canonical(keys) {
-                Ok(keys) => self.subscribe(socket, keys, cursor).await,
+            ClientMessage::Subscribe {
+                keys, cursor, held, ..
+            } => match canonical(keys) {
+                Ok(keys) => self.subscribe(socket, keys, cursor, held).await,
                 Err(error) => Err(error),
             },
             ClientMessage::Unsubscribe { keys, .. } => {
@@ -440,8 +479,9 @@ impl Conn {
                 "a refreshed token must be for the same user and role",
             ));
         }
-        if stable_claims(&claims.raw) != stable_claims(&self.claims.raw) {
+        if claims.stable() != self.claims.stable() {
             self.next_check = Instant::now();
+            self.state.router.set_identity(self.id, claims.identity());
         }
         self.claims = claims;
         Ok(json!({"type": "ack", "exp": self.claims.exp}))
@@ -549,6 +589,7 @@ impl Conn {
         socket: &mut WebSocket,
         keys: Vec<String>,
         cursor: Option<String>,
+        held: HashMap<String, String>,
     ) -> Result<Value, Error> {
         let new: Vec<String> = keys
             .iter()
@@ -576,11 +617,54 @@ impl Conn {
         let mut sent = Sent::new();
         if let (Some(cursor), Some((feed, upto))) = (cursor, self.state.cursor.catch_up_to()) {
             sent = self.catch_up(socket, feed, &cursor, upto, &keys).await?;
+            self.reconcile(socket, &keys, &held).await?;
             position = Some((feed, upto));
         }
         self.send_queued(socket, &sent).await.map_err(gone)?;
         let cursor = position.map(|(feed, tick)| encode(feed, &Position::at(tick)));
         Ok(json!({"type": "ack", "keys": keys, "cursor": cursor}))
+    }
+
+    /// After a resume: learns which rows the client holds under `keys` (a new bridge
+    /// knows nothing of it), and where the client's digest of a scope differs from what
+    /// the user may see in it now, sends the complete list (`members`). A forged digest
+    /// gains nothing: the list holds only rows the user may read anyway.
+    async fn reconcile(
+        &mut self,
+        socket: &mut WebSocket,
+        keys: &[String],
+        digests: &HashMap<String, String>,
+    ) -> Result<(), Error> {
+        for text in keys {
+            match Key::parse(text)? {
+                Key::Record { table, id } => {
+                    self.held.insert(record_hash(&table, &id));
+                }
+                Key::Scope {
+                    table,
+                    column,
+                    value,
+                } => {
+                    let max = self.state.config.max_scope_rows as i32;
+                    let members =
+                        db::members(&self.state.pool, &self.claims, &table, &column, &value, max)
+                            .await?;
+                    let pairs = members.as_array().map(Vec::as_slice).unwrap_or_default();
+                    let rows = pairs
+                        .iter()
+                        .filter_map(|p| Some((p[0].as_str()?, p[1].as_i64()?)));
+                    for (id, _) in rows.clone() {
+                        self.held.insert(record_hash(&table, id));
+                    }
+                    if digests.get(text) != Some(&members_digest(rows)) {
+                        send_text(socket, members_frame(text, &members))
+                            .await
+                            .map_err(gone)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends every change from the client's token up to the bridge's tick `now` that
@@ -663,30 +747,102 @@ impl Conn {
                 if read > self.state.config.max_catch_up {
                     return Ok(Some("too_far_behind"));
                 }
-                for change in &page {
-                    after = Some((change.xid, change.cursor));
-                    if let Some(frame) = catch_up_frame(change, keys, &wanted) {
-                        let text = match frame {
-                            CatchUp::Change(frame) => {
-                                sent.insert(frame.log_key, &frame.keys);
-                                frame.to_text()
-                            }
-                            CatchUp::Event(event) => {
-                                sent.insert(event.log_key, &[]);
-                                event.text
-                            }
-                            CatchUp::Text(text) => text.into(),
-                        };
-                        socket.feed(Message::Text(text)).await.map_err(gone)?;
-                    }
-                }
-                socket.flush().await.map_err(gone)?;
+                after = page.last().map(|c| (c.xid, c.cursor)).or(after);
+                self.replay_page(socket, &page, keys, &wanted, sent).await?;
                 if page.len() < batch as usize {
                     break;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Sends what one page of the log holds for this connection, as live delivery would:
+    /// rows as the user may see them now, events of its topics, resyncs of truncated
+    /// tables; and records in `sent` what went out.
+    async fn replay_page(
+        &mut self,
+        socket: &mut WebSocket,
+        page: &[FeedChange],
+        keys: &[String],
+        wanted: &HashSet<&String>,
+        sent: &mut Sent,
+    ) -> Result<(), Error> {
+        let relevant: Vec<FeedChange> = page
+            .iter()
+            .filter(|c| match c.kind.as_str() {
+                "event" => c.router_topic().is_some_and(|t| wanted.contains(&t)),
+                "truncate" => c
+                    .table
+                    .as_deref()
+                    .is_some_and(|t| keys.iter().any(|k| Key::of_table(k, t))),
+                _ => c.keys().iter().any(|k| wanted.contains(k)),
+            })
+            .cloned()
+            .collect();
+        let (rows, newest) = visibility::coalesce(&relevant);
+        let mut plan = match self.state.router.subscriber(self.id) {
+            Some(subscriber) => {
+                let interest = Interest {
+                    subscriber,
+                    rows: rows
+                        .iter()
+                        .enumerate()
+                        .map(|(r, row)| {
+                            let matched = (0..row.keys.len())
+                                .filter(|k| wanted.contains(&row.keys[*k].0))
+                                .collect();
+                            (r, matched)
+                        })
+                        .collect(),
+                };
+                visibility::plan(&self.state.pool, &self.state.config, &rows, vec![interest])
+                    .await
+                    .map_err(|e| Error::new(errors::INTERNAL, e.to_string()))?
+            }
+            None => return Ok(()),
+        };
+        if let Some((_, keys)) = plan.resyncs.pop() {
+            send_text(socket, resync_frame(&keys, "not_checked"))
+                .await
+                .map_err(gone)?;
+        }
+        let mut changes = ChangesFrame::new();
+        for (change, row) in relevant.iter().zip(newest) {
+            match change.kind.as_str() {
+                "event" => {
+                    if let Some(event) = EventFrame::new(change) {
+                        sent.insert(event.log_key, &[]);
+                        changes.push(&event.text, &event.cursor);
+                    }
+                }
+                "truncate" => {
+                    let table = change.table.as_deref().unwrap_or_default();
+                    let emptied: Vec<&String> =
+                        keys.iter().filter(|k| Key::of_table(k, table)).collect();
+                    self.feed_changes(socket, &mut changes)
+                        .await
+                        .map_err(gone)?;
+                    socket
+                        .feed(Message::Text(resync_frame(&emptied, "truncate").into()))
+                        .await
+                        .map_err(gone)?;
+                }
+                _ => {
+                    let Some(r) = row else { continue };
+                    for (_, item) in plan.per_row[r].drain(..) {
+                        sent.insert(item.log_key, &item.keys);
+                        if self.admit(&item) {
+                            changes.push(&item.text, &item.cursor);
+                        }
+                    }
+                }
+            }
+        }
+        self.feed_changes(socket, &mut changes)
+            .await
+            .map_err(gone)?;
+        socket.flush().await.map_err(gone)
     }
 
     async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
@@ -710,16 +866,17 @@ impl Conn {
                     column,
                     value,
                 } => {
-                    let rows = db::list(
-                        &self.state.pool,
-                        &self.claims,
-                        &table,
-                        &column,
-                        &value,
-                        1000,
-                    )
-                    .await?;
-                    scopes.push(json!({"key": text, "rows": rows}));
+                    let max = self.state.config.max_scope_rows as i32;
+                    let mut listed =
+                        db::list(&self.state.pool, &self.claims, &table, &column, &value, max)
+                            .await?;
+                    let pk = listed["pk"].as_str().unwrap_or("id").to_string();
+                    for row in listed["rows"].as_array().into_iter().flatten() {
+                        if let Some(id) = crate::router::scope_value(&row[pk.as_str()]) {
+                            self.held.insert(record_hash(&table, &id));
+                        }
+                    }
+                    scopes.push(json!({"key": text, "rows": listed["rows"].take()}));
                 }
             }
         }
@@ -728,6 +885,15 @@ impl Conn {
         } else {
             db::get(&self.state.pool, &self.claims, &Value::Array(pointers)).await?["rows"].take()
         };
+        for record in records.as_array().into_iter().flatten() {
+            if let (Some(table), Some(id), false) = (
+                record["table"].as_str(),
+                crate::router::scope_value(&record["id"]),
+                record["row"].is_null(),
+            ) {
+                self.held.insert(record_hash(table, &id));
+            }
+        }
         Ok(json!({"type": "records", "records": records, "scopes": scopes, "cursor": position}))
     }
 
@@ -906,39 +1072,6 @@ impl TokenBucket {
     }
 }
 
-enum CatchUp {
-    Change(ChangeFrame),
-    Event(EventFrame),
-    Text(String),
-}
-
-/// What catch-up sends a connection following `keys` for one change of the log.
-fn catch_up_frame(
-    change: &crate::router::FeedChange,
-    keys: &[String],
-    wanted: &HashSet<&String>,
-) -> Option<CatchUp> {
-    if change.kind == "event" {
-        let topic = change.router_topic()?;
-        return wanted
-            .contains(&topic)
-            .then(|| EventFrame::new(change))
-            .flatten()
-            .map(CatchUp::Event);
-    }
-    if change.kind == "truncate" {
-        let table = change.table.as_deref()?;
-        let emptied: Vec<&String> = keys.iter().filter(|k| Key::of_table(k, table)).collect();
-        return (!emptied.is_empty()).then(|| CatchUp::Text(resync_frame(&emptied, "truncate")));
-    }
-    let matched: Vec<String> = change
-        .keys()
-        .into_iter()
-        .filter(|k| wanted.contains(k))
-        .collect();
-    (!matched.is_empty()).then(|| CatchUp::Change(ChangeFrame::new(change, matched)))
-}
-
 /// What a catch-up sent: log keys, each with the subscription keys its frame named. A
 /// queued frame of the same change is dropped only when the catch-up's frame named all
 /// its keys: one queued for a key the connection already followed still goes out.
@@ -958,16 +1091,4 @@ impl Sent {
             .get(&log_key)
             .is_some_and(|sent| keys.iter().all(|k| sent.contains(k)))
     }
-}
-
-/// The claims that decide access: all but those that change with every refreshed token.
-fn stable_claims(raw: &str) -> Option<serde_json::Map<String, Value>> {
-    let mut claims = serde_json::from_str::<Value>(raw)
-        .ok()?
-        .as_object()?
-        .clone();
-    for volatile in ["exp", "iat", "nbf", "jti"] {
-        claims.remove(volatile);
-    }
-    Some(claims)
 }

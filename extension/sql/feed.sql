@@ -383,7 +383,8 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
            'rowsync.advance(bigint, integer), rowsync.head(), '
            'rowsync.listener_awake(text), rowsync.listener_sleep(text), rowsync.listener_pending(), '
            'rowsync.listener_settled(xid8[]), rowsync.listener_forget(text), '
-           'rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune()'
+           'rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune(), '
+           'rowsync.visible_rows(jsonb, text[], text[])'
 $$;
 DO $$ BEGIN
     EXECUTE format('REVOKE ALL ON FUNCTION %s, rowsync.reset_feed() FROM PUBLIC', rowsync._feed_functions());

@@ -34,6 +34,11 @@ extension_sql_file!(
     name = "functions",
     requires = ["bootstrap"]
 );
+extension_sql_file!(
+    "../sql/visibility.sql",
+    name = "visibility",
+    requires = ["functions"]
+);
 extension_sql_file!("../sql/feed.sql", name = "feed", finalize);
 
 /// Applies a transaction as the caller. Returns `{"error": …}` instead of raising, so that

@@ -9,7 +9,11 @@
 //! it reads on from its tick, so a Postgres restart loses nothing; a tick that did not
 //! survive the restart, or a feed that was reset, makes every subscriber resync.
 
-use crate::protocol::EventFrame;
+pub mod visibility;
+
+use crate::keys::Key;
+use crate::outbox::Outgoing;
+use crate::protocol::{resync_frame, EventFrame};
 use crate::router::FeedChange;
 use crate::server::AppState;
 use crate::token::{FeedId, Position, Tick};
@@ -211,7 +215,7 @@ async fn session(
     state: &Arc<AppState>,
     listener: &str,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), visibility::Error> {
     let (client, mut connection) =
         tokio_postgres::connect(&state.config.database_url.0, NoTls).await?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
@@ -264,7 +268,7 @@ async fn session(
             return Ok(());
         }
         if let Ok(error) = lost_rx.try_recv() {
-            return Err(error);
+            return Err(error.into());
         }
         let read_count = advance(state, &client, &advance_statement).await?;
         if read_count > 0 {
@@ -312,7 +316,7 @@ async fn session(
             _ = shutdown.changed() => {}
             error = lost_rx.recv() => {
                 if let Some(error) = error {
-                    return Err(error);
+                    return Err(error.into());
                 }
             }
         }
@@ -349,13 +353,56 @@ async fn fall_asleep(
     }
 }
 
+/// Queues a page of the feed, in feed order: each row as every connection following it
+/// may see it (visibility::plan), events for their topics, and a resync for a truncated
+/// table's subscribers.
+async fn route(state: &Arc<AppState>, page: &[FeedChange]) -> Result<(), visibility::Error> {
+    let (rows, newest) = visibility::coalesce(page);
+    let keys: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.keys.iter().map(|(k, _)| k.clone()).collect())
+        .collect();
+    let interests = state.router.interests(&keys);
+    let plan = visibility::plan(&state.pool, &state.config, &rows, interests).await?;
+    let mut per_row = plan.per_row;
+    for (change, row) in page.iter().zip(newest) {
+        if change.kind == "event" {
+            if let (Some(topic), Some(key), Some(frame)) = (
+                &change.topic,
+                change.router_topic(),
+                EventFrame::new(change),
+            ) {
+                let frame = Arc::new(frame);
+                let reached = state.router.route_event(&key, &frame);
+                state.presence.deliver_event(topic, &frame, &reached);
+            }
+        } else if change.kind == "truncate" {
+            if let Some(table) = &change.table {
+                state
+                    .router
+                    .resync_where(|key| Key::of_table(key, table), "truncate");
+            }
+        } else if let Some(r) = row {
+            for (subscriber, item) in per_row[r].drain(..) {
+                subscriber.outbox.push(Outgoing::Row(item));
+            }
+        }
+    }
+    for (subscriber, keys) in plan.resyncs {
+        subscriber
+            .outbox
+            .push(Outgoing::Text(resync_frame(&keys, "not_checked").into()));
+    }
+    Ok(())
+}
+
 /// Ticks, then reads and routes the batch since this bridge's tick, page by page.
 /// Returns how many changes it routed.
 async fn advance(
     state: &Arc<AppState>,
     client: &Client,
     statement: &Statement,
-) -> Result<usize, tokio_postgres::Error> {
+) -> Result<usize, visibility::Error> {
     let Some((feed, since)) = state.cursor.get() else {
         return Ok(0);
     };
@@ -375,7 +422,7 @@ async fn advance(
             state.cursor.set(feed, newest);
             return Ok(0);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let Some(first) = rows.first() else {
         return Ok(0);
@@ -388,21 +435,7 @@ async fn advance(
         .collect();
     let mut total = 0;
     loop {
-        for change in &page {
-            if change.kind == "event" {
-                if let (Some(topic), Some(key), Some(frame)) = (
-                    &change.topic,
-                    change.router_topic(),
-                    EventFrame::new(change),
-                ) {
-                    let frame = Arc::new(frame);
-                    let reached = state.router.route_event(&key, &frame);
-                    state.presence.deliver_event(topic, &frame, &reached);
-                }
-            } else {
-                state.router.route(change);
-            }
-        }
+        route(state, &page).await?;
         total += page.len();
         crate::metrics::Metrics::add(&state.metrics.changes_read, page.len() as u64);
         let last = page.last().map(|c| (c.xid, c.cursor));

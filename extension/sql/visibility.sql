@@ -1,0 +1,111 @@
+-- Who may see what, for the bridge's fan-out: which rows of a batch each identity's
+-- policies show it, with the rows' data, in one statement for many identities; and the
+-- ids a resuming client may hold in a scope.
+
+-- For each identity (a role and its claims), the rows of the batch (`tables[i]`,
+-- `ids[i]`, 0-based) it asks about that its policies show it now. `identities` is
+-- `[{"role": r, "claims": "<json text>", "rows": [i, …]}, …]`, sorted by role.
+--
+-- Each identity runs in its own subtransaction with its role and claims set locally, as
+-- the bridge's per-user reads do: a policy that raises costs only that identity (one row
+-- with `error`, and any rows it returned before the error are to be dropped). Each probe
+-- is a new executor run, so a policy's InitPlan (`(SELECT rowsync.user_id())`) is
+-- evaluated per identity; one plan for all identities would cache the first one's answer.
+-- The loop walks an array index, not a cursor: a cursor's prefetched rows would be read
+-- under whichever role was set when it fetched.
+--
+-- A row's data is the same for every identity of one role (column grants are per role,
+-- policies only pick rows), so it comes once per role: later identities of the role get
+-- `data` NULL for rows an earlier one was sent. The bridge runs this in a read-only
+-- repeatable-read transaction of its own with a statement timeout, so every identity
+-- sees one snapshot and nothing outlives the call.
+CREATE FUNCTION rowsync.visible_rows(identities jsonb, tables text[], ids text[])
+RETURNS TABLE (identity integer, row_index integer, data jsonb, error text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    probes jsonb := '{}';
+    s rowsync.synced;
+    tbl_name text;
+    ident jsonb;
+    wanted integer[];
+    role_name text;
+    last_role text;
+    sent_for_role integer[] := '{}';
+    before integer[];
+    r record;
+BEGIN
+    -- One probe statement per table, built once: the registry, not the caller, names
+    -- the relation, key and key type that are spliced in.
+    FOREACH tbl_name IN ARRAY (SELECT coalesce(array_agg(DISTINCT t), '{}') FROM unnest(tables) t) LOOP
+        SELECT * INTO s FROM rowsync.synced WHERE synced.name = tbl_name;
+        IF FOUND THEN
+            probes := probes || jsonb_build_object(tbl_name, format(
+                'SELECT i.idx, CASE WHEN i.idx = ANY ($3) THEN NULL ELSE to_jsonb(t) END AS d '
+                'FROM unnest($1::text[]::%s[], $2::integer[]) AS i(id, idx) JOIN %s AS t ON t.%I = i.id',
+                s.pk_type, s.rel, s.pk));
+        END IF;
+    END LOOP;
+    FOR i IN 0 .. coalesce(jsonb_array_length(identities), 0) - 1 LOOP
+        ident := identities -> i;
+        role_name := ident ->> 'role';
+        IF role_name IS DISTINCT FROM last_role THEN
+            sent_for_role := '{}';
+            last_role := role_name;
+        END IF;
+        SELECT coalesce(array_agg(x::integer), '{}') INTO wanted
+          FROM jsonb_array_elements_text(ident -> 'rows') x;
+        before := sent_for_role;
+        BEGIN
+            PERFORM set_config('role', role_name, true),
+                    set_config('request.jwt.claims', coalesce(ident ->> 'claims', ''), true);
+            FOR tbl_name IN SELECT DISTINCT tables[w + 1] FROM unnest(wanted) w LOOP
+                CONTINUE WHEN NOT probes ? tbl_name;
+                FOR r IN EXECUTE probes ->> tbl_name
+                         USING (SELECT array_agg(ids[w + 1]) FROM unnest(wanted) w WHERE tables[w + 1] = tbl_name),
+                               (SELECT array_agg(w) FROM unnest(wanted) w WHERE tables[w + 1] = tbl_name),
+                               sent_for_role
+                LOOP
+                    identity := i;
+                    row_index := r.idx;
+                    data := r.d;
+                    error := NULL;
+                    RETURN NEXT;
+                    IF data IS NOT NULL THEN
+                        sent_for_role := sent_for_role || row_index;
+                    END IF;
+                END LOOP;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            sent_for_role := before;
+            identity := i;
+            row_index := NULL;
+            data := NULL;
+            error := SQLERRM;
+            RETURN NEXT;
+        END;
+        PERFORM set_config('role', 'none', true), set_config('request.jwt.claims', '', true);
+    END LOOP;
+END
+$$;
+
+-- The ids and versions of the rows of scope `tbl?col=val` the caller may see, in key
+-- order, at most max_rows: what a resuming client's digest is checked against, and
+-- what it is told it may hold when the digest differs.
+CREATE FUNCTION rowsync.members(tbl text, col text, val text, max_rows integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.synced;
+    col_type text;
+    rows jsonb;
+BEGIN
+    s := rowsync._scope_table(tbl, col);
+    SELECT format_type(a.atttypid, NULL) INTO col_type
+      FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+    EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_array(q.k, q.v) ORDER BY q.o), ''[]'') FROM '
+                   '(SELECT t.%I::text AS k, t.version AS v, t.%I AS o FROM %s AS t WHERE t.%I = $1::%s '
+                   'ORDER BY t.%I LIMIT $2) AS q',
+                   s.pk, s.pk, s.rel, col, col_type, s.pk)
+       INTO rows USING val, max_rows;
+    RETURN rows;
+END
+$$;
