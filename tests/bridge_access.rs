@@ -71,10 +71,8 @@ async fn a_removed_member_is_revoked_and_hears_nothing_more() {
         )
         .await
         .unwrap();
-    bob.wait_for("his own board's change", |f| {
-        f["type"] == "change" && f["id"] == demo::TASK_MILK
-    })
-    .await;
+    bob.wait_for_row("his own board's change", |r| r["id"] == demo::TASK_MILK)
+        .await;
     for frame in bob.kept() {
         let text = frame.to_string();
         assert!(

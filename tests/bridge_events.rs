@@ -10,7 +10,7 @@ fn scope() -> String {
 }
 
 fn event_named(name: &'static str) -> impl Fn(&Value) -> bool {
-    move |f: &Value| f["type"] == "event" && f["event"] == name
+    move |r: &Value| r["op"] == "event" && r["event"] == name
 }
 
 /// Sends as the backend: the test database's owner, who may.
@@ -24,9 +24,14 @@ async fn send(backend: &tokio_postgres::Client, topic: &str, event: &str, payloa
         .unwrap_or_else(|e| panic!("send {topic} {event}: {e}"));
 }
 
-/// Whether `ws` holds a frame matching `matches` among those it kept while waiting.
+/// Whether `ws` holds a row of a `changes` message matching `matches` among the frames
+/// it kept while waiting.
 fn holds(ws: &Ws, matches: impl Fn(&Value) -> bool) -> bool {
-    ws.kept().iter().any(matches)
+    ws.kept()
+        .iter()
+        .filter(|f| f["type"] == "changes")
+        .flat_map(|f| f["rows"].as_array().cloned().unwrap_or_default())
+        .any(|r| matches(&r))
 }
 
 #[tokio::test]
@@ -64,32 +69,38 @@ async fn events_reach_their_topic_only_after_commit_and_in_order() {
     )
     .await;
     backend.batch_execute("COMMIT").await.unwrap();
-    let change = bob.wait_for("the change", |f| f["type"] == "change").await;
+    let change = bob
+        .wait_for_row("the change", |r| r["op"] == "upsert")
+        .await;
     assert_eq!(change["id"], demo::TASK_ANNOUNCE);
-    let event = bob.next().await;
+    let next = bob.next().await;
+    assert_eq!(next["type"], "changes", "{next}");
+    assert!(next["cursor"].as_str().is_some());
+    let event = &next["rows"][0];
     assert_eq!(
-        event["type"], "event",
-        "the event right after its change: {event}"
+        event["op"], "event",
+        "the event right after its change: {next}"
     );
     assert_eq!(event["event"], "confetti");
     assert_eq!(event["topic"], scope());
     assert_eq!(event["payload"], json!({"task": demo::TASK_ANNOUNCE}));
-    assert!(event["cursor"].as_str().is_some());
     assert!(!holds(&bob, event_named("rolled_back")));
 
     // user:<sub> reaches every connection of that user, and nobody else.
     send(&backend, "user:bob", "ping", json!("for bob")).await;
     send(&backend, "user:alice", "marker", Value::Null).await;
     for ws in [&mut bob, &mut bob_tab] {
-        let ping = ws.wait_for("bob's event", event_named("ping")).await;
+        let ping = ws.wait_for_row("bob's event", event_named("ping")).await;
         assert_eq!(ping["topic"], "user:bob");
     }
     alice
-        .wait_for("alice's marker", event_named("marker"))
+        .wait_for_row("alice's marker", event_named("marker"))
         .await;
-    for frame in alice.kept() {
-        assert_ne!(frame["type"], "event", "alice saw {frame}");
-    }
+    assert!(
+        !holds(&alice, |r| r["op"] == "event"),
+        "alice saw {:?}",
+        alice.kept()
+    );
     bridge.stop().await;
 }
 
@@ -108,7 +119,7 @@ async fn events_reach_rooms_and_resume() {
     assert_eq!(joined["type"], "ack", "{joined}");
     send(&backend, &scope(), "to_the_room", json!(1)).await;
     carol
-        .wait_for("the room's event", event_named("to_the_room"))
+        .wait_for_row("the room's event", event_named("to_the_room"))
         .await;
 
     let mut bob = Ws::connect(&bridge, "bob").await;
@@ -119,9 +130,9 @@ async fn events_reach_rooms_and_resume() {
     let mut bob = Ws::connect(&bridge, "bob").await;
     bob.request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
         .await;
-    bob.wait_for("the missed scope event", event_named("while_away"))
+    bob.wait_for_row("the missed scope event", event_named("while_away"))
         .await;
-    bob.wait_for("the missed user event", event_named("for_bob_while_away"))
+    bob.wait_for_row("the missed user event", event_named("for_bob_while_away"))
         .await;
     bridge.stop().await;
 }

@@ -6,7 +6,7 @@ use rowsync_tests::{demo, Cluster};
 use serde_json::{json, Value};
 
 fn change_of<'a>(id: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |f: &Value| f["type"] == "change" && f["id"] == id
+    move |r: &Value| r["op"] == "upsert" && r["id"] == id
 }
 
 #[tokio::test]
@@ -32,15 +32,14 @@ async fn subscribers_see_changes_from_apply_and_from_plain_sql() {
     assert_eq!(written["type"], "ack", "{written}");
     assert_eq!(written["result"]["rows"][0]["version"], json!(2));
     let change = bob
-        .wait_for(
+        .wait_for_row(
             "the change made through apply",
             change_of(demo::TASK_ANNOUNCE),
         )
         .await;
     assert_eq!(change["version"], json!(2));
-    assert_eq!(change["kind"], "update");
+    assert_eq!(change["row"]["status"], "doing", "the row itself: {change}");
     assert_eq!(change["keys"], json!([scope]));
-    assert!(change["cursor"].as_str().is_some());
 
     let backend = cluster.connect("postgres", &db).await;
     backend
@@ -51,9 +50,10 @@ async fn subscribers_see_changes_from_apply_and_from_plain_sql() {
         .await
         .unwrap();
     let change = bob
-        .wait_for("the change made in plain SQL", change_of(demo::TASK_SIGNUP))
+        .wait_for_row("the change made in plain SQL", change_of(demo::TASK_SIGNUP))
         .await;
     assert_eq!(change["version"], json!(2));
+    assert_eq!(change["row"]["title"], "From a backend");
     let fetched = bob
         .request(json!({"type": "fetch", "keys": [format!("tasks:{}", demo::TASK_SIGNUP)]}))
         .await;
@@ -61,7 +61,8 @@ async fn subscribers_see_changes_from_apply_and_from_plain_sql() {
     bridge.stop().await;
 }
 
-/// A task moved to another board reaches the subscribers of both boards.
+/// A task moved to another board leaves the old board's holders (`remove`) and reaches
+/// the new board's subscribers with its data.
 #[tokio::test]
 async fn a_move_reaches_the_old_and_the_new_scope() {
     let cluster = Cluster::shared();
@@ -69,8 +70,12 @@ async fn a_move_reaches_the_old_and_the_new_scope() {
     let bridge = Bridge::start(cluster, &db, |_| {}).await;
     let mut launch = Ws::connect(&bridge, "alice").await;
     let mut notes = Ws::connect(&bridge, "alice").await;
+    let launch_key = format!("tasks?board_id={}", demo::LAUNCH);
     launch
-        .request(json!({"type": "subscribe", "keys": [format!("tasks?board_id={}", demo::LAUNCH)]}))
+        .request(json!({"type": "subscribe", "keys": [launch_key]}))
+        .await;
+    launch
+        .request(json!({"type": "fetch", "keys": [launch_key]}))
         .await;
     notes
         .request(
@@ -83,12 +88,15 @@ async fn a_move_reaches_the_old_and_the_new_scope() {
         ]}}))
         .await;
     assert_eq!(moved["type"], "ack", "{moved}");
-    launch
-        .wait_for("the move, in the old board", change_of(demo::TASK_ANNOUNCE))
+    let left = launch
+        .wait_for_row("the move, in the old board", |r| r["id"] == demo::TASK_ANNOUNCE)
         .await;
-    notes
-        .wait_for("the move, in the new board", change_of(demo::TASK_ANNOUNCE))
+    assert_eq!(left["op"], "remove", "{left}");
+    assert_eq!(left["keys"], json!([launch_key]));
+    let arrived = notes
+        .wait_for_row("the move, in the new board", change_of(demo::TASK_ANNOUNCE))
         .await;
+    assert_eq!(arrived["row"]["board_id"], demo::ALICE_NOTES);
     bridge.stop().await;
 }
 
@@ -144,7 +152,7 @@ async fn a_user_never_learns_of_rows_their_policies_hide() {
         ))
         .await
         .unwrap();
-    bob.wait_for("a change of Bob's own board", change_of(demo::TASK_MILK))
+    bob.wait_for_row("a change of Bob's own board", change_of(demo::TASK_MILK))
         .await;
     assert!(
         !bob.kept()

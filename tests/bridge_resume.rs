@@ -43,13 +43,13 @@ async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
         .request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    // Catch-up sends every missed change; any that arrive live instead may coalesce per
-    // record (a client refetches the row, so the newest change says all). Either way each
-    // record's newest change arrives, versions only grow, and nothing outside the scope.
+    // Catch-up sends every missed row; any that arrive live instead may coalesce per row
+    // (each carries the row as it is, so the newest says all). Either way each row's
+    // newest version arrives, versions only grow, and nothing outside the scope.
     let mut newest = std::collections::BTreeMap::new();
     while newest.get(demo::TASK_ANNOUNCE) != Some(&3) || newest.get(demo::TASK_SIGNUP) != Some(&2) {
         let frame = bob
-            .wait_for("a missed change", |f| f["type"] == "change")
+            .wait_for_row("a missed change", |f| f["op"] == "upsert")
             .await;
         let id = frame["id"].as_str().unwrap().to_string();
         let version = frame["version"].as_i64().unwrap();
@@ -59,7 +59,7 @@ async fn resuming_from_a_cursor_delivers_every_missed_change_in_order() {
     }
     touch(cluster, &db, demo::TASK_SIGNUP, "live again").await;
     let live = bob
-        .wait_for("a live change", |f| f["type"] == "change")
+        .wait_for_row("a live change", |f| f["op"] == "upsert")
         .await;
     assert_eq!(
         (live["id"].as_str(), live["version"].as_i64()),
@@ -100,7 +100,7 @@ async fn stale_foreign_and_forged_tokens_resync() {
     bob.request(json!({"type": "subscribe", "keys": [signup]}))
         .await;
     touch(cluster, &db, demo::TASK_SIGNUP, "after the prune").await;
-    bob.wait_for("the change after the prune", |f| f["type"] == "change")
+    bob.wait_for_row("the change after the prune", |f| f["op"] == "upsert")
         .await;
     let fresh = bob.subscribe(&[&signup]).await;
     drop(bob);
@@ -144,8 +144,8 @@ async fn open_transactions_do_not_delay_delivery() {
     let held = OpenTransactions::begin(cluster, &db, &other_db).await;
     for round in 2..5 {
         touch(cluster, &db, demo::TASK_ANNOUNCE, &format!("round {round}")).await;
-        bob.wait_for("the change, while transactions stay open", |f| {
-            f["type"] == "change" && f["id"] == demo::TASK_ANNOUNCE && f["version"] == round
+        bob.wait_for_row("the change, while transactions stay open", |f| {
+            f["op"] == "upsert" && f["id"] == demo::TASK_ANNOUNCE && f["version"] == round
         })
         .await;
     }
@@ -167,22 +167,22 @@ async fn a_postgres_restart_loses_nothing() {
     bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
     touch(&cluster, &db, demo::TASK_ANNOUNCE, "before").await;
-    bob.wait_for("the change before the restart", |f| {
-        f["type"] == "change" && f["version"] == 2
+    bob.wait_for_row("the change before the restart", |f| {
+        f["op"] == "upsert" && f["version"] == 2
     })
     .await;
 
     cluster.restart();
     touch(&cluster, &db, demo::TASK_ANNOUNCE, "during").await;
     let frame = bob
-        .wait_for("the change made as the bridge reconnects", |f| {
-            f["type"] == "change" && f["version"] == 3
+        .wait_for_row("the change made as the bridge reconnects", |f| {
+            f["op"] == "upsert" && f["version"] == 3
         })
         .await;
     assert_eq!(frame["id"], demo::TASK_ANNOUNCE);
     touch(&cluster, &db, demo::TASK_SIGNUP, "after").await;
-    bob.wait_for("the change after the restart", |f| {
-        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    bob.wait_for_row("the change after the restart", |f| {
+        f["op"] == "upsert" && f["id"] == demo::TASK_SIGNUP
     })
     .await;
     bridge.stop().await;
@@ -198,7 +198,7 @@ async fn a_bridge_restart_loses_nothing() {
     bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
     touch(cluster, &db, demo::TASK_ANNOUNCE, "one").await;
-    let frame = bob.wait_for("a change", |f| f["type"] == "change").await;
+    let frame = bob.wait_for("a change", |f| f["type"] == "changes").await;
     let cursor = frame["cursor"].as_str().unwrap().to_string();
     first.stop().await;
     assert_eq!(bob.closed().await, Some(1001));
@@ -209,7 +209,7 @@ async fn a_bridge_restart_loses_nothing() {
     bob.request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor}))
         .await;
     let missed = bob
-        .wait_for("the change made between bridges", |f| f["type"] == "change")
+        .wait_for_row("the change made between bridges", |f| f["op"] == "upsert")
         .await;
     assert_eq!(missed["id"], demo::TASK_SIGNUP);
     second.stop().await;
@@ -233,7 +233,7 @@ async fn two_bridges_both_deliver_every_change() {
     for ws in [&mut a, &mut b] {
         let mut ids: Vec<Value> = Vec::new();
         while ids.len() < 2 {
-            ids.push(ws.wait_for("a change", |f| f["type"] == "change").await["id"].clone());
+            ids.push(ws.wait_for_row("a change", |f| f["op"] == "upsert").await["id"].clone());
         }
         assert_eq!(ids, [json!(demo::TASK_ANNOUNCE), json!(demo::TASK_SIGNUP)]);
     }
@@ -274,7 +274,7 @@ async fn a_lost_tick_makes_subscribers_resync() {
     bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
     touch(&cluster, &db, demo::TASK_ANNOUNCE, "before the crash").await;
-    bob.wait_for("the change", |f| f["type"] == "change").await;
+    bob.wait_for_row("the change", |f| f["op"] == "upsert").await;
     // What a crash that lost the last tick's commit leaves: the same id, another snapshot.
     let admin = cluster.connect("postgres", &db).await;
     admin
@@ -295,8 +295,8 @@ async fn a_lost_tick_makes_subscribers_resync() {
     assert_eq!(resync["reason"], "feed_reset");
     assert_eq!(resync["keys"], json!([scope()]));
     touch(&cluster, &db, demo::TASK_SIGNUP, "after the crash").await;
-    bob.wait_for("live changes again", |f| {
-        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    bob.wait_for_row("live changes again", |f| {
+        f["op"] == "upsert" && f["id"] == demo::TASK_SIGNUP
     })
     .await;
     bridge.stop().await;
@@ -319,8 +319,8 @@ async fn reset_feed_resyncs_and_old_tokens_are_foreign() {
     let resync = bob.wait_for("resync", |f| f["type"] == "resync").await;
     assert_eq!(resync["reason"], "cursor_gone");
     touch(cluster, &db, demo::TASK_SIGNUP, "after the reset").await;
-    bob.wait_for("live changes again", |f| {
-        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    bob.wait_for_row("live changes again", |f| {
+        f["op"] == "upsert" && f["id"] == demo::TASK_SIGNUP
     })
     .await;
     let mut again = Ws::connect(&bridge, "bob").await;
@@ -351,7 +351,7 @@ async fn a_writer_that_saw_the_bridge_awake_still_wakes_it() {
         rowsync_tests::scalar::<i64>(&admin, "SELECT last_value FROM rowsync.sleepers", &[]).await
     };
     touch(cluster, &db, demo::TASK_ANNOUNCE, "wakes the bridge").await;
-    bob.wait_for("the first change", |f| f["type"] == "change")
+    bob.wait_for_row("the first change", |f| f["op"] == "upsert")
         .await;
     let writer = cluster.connect("postgres", &db).await;
     writer
@@ -366,8 +366,8 @@ async fn a_writer_that_saw_the_bridge_awake_still_wakes_it() {
     })
     .await;
     writer.batch_execute("COMMIT").await.unwrap();
-    bob.wait_for("the change, woken by the commit", |f| {
-        f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+    bob.wait_for_row("the change, woken by the commit", |f| {
+        f["op"] == "upsert" && f["id"] == demo::TASK_SIGNUP
     })
     .await;
     bridge.stop().await;
@@ -397,8 +397,8 @@ async fn catch_up_stops_at_its_limit() {
     // Committed after the edits: once it is routed, so are they.
     touch(cluster, &db, demo::TASK_SIGNUP, "after").await;
     watcher
-        .wait_for("the bridge's feed past the edits", |f| {
-            f["type"] == "change" && f["id"] == demo::TASK_SIGNUP
+        .wait_for_row("the bridge's feed past the edits", |f| {
+            f["op"] == "upsert" && f["id"] == demo::TASK_SIGNUP
         })
         .await;
     let mut bob = Ws::connect(&bridge, "bob").await;

@@ -271,3 +271,37 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// client/test/client.test.js pins the same value: both sides must agree.
+    #[test]
+    fn the_members_digest_is_the_clients() {
+        assert_eq!(members_digest([].into_iter()), "0");
+        assert_eq!(
+            members_digest([("a", 1), ("b", 2)].into_iter()),
+            "16550687064280097846"
+        );
+        assert_eq!(
+            members_digest([("b", 2), ("a", 1)].into_iter()),
+            "16550687064280097846"
+        );
+    }
+
+    #[test]
+    fn a_changes_message_ends_at_its_last_items_cursor() {
+        let mut frame = ChangesFrame::new();
+        assert!(frame.take().is_none());
+        frame.push(r#"{"op":"remove"}"#, "c1");
+        frame.push(r#"{"op":"event"}"#, "c2");
+        let text = frame.take().unwrap();
+        let value: Value = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "changes", "rows": [{"op": "remove"}, {"op": "event"}], "cursor": "c2"})
+        );
+        assert!(frame.is_empty());
+    }
+}

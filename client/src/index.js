@@ -55,7 +55,6 @@ export class RowsyncClient {
     this.waiters = new Map();
     this.undoStack = [];
     this.redoStack = [];
-    this.refetch = new Set();
     this.events = new Map();
     this.presence = new Presence(this.connection);
     this.flushing = false;
@@ -81,8 +80,9 @@ export class RowsyncClient {
   get state() { return this.connection.state; }
 
   /**
-   * Events: state, rejected ({tx, error}), skipped ({skipped}), change ({frame}), event
-   * ({topic, event, payload, from}: a server event, `rowsync.send` in the database).
+   * Events: state, rejected ({tx, error}), skipped ({skipped}), change ({item}: an
+   * upsert or remove the server pushed), revoked ({keys, reason}), event ({topic, event,
+   * payload, from}: a server event, `rowsync.send` in the database).
    */
   on(event, listener) {
     if (!this.events.has(event)) this.events.set(event, new Set());
@@ -169,13 +169,17 @@ export class RowsyncClient {
     if (this.state === 'open') this.connection.request({ type: 'unsubscribe', keys: [key] }).catch(() => {});
   }
 
-  /** Subscribes to keys (from a cursor after a reconnect) and loads their rows. */
+  /**
+   * Subscribes to keys and loads their rows; after a reconnect, from the cursor, with a
+   * digest of the rows held per scope (the server answers a differing one with `members`).
+   */
   async follow(keys, cursor) {
     // While a subscribe is under way, catch-up frames and queued frames of other keys
     // interleave out of feed order: only the ack's cursor is safe to resume from.
     this.subscribing += 1;
     try {
-      const ack = await this.connection.request({ type: 'subscribe', keys, ...(cursor !== null ? { cursor } : {}) });
+      const resume = cursor !== null ? { cursor, held: this.digests(keys) } : {};
+      const ack = await this.connection.request({ type: 'subscribe', keys, ...resume });
       this.cursor = ack.cursor;
       if (cursor === null) await this.load(keys);
     } catch (error) {
@@ -190,11 +194,38 @@ export class RowsyncClient {
     const reply = await this.connection.request({ type: 'fetch', keys });
     for (const record of reply.records ?? []) this.store(record.table, record.id, record.row);
     for (const scope of reply.scopes ?? []) {
-      const table = scope.key.split('?')[0];
-      const pk = 'id';
-      for (const row of scope.rows) this.store(table, String(row[pk]), row);
+      const { table } = parseScope(scope.key);
+      const listed = new Set(scope.rows.map((row) => `${table}:${row.id}`));
+      this.forgetScope(scope.key, (key) => !listed.has(key));
+      for (const row of scope.rows) this.store(table, String(row.id), row);
     }
     this.recompute();
+  }
+
+  /** Rows held in scope `key` (table?column=value), by "table:id". */
+  heldIn(key) {
+    const { table, column, value } = parseScope(key);
+    const held = [];
+    for (const [k, row] of this.server) {
+      if (row && k.startsWith(`${table}:`) && String(row[column]) === value) held.push([k, row]);
+    }
+    return held;
+  }
+
+  /** Drops the rows of scope `key` that `drop` picks (by "table:id"). */
+  forgetScope(key, drop = () => true) {
+    for (const [k] of this.heldIn(key)) if (drop(k)) this.server.set(k, null);
+  }
+
+  /** Per scope key, the digest of the rows held in it (docs/protocol.md, "Resuming"). */
+  digests(keys) {
+    const digests = {};
+    for (const key of keys) {
+      if (!key.includes('?')) continue;
+      const prefix = key.split('?')[0].length + 1;
+      digests[key] = membersDigest(this.heldIn(key).map(([k, row]) => [k.slice(prefix), row.version]));
+    }
+    return digests;
   }
 
   /** Keeps the newer of what we have and what the server sent. */
@@ -214,14 +245,21 @@ export class RowsyncClient {
 
   onPush(frame) {
     switch (frame.type) {
-      case 'change':
+      case 'changes':
         if (this.subscribing === 0) this.cursor = frame.cursor;
-        if (frame.id !== null) this.scheduleRefetch(`${frame.table}:${frame.id}`);
-        this.emit('change', { frame });
+        for (const item of frame.rows) this.onItem(item);
+        this.recompute();
         break;
-      case 'event':
-        if (this.subscribing === 0) this.cursor = frame.cursor;
-        this.emit('event', { topic: frame.topic, event: frame.event, payload: frame.payload, from: frame.from });
+      case 'members':
+        this.onMembers(frame.key, frame.rows);
+        break;
+      case 'revoked':
+        for (const key of frame.keys) {
+          if (key.includes('?')) this.forgetScope(key);
+          else this.server.set(key, null);
+        }
+        this.recompute();
+        this.emit('revoked', { keys: frame.keys, reason: frame.reason });
         break;
       case 'resync':
         this.load(frame.keys).catch(() => {});
@@ -235,16 +273,36 @@ export class RowsyncClient {
     }
   }
 
-  /** Refetches changed records together, once per turn of the event loop. */
-  scheduleRefetch(key) {
-    const first = this.refetch.size === 0;
-    this.refetch.add(key);
-    if (!first) return;
-    setTimeout(() => {
-      const keys = [...this.refetch];
-      this.refetch.clear();
-      this.load(keys).catch(() => keys.forEach((k) => this.refetch.add(k)));
-    }, 0);
+  /** One row of a `changes` message: the row as this user may see it now, or its removal. */
+  onItem(item) {
+    switch (item.op) {
+      case 'upsert':
+        this.store(item.table, item.id, item.row);
+        this.emit('change', { item });
+        break;
+      case 'remove':
+        this.server.set(`${item.table}:${item.id}`, null);
+        this.emit('change', { item });
+        break;
+      case 'event':
+        this.emit('event', { topic: item.topic, event: item.event, payload: item.payload, from: item.from });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * The complete list of rows this user may see in scope `key` now: drops every other row
+   * held there, and loads those missing or newer than held.
+   */
+  onMembers(key, rows) {
+    const { table } = parseScope(key);
+    const versions = new Map(rows.map(([id, version]) => [`${table}:${id}`, version]));
+    this.forgetScope(key, (k) => !versions.has(k));
+    const stale = [...versions].filter(([k, version]) => !(this.server.get(k)?.version >= version)).map(([k]) => k);
+    this.recompute();
+    if (stale.length > 0) this.load(stale).catch(() => {});
   }
 
   /** Server rows, then every pending transaction on top, then tell the views. */
@@ -375,6 +433,31 @@ export class RowsyncClient {
   room(name) {
     return this.presence.room(name);
   }
+}
+
+function parseScope(key) {
+  const [table, rest] = key.split('?');
+  const at = rest.indexOf('=');
+  return { table, column: rest.slice(0, at), value: rest.slice(at + 1) };
+}
+
+/**
+ * The digest of held rows, `[[id, version], …]`, as the bridge computes it: the sum,
+ * wrapping at 64 bits, of the FNV-1a hash of each `id\nversion`, in decimal.
+ */
+export function membersDigest(rows) {
+  const mask = (1n << 64n) - 1n;
+  const encoder = new TextEncoder();
+  let sum = 0n;
+  for (const [id, version] of rows) {
+    let hash = 0xcbf29ce484222325n;
+    for (const byte of encoder.encode(`${id}\n${version}`)) {
+      hash ^= BigInt(byte);
+      hash = (hash * 0x100000001b3n) & mask;
+    }
+    sum = (sum + hash) & mask;
+  }
+  return sum.toString();
 }
 
 function sameSnapshot(a, b) {

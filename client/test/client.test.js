@@ -1,8 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createClient, memoryStorage } from '../src/index.js';
+import { createClient, memoryStorage, membersDigest } from '../src/index.js';
 import { Connection } from '../src/connection.js';
 import { FakeServer, until } from './fake-server.js';
+
+// The digest of [["a", 1], ["b", 2]]; bridge/src/protocol.rs pins the same value.
+const DIGEST_A1_B2 = '16550687064280097846';
 
 const TASK = { id: 't1', version: 1, title: 'Write', status: 'todo', board_id: 'b1', tags: ['a'] };
 
@@ -67,7 +70,7 @@ test('writes made offline wait in storage, survive a new client and sync', async
 test('after a reconnect it resumes from the last cursor', async () => {
   const { server, client } = setup();
   await loaded(client);
-  server.push({ type: 'change', table: 'tasks', id: 't1', version: 1, kind: 'update', cursor: 'tok42', keys: ['tasks:t1'] });
+  server.push({ type: 'changes', rows: [{ op: 'upsert', table: 'tasks', id: 't1', version: 1, row: server.rows.get('tasks:t1'), keys: ['tasks:t1'] }], cursor: 'tok42' });
   await until(() => client.cursor === 'tok42', 'the cursor');
   server.disconnect();
   await until(() => server.received.some((f) => f.type === 'subscribe' && f.cursor === 'tok42'), 'a subscribe from cursor tok42');
@@ -78,7 +81,7 @@ test('server events reach listeners and move the cursor', async () => {
   const { server, client } = setup();
   await loaded(client);
   const received = new Promise((resolve) => client.on('event', resolve));
-  server.push({ type: 'event', topic: 'user:bob', event: 'mention', payload: { by: 'alice' }, from: null, cursor: 'tok77' });
+  server.push({ type: 'changes', rows: [{ op: 'event', topic: 'user:bob', event: 'mention', payload: { by: 'alice' }, from: null }], cursor: 'tok77' });
   assert.deepEqual(await received, { topic: 'user:bob', event: 'mention', payload: { by: 'alice' }, from: null });
   assert.equal(client.cursor, 'tok77');
   client.close();
@@ -96,7 +99,7 @@ test('undo applies the server\'s guarded inverse; redo reapplies', async () => {
   assert.equal(view.getSnapshot().status, 'doing');
   // A collaborator's later edit is not clobbered: the guard skips it.
   server.rows.set('tasks:t1', { ...server.rows.get('tasks:t1'), status: 'done', version: 9 });
-  server.push({ type: 'change', table: 'tasks', id: 't1', version: 9, kind: 'update', cursor: 'tok50', keys: ['tasks:t1'] });
+  server.push({ type: 'changes', rows: [{ op: 'upsert', table: 'tasks', id: 't1', version: 9, row: server.rows.get('tasks:t1'), keys: ['tasks:t1'] }], cursor: 'tok50' });
   await until(() => view.getSnapshot().status === 'done', 'the collaborator\'s edit');
   const skipped = new Promise((resolve) => client.on('skipped', resolve));
   await client.undo();
@@ -132,4 +135,34 @@ test('backoff grows, is capped and jittered', () => {
   globalThis.setTimeout = (fn, ms) => { delays.push(ms); return 0; };
   try { half.retry('test'); } finally { globalThis.setTimeout = setTimeoutReal; }
   assert.equal(delays.at(-1), 50);
+});
+
+test('pushed rows show without a fetch; a remove, members and revoked drop rows', async () => {
+  const { server, client } = setup();
+  const scope = client.query('tasks', { board_id: 'b1' });
+  scope.subscribe(() => {});
+  await until(() => scope.getSnapshot().length === 1, 'the scope');
+  const fetches = server.received.filter((f) => f.type === 'fetch').length;
+  const t2 = { id: 't2', board_id: 'b1', title: 'Pushed', tags: [], version: 1 };
+  server.push({ type: 'changes', rows: [{ op: 'upsert', table: 'tasks', id: 't2', version: 1, row: t2, keys: ['tasks?board_id=b1'] }], cursor: 'tok60' });
+  await until(() => scope.getSnapshot().length === 2, 'the pushed row');
+  assert.equal(server.received.filter((f) => f.type === 'fetch').length, fetches, 'no refetch');
+  server.push({ type: 'changes', rows: [{ op: 'remove', table: 'tasks', id: 't2', keys: ['tasks?board_id=b1'] }], cursor: 'tok61' });
+  await until(() => scope.getSnapshot().length === 1, 'the removal');
+  server.push({ type: 'changes', rows: [{ op: 'upsert', table: 'tasks', id: 't2', version: 2, row: { ...t2, version: 2 }, keys: ['tasks?board_id=b1'] }], cursor: 'tok62' });
+  await until(() => scope.getSnapshot().length === 2, 'the row again');
+  server.push({ type: 'members', key: 'tasks?board_id=b1', rows: [['t2', 2]] });
+  await until(() => scope.getSnapshot().length === 1 && scope.getSnapshot()[0].id === 't2', 'only the members');
+  const revoked = new Promise((resolve) => client.on('revoked', resolve));
+  server.push({ type: 'revoked', keys: ['tasks?board_id=b1'], reason: 'not_visible' });
+  assert.deepEqual((await revoked).keys, ['tasks?board_id=b1']);
+  assert.equal(scope.getSnapshot().length, 0);
+  client.close();
+});
+
+test('the resume digest is the bridge\'s (shared vector in bridge/src/protocol.rs)', () => {
+  assert.equal(membersDigest([]), '0');
+  assert.equal(membersDigest([['a', 1], ['b', 2]]), membersDigest([['b', 2], ['a', 1]]));
+  assert.equal(membersDigest([['a', 1], ['b', 2]]), DIGEST_A1_B2);
+  assert.notEqual(membersDigest([['a', 1], ['b', 3]]), DIGEST_A1_B2);
 });

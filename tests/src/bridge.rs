@@ -156,6 +156,8 @@ pub struct Ws {
     pending: VecDeque<Value>,
     next_ref: u64,
     pub welcome: Value,
+    /// Every text frame received, as sent: what an eavesdropper on the socket would see.
+    pub raw: Vec<String>,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -184,6 +186,7 @@ impl Ws {
             pending: VecDeque::new(),
             next_ref: 0,
             welcome: Value::Null,
+            raw: Vec::new(),
         };
         ws.welcome = ws.next().await;
         Ok(ws)
@@ -221,7 +224,8 @@ impl Ws {
                 .expect("a readable frame");
             match message {
                 Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("JSON frame")
+                    self.raw.push(text.to_string());
+                    return serde_json::from_str(text.as_str()).expect("JSON frame");
                 }
                 Message::Close(frame) => {
                     return json!({"type": "closed", "code": frame.as_ref().map(|f| u16::from(f.code)), "reason": frame.map(|f| f.reason.to_string())})
@@ -279,6 +283,25 @@ impl Ws {
             );
             self.pending.push_back(frame);
         }
+    }
+
+    /// The first row of a `changes` message (kept or new) that `matches`; the message's
+    /// other rows stay kept, in a message of their own.
+    pub async fn wait_for_row(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let has = |f: &Value| {
+            f["type"] == "changes"
+                && f["rows"]
+                    .as_array()
+                    .is_some_and(|rows| rows.iter().any(&matches))
+        };
+        let mut frame = self.wait_for(what, has).await;
+        let rows = frame["rows"].as_array_mut().expect("rows");
+        let i = rows.iter().position(&matches).expect("a matching row");
+        let row = rows.remove(i);
+        if !rows.is_empty() {
+            self.pending.push_front(frame);
+        }
+        row
     }
 
     /// Reads until the server closes; returns the close code.
