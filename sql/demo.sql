@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS app.tasks (
     updated_at timestamptz NOT NULL DEFAULT now(),
     version    bigint NOT NULL DEFAULT 1
 );
+-- A task with private_to set is a private note on a shared board: only that user sees it.
+ALTER TABLE app.tasks ADD COLUMN IF NOT EXISTS private_to text REFERENCES app.users;
 CREATE INDEX IF NOT EXISTS tasks_board ON app.tasks (board_id);
 
 CREATE TABLE IF NOT EXISTS app.comments (
@@ -137,14 +139,19 @@ DROP POLICY IF EXISTS tasks_create ON app.tasks;
 DROP POLICY IF EXISTS tasks_edit ON app.tasks;
 DROP POLICY IF EXISTS tasks_delete ON app.tasks;
 CREATE POLICY tasks_read ON app.tasks FOR SELECT TO app_user
-    USING (board_id IN (SELECT app.boards_of('{owner,editor,viewer}')));
+    USING (board_id IN (SELECT app.boards_of('{owner,editor,viewer}'))
+           AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 CREATE POLICY tasks_create ON app.tasks FOR INSERT TO app_user
-    WITH CHECK (board_id IN (SELECT app.boards_of('{owner,editor}')));
+    WITH CHECK (board_id IN (SELECT app.boards_of('{owner,editor}'))
+                AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 CREATE POLICY tasks_edit ON app.tasks FOR UPDATE TO app_user
-    USING (board_id IN (SELECT app.boards_of('{owner,editor}')))
-    WITH CHECK (board_id IN (SELECT app.boards_of('{owner,editor}')));
+    USING (board_id IN (SELECT app.boards_of('{owner,editor}'))
+           AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())))
+    WITH CHECK (board_id IN (SELECT app.boards_of('{owner,editor}'))
+                AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 CREATE POLICY tasks_delete ON app.tasks FOR DELETE TO app_user
-    USING (board_id IN (SELECT app.boards_of('{owner,editor}')));
+    USING (board_id IN (SELECT app.boards_of('{owner,editor}'))
+           AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 
 -- Comments follow their task: whoever can see the task sees its comments.
 DROP POLICY IF EXISTS comments_read ON app.comments;
