@@ -173,7 +173,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON app.boards, app.board_members, app.tasks
 
 SELECT rowsync.enable('app.users');
 SELECT rowsync.enable('app.boards');
-SELECT rowsync.enable('app.board_members', '{board_id,user_id}');
+SELECT rowsync.enable('app.board_members', '{board_id,user_id}', access => true);
 SELECT rowsync.enable('app.tasks', '{board_id}');
 SELECT rowsync.enable('app.comments', '{task_id}');
 

@@ -89,7 +89,9 @@ async fn a_move_reaches_the_old_and_the_new_scope() {
         .await;
     assert_eq!(moved["type"], "ack", "{moved}");
     let left = launch
-        .wait_for_row("the move, in the old board", |r| r["id"] == demo::TASK_ANNOUNCE)
+        .wait_for_row("the move, in the old board", |r| {
+            r["id"] == demo::TASK_ANNOUNCE
+        })
         .await;
     assert_eq!(left["op"], "remove", "{left}");
     assert_eq!(left["keys"], json!([launch_key]));

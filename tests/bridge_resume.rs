@@ -274,7 +274,8 @@ async fn a_lost_tick_makes_subscribers_resync() {
     bob.request(json!({"type": "subscribe", "keys": [scope()]}))
         .await;
     touch(&cluster, &db, demo::TASK_ANNOUNCE, "before the crash").await;
-    bob.wait_for_row("the change", |f| f["op"] == "upsert").await;
+    bob.wait_for_row("the change", |f| f["op"] == "upsert")
+        .await;
     // What a crash that lost the last tick's commit leaves: the same id, another snapshot.
     let admin = cluster.connect("postgres", &db).await;
     admin

@@ -124,7 +124,8 @@ impl Outbox {
 impl State {
     /// Where a pending item of `item`'s row is queued, forgetting it.
     fn take_pending(&mut self, item: &RowItem) -> Option<usize> {
-        let same = |f: &Option<Outgoing>| matches!(f, Some(Outgoing::Row(c)) if c.same_record(item));
+        let same =
+            |f: &Option<Outgoing>| matches!(f, Some(Outgoing::Row(c)) if c.same_record(item));
         if self.frames.len() <= SCAN {
             return self.frames.iter().rposition(same);
         }

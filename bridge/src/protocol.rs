@@ -120,7 +120,12 @@ pub struct RowItem {
 
 impl RowItem {
     /// `row` is the row as the identity sees it now, or `None` for a remove.
-    pub fn new(change: &FeedChange, record: u64, keys: Vec<String>, row: Option<&Value>) -> RowItem {
+    pub fn new(
+        change: &FeedChange,
+        record: u64,
+        keys: Vec<String>,
+        row: Option<&Value>,
+    ) -> RowItem {
         let table = change.table.clone().unwrap_or_default();
         let id = change.row_id.clone().unwrap_or_default();
         let text = match row {
@@ -215,7 +220,7 @@ impl ChangesFrame {
         if self.items == 0 {
             return None;
         }
-        let mut done = std::mem::replace(self, ChangesFrame::new());
+        let mut done = std::mem::take(self);
         done.text.push_str("],\"cursor\":");
         done.text
             .push_str(&serde_json::to_string(&done.cursor).unwrap_or_else(|_| "null".into()));

@@ -129,8 +129,11 @@ impl Subscriber {
 /// indexes of the row's keys the connection matched.
 pub struct Interest {
     pub subscriber: Arc<Subscriber>,
-    pub rows: Vec<(usize, Vec<usize>)>,
+    pub rows: Matched,
 }
+
+/// Rows of a batch, each with the indexes of its keys that matched.
+pub type Matched = Vec<(usize, Vec<usize>)>;
 
 /// A row's fingerprint: 64 bits of SipHash under a key drawn at start, so that nobody
 /// can pick ids whose fingerprints collide (a collision could send one row's `remove`
@@ -355,7 +358,7 @@ mod tests {
         assert_eq!(keys, ["tasks:t1", "tasks?board_id=b1", "tasks?board_id=b2"]);
         let mut interests = router.interests(&[keys]);
         interests.sort_by_key(|i| i.subscriber.identity().claims.clone());
-        let matched: Vec<(String, Vec<(usize, Vec<usize>)>)> = interests
+        let matched: Vec<(String, Matched)> = interests
             .into_iter()
             .map(|i| (i.subscriber.identity().claims.clone(), i.rows))
             .collect();

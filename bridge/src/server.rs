@@ -27,6 +27,8 @@ pub struct AppState {
     /// Where the feed stands: every change up to its tick has been routed.
     pub cursor: feed::Cursor,
     pub feed_ready: AtomicBool,
+    /// Bumped when a batch changed an access table: every connection checks its keys.
+    pub access_changed: watch::Sender<u64>,
     pub shutdown: watch::Receiver<bool>,
     /// One clone per open connection; its count tells shutdown when all are gone.
     pub connections: Arc<()>,
@@ -68,6 +70,7 @@ impl AppState {
             metrics: Metrics::default(),
             cursor: feed::Cursor::default(),
             feed_ready: AtomicBool::new(false),
+            access_changed: watch::Sender::new(0),
             shutdown,
             connections: Arc::new(()),
             started: Instant::now(),

@@ -4,10 +4,10 @@
 use crate::auth::{self, Claims};
 use crate::db;
 use crate::errors::{self, Error};
+use crate::feed::visibility;
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
-use crate::feed::visibility;
 use crate::protocol::{
     members_digest, members_frame, resync_frame, ChangesFrame, ClientMessage, EventFrame,
     PresenceAction, RowItem, PROTOCOL_VERSION,
@@ -131,6 +131,8 @@ enum Event {
     Frame(Option<Result<Message, axum::Error>>),
     Queued,
     Timer,
+    /// An access table changed (rowsync.enable(…, access => true)).
+    AccessChanged,
     ShuttingDown,
 }
 
@@ -168,6 +170,7 @@ impl Conn {
     /// heartbeat and the token's expiry.
     async fn run(&mut self, socket: &mut WebSocket) -> Option<(u16, String)> {
         let mut shutdown = self.state.shutdown.clone();
+        let mut access = self.state.access_changed.subscribe();
         let mut next_beat = Instant::now() + self.state.config.heartbeat;
         loop {
             let expires = self.expires_at();
@@ -175,6 +178,7 @@ impl Conn {
                 frame = socket.recv() => Event::Frame(frame),
                 _ = self.outbox.ready() => Event::Queued,
                 _ = tokio::time::sleep_until(next_beat.min(expires).min(self.next_check).into()) => Event::Timer,
+                _ = access.changed() => Event::AccessChanged,
                 _ = shutdown.changed() => Event::ShuttingDown,
             };
             let flow = match event {
@@ -213,6 +217,13 @@ impl Conn {
                     } else {
                         Flow::Continue
                     }
+                }
+                Event::AccessChanged => {
+                    // Spread over 100 ms: one membership change should not send every
+                    // connection's checks to the database in the same instant.
+                    let soon = Instant::now() + Duration::from_millis(self.id % 100);
+                    self.next_check = self.next_check.min(soon);
+                    Flow::Continue
                 }
                 Event::ShuttingDown => {
                     Flow::Close(close::GOING_AWAY, "server shutting down: reconnect".into())

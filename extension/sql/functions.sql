@@ -69,7 +69,11 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
        AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'zzz_rowsync_capture');
 $$;
 
-CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}') RETURNS void
+-- `access`: the table's rows decide who may see other rows (board memberships); a change
+-- to one makes every bridge check its connections' access again at once, not only at the
+-- next periodic check (docs/sql.md, "Access that follows changes").
+CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}', access boolean DEFAULT false)
+RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     key_columns name[];
@@ -147,9 +151,10 @@ BEGIN
                    'FOR EACH ROW EXECUTE FUNCTION rowsync._capture()', tbl);
     EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture()', tbl);
-    INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes)
-    VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[])
-    ON CONFLICT (rel) DO UPDATE SET pk = EXCLUDED.pk, pk_type = EXCLUDED.pk_type, scopes = EXCLUDED.scopes;
+    INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes, access)
+    VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[], coalesce(access, false))
+    ON CONFLICT (rel) DO UPDATE SET pk = EXCLUDED.pk, pk_type = EXCLUDED.pk_type, scopes = EXCLUDED.scopes,
+                                    access = EXCLUDED.access;
 END
 $$;
 

@@ -24,6 +24,19 @@ pub fn token(sub: &str, ttl: i64) -> String {
     rowsync_bridge::auth::hs256_token(JWT_SECRET, sub, "app_user", exp).unwrap()
 }
 
+/// A token with these claims (an `exp` an hour away is added), role app_user unless they
+/// say otherwise.
+pub fn token_with(claims: Value) -> String {
+    let mut claims = claims;
+    claims["exp"] = json!(rowsync_bridge::auth::now() + 3600);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 pub struct Bridge {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,

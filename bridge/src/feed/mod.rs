@@ -18,6 +18,7 @@ use crate::router::FeedChange;
 use crate::server::AppState;
 use crate::token::{FeedId, Position, Tick};
 use futures_util::future::poll_fn;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -246,6 +247,7 @@ async fn session(
     // Whatever was published while this bridge was not listening.
     state.cursor.bus_rang.store(true, Ordering::SeqCst);
     let (feed, at) = resume_point(state, &client).await?;
+    let mut access_tables = read_access_tables(&client).await?;
     state.cursor.set(feed, at);
     client
         .execute("SELECT rowsync.listener_awake($1)", &[&listener])
@@ -270,7 +272,7 @@ async fn session(
         if let Ok(error) = lost_rx.try_recv() {
             return Err(error.into());
         }
-        let read_count = advance(state, &client, &advance_statement).await?;
+        let read_count = advance(state, &client, &advance_statement, &access_tables).await?;
         if read_count > 0 {
             last_change = Instant::now();
             if !awake {
@@ -294,6 +296,7 @@ async fn session(
         if last_prune.elapsed() > state.config.prune_interval {
             client.execute("SELECT rowsync.prune()", &[]).await?;
             last_prune = Instant::now();
+            access_tables = read_access_tables(&client).await?;
         }
         if awake {
             if last_change.elapsed() < state.config.feed_idle {
@@ -353,6 +356,15 @@ async fn fall_asleep(
     }
 }
 
+/// The tables declared with `access => true`: their changes make connections check their
+/// access again. Read at connect and every prune interval.
+async fn read_access_tables(client: &Client) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT name FROM rowsync.synced WHERE access", &[])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Queues a page of the feed, in feed order: each row as every connection following it
 /// may see it (visibility::plan), events for their topics, and a resync for a truncated
 /// table's subscribers.
@@ -402,6 +414,7 @@ async fn advance(
     state: &Arc<AppState>,
     client: &Client,
     statement: &Statement,
+    access_tables: &HashSet<String>,
 ) -> Result<usize, visibility::Error> {
     let Some((feed, since)) = state.cursor.get() else {
         return Ok(0);
@@ -436,6 +449,12 @@ async fn advance(
     let mut total = 0;
     loop {
         route(state, &page).await?;
+        if page
+            .iter()
+            .any(|c| c.table.as_ref().is_some_and(|t| access_tables.contains(t)))
+        {
+            state.access_changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
         total += page.len();
         crate::metrics::Metrics::add(&state.metrics.changes_read, page.len() as u64);
         let last = page.last().map(|c| (c.xid, c.cursor));

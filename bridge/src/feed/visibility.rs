@@ -85,10 +85,8 @@ pub async fn plan(
     if interests.is_empty() {
         return Ok(plan);
     }
-    let identities: Vec<Arc<Identity>> = interests
-        .iter()
-        .map(|i| i.subscriber.identity())
-        .collect();
+    let identities: Vec<Arc<Identity>> =
+        interests.iter().map(|i| i.subscriber.identity()).collect();
     let mut wanted: HashMap<&Identity, BTreeSet<usize>> = HashMap::new();
     for (interest, identity) in interests.iter().zip(&identities) {
         wanted
@@ -98,7 +96,7 @@ pub async fn plan(
     }
     let checked = check(pool, config, rows, wanted).await?;
     // Connections that matched the same keys of a row and see the same thing share one item.
-    let mut shared: HashMap<(usize, Option<&str>, Vec<usize>), Arc<RowItem>> = HashMap::new();
+    let mut shared: HashMap<ItemKey, Arc<RowItem>> = HashMap::new();
     for (interest, identity) in interests.into_iter().zip(&identities) {
         let Some(visible) = checked.visible.get(&**identity) else {
             let keys = interest
@@ -148,6 +146,10 @@ pub async fn plan(
     }
     Ok(plan)
 }
+
+/// What makes two connections' items of a row the same: the row, the role whose view
+/// of it is sent (`None` for a remove), and the keys matched.
+type ItemKey<'a> = (usize, Option<&'a str>, Vec<usize>);
 
 /// The answers of one batch's checks.
 struct Checked {
