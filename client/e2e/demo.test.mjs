@@ -176,3 +176,50 @@ test('a user never sees another user\'s private board', async () => {
   assert.deepEqual(pages.alice.consoleErrors, []);
   assert.deepEqual(pages.bob.consoleErrors, []);
 });
+
+/** Records in `page` every frame the server pushes, as JSON text, and every fetch the client sends. */
+function record(page) {
+  return page.eval(`(() => {
+    const client = window.rowsync;
+    window.received = [];
+    window.fetches = 0;
+    client.connection.onPush((frame) => window.received.push(JSON.stringify(frame)));
+    const request = client.connection.request.bind(client.connection);
+    client.connection.request = (frame) => { if (frame.type === 'fetch') window.fetches += 1; return request(frame); };
+    return true;
+  })()`);
+}
+
+test('edits arrive with their rows: no refetch', async () => {
+  await record(pages.bob);
+  await setTitle(pages.alice, VENUE, 'Book the big venue');
+  await pages.bob.waitFor(`${titleOf(VENUE)} === 'Book the big venue'`, 'alice\'s edit in bob\'s page', SYNC_BOUND_MS);
+  assert.equal(await pages.bob.eval('window.fetches'), 0, 'bob\'s page fetched nothing');
+});
+
+test('a private note on a shared board never reaches another member\'s page', async () => {
+  await record(pages.bob);
+  const note = '00000000-0000-4000-8000-0000000000d7';
+  await pages.alice.eval(`window.rowsync.write([{ type: 'create', table: 'tasks', id: '${note}', value: { board_id: '${LAUNCH}', title: 'only for alice', private_to: 'alice', rank: 9 } }])`);
+  await pages.alice.waitFor(`${titleOf(note)} === 'only for alice'`, 'the note in alice\'s page');
+  await setTitle(pages.alice, note, 'still only for alice');
+  await pages.alice.eval(`window.rowsync.write([{ type: 'delete', table: 'tasks', id: '${note}' }])`);
+  await setTitle(pages.alice, ANNOUNCE, 'after the private note');
+  await pages.bob.waitFor(`${titleOf(ANNOUNCE)} === 'after the private note'`, 'the marker in bob\'s page', SYNC_BOUND_MS);
+  const received = await pages.bob.eval('window.received');
+  assert.ok(received.length > 0);
+  for (const frame of received) assert.ok(!frame.includes(note), `bob received ${frame}`);
+});
+
+test('a member removed from a board sees it empty', async () => {
+  const carol = await open('carol');
+  // Loaded into alice's client first: a write applies to the rows the client holds.
+  await pages.alice.eval(`window.rowsync.load(['board_members?board_id=${LAUNCH}']).then(() => true)`);
+  const membership = await pages.alice.eval(`[...window.rowsync.server.values()].find((r) => r?.user_id === 'carol' && r.board_id === '${LAUNCH}')`);
+  assert.ok(membership, 'carol is a member');
+  await pages.alice.eval(`window.rowsync.write([{ type: 'delete', table: 'board_members', id: '${membership.id}' }])`);
+  await carol.waitFor(`document.querySelectorAll('.card').length === 0`, 'carol\'s board empties', SYNC_BOUND_MS);
+  assert.ok(!(await carol.eval(`document.body.textContent.includes('Write')`)));
+  await shot(carol, 'revoked');
+  assert.deepEqual(carol.consoleErrors, []);
+});
