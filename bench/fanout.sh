@@ -28,46 +28,56 @@ done
 echo "## resume: a client 10k changes behind"
 "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --resume 10000
 
-# Runs a load, then adds the server's CPU seconds during it (user + system) to its line:
-# on 2 cores the generator's share varies from run to run, the server's work per frame less.
+# Runs a load, then adds to its line the CPU seconds (user + system) the server and, for
+# the bridge, Postgres spent during it: on 2 cores the generator's share varies from run
+# to run, the servers' work per delivered row less.
 measure() {
   local pid=$1; shift
-  local before after
+  local before after pg_before pg_after
   before=$(cpu_ticks "$pid")
+  pg_before=$(pg_ticks)
   "$loadgen" "$@" | while read -r line; do
     after=$(cpu_ticks "$pid")
-    python3 -c 'import json, sys; d = json.loads(sys.argv[1]); d["server_cpu_seconds"] = round(int(sys.argv[2]) / int(sys.argv[3]), 2); print(json.dumps(d))' \
-      "$line" "$((after - before))" "$(getconf CLK_TCK)"
+    pg_after=$(pg_ticks)
+    python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); hz = int(sys.argv[4])
+d["server_cpu_seconds"] = round(int(sys.argv[2]) / hz, 2)
+if d["target"] == "bridge":
+    d["postgres_cpu_seconds"] = round(int(sys.argv[3]) / hz, 2)
+    if d["delivered"]:
+        d["postgres_us_per_row"] = round(int(sys.argv[3]) / hz / d["delivered"] * 1e6, 1)
+print(json.dumps(d))' "$line" "$((after - before))" "$((pg_after - pg_before))" "$(getconf CLK_TCK)"
   done
 }
+
+bridge() { measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" "$@"; }
+reference() { measure "$ref_pid" --url "$ref_url" --reference "$@"; }
+
+echo "## commit -> row at the client: the four cases of Feed v2, part 2, with the reference"
+# Each shared case with as many users as connections (one check per connection) and with
+# one user (one check for all), then the no-database reference.
+for case in "1000 10" "1000 100" "10000 10"; do
+  set -- $case
+  bridge --connections "$1" --mode shared --rate "$2" --seconds "$seconds"
+  bridge --connections "$1" --users 1 --mode shared --rate "$2" --seconds "$seconds"
+  reference --connections "$1" --mode shared --rate "$2" --seconds "$seconds"
+done
+bridge --connections 1000 --mode distinct --rate 100 --seconds "$seconds"
+reference --connections 1000 --mode distinct --rate 100 --seconds "$seconds"
+echo "## a board where policies hide half the rows (1k users, 10 writes/s)"
+bridge --connections 1000 --mode half --rate 10 --seconds "$seconds"
 
 echo "## latency with and without long transactions open (1k connections, 100 writes/s, distinct keys)"
 # Open for the whole run: an idle-in-transaction session holding an xid in the bench
 # database, and another in the postgres database. Version 0.1 delivered nothing while
-# either was open; ticks should not notice them. Alternated, twice, for the noise.
+# either was open; ticks should not notice them.
 hold_open() {
   "${psql[@]}" -d "$1" -c "BEGIN; CREATE TEMP TABLE held (x int); INSERT INTO held VALUES (1); SELECT pg_sleep($2); COMMIT;" >/dev/null &
 }
-for round in 1 2; do
-  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode distinct --rate 100 --seconds "$seconds" |
-    sed 's/^{/{"long_transaction": false, /'
-  hold_open bench $((seconds + 5)); held_here=$!
-  hold_open postgres $((seconds + 5)); held_there=$!
-  sleep 1
-  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode distinct --rate 100 --seconds "$seconds" |
-    sed 's/^{/{"long_transaction": true, /'
-  wait "$held_here" "$held_there"
-done
-
-echo "## latency: 1k connections, 100 writes/s, distinct and shared keys (shared: reference too)"
-for mode in distinct shared; do
-  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 1000 --mode "$mode" --rate 100 --seconds "$seconds"
-done
-measure "$ref_pid" --url "$ref_url" --reference --connections 1000 --mode shared --rate 100 --seconds "$seconds"
-
-echo "## fan-out: 10k connections on one shared scope, bridge and reference"
-for rate in 20 50; do
-  measure "$ref_pid" --url "$ref_url" --reference --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
-  measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --connections 10000 --mode shared --rate "$rate" --seconds "$seconds"
-done
-
+bridge --connections 1000 --mode distinct --rate 100 --seconds "$seconds" | sed 's/^{/{"long_transaction": false, /'
+hold_open bench $((seconds + 5)); held_here=$!
+hold_open postgres $((seconds + 5)); held_there=$!
+sleep 1
+bridge --connections 1000 --mode distinct --rate 100 --seconds "$seconds" | sed 's/^{/{"long_transaction": true, /'
+wait "$held_here" "$held_there"

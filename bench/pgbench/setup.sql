@@ -23,8 +23,28 @@ SELECT rowsync.enable('bench.synced');
 SELECT rowsync.grant_feed(current_user::regrole);
 VACUUM ANALYZE;
 
--- Fan-out and resume: rows 1–100 form scope grp=1 (shared subscriptions); each of the
--- 10,000 rows is also a record of its own (distinct subscriptions).
-CREATE TABLE bench.items (id bigint PRIMARY KEY, grp int NOT NULL, n bigint NOT NULL DEFAULT 0, version bigint NOT NULL DEFAULT 1);
-INSERT INTO bench.items (id, grp) SELECT i, CASE WHEN i <= 100 THEN 1 ELSE 2 END FROM generate_series(1, 10000) AS i;
+-- Fan-out and resume: rows 1–100 form scope grp=1 (shared subscriptions), rows 101–200
+-- scope grp=3, where every even row is private to a user nobody signs in as (policies
+-- hide half the rows); each of the 10,000 rows is also a record of its own (distinct
+-- subscriptions). Readers are bench_user with a `sub` of u0…u9999, members of every
+-- group, under a policy of the demo's shape: an InitPlan on the user, a hashed subplan
+-- on memberships.
+CREATE TABLE bench.items (id bigint PRIMARY KEY, grp int NOT NULL, n bigint NOT NULL DEFAULT 0,
+                          private_to text, version bigint NOT NULL DEFAULT 1);
+INSERT INTO bench.items (id, grp, private_to)
+SELECT i, CASE WHEN i <= 100 THEN 1 WHEN i <= 200 THEN 3 ELSE 2 END,
+       CASE WHEN i > 100 AND i <= 200 AND i % 2 = 0 THEN 'nobody' END
+  FROM generate_series(1, 10000) AS i;
+CREATE TABLE bench.members (user_id text NOT NULL, grp int NOT NULL, PRIMARY KEY (user_id, grp));
+INSERT INTO bench.members SELECT 'u' || u, g FROM generate_series(0, 9999) u, unnest('{1,2,3}'::int[]) g;
+DO $$ BEGIN
+    CREATE ROLE bench_user NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+GRANT USAGE ON SCHEMA bench TO bench_user;
+GRANT SELECT ON bench.items, bench.members TO bench_user;
+ALTER TABLE bench.items ENABLE ROW LEVEL SECURITY;
+CREATE POLICY items_read ON bench.items FOR SELECT TO bench_user
+    USING (grp IN (SELECT m.grp FROM bench.members m WHERE m.user_id = (SELECT rowsync.user_id()))
+           AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 SELECT rowsync.enable('bench.items', '{grp}');

@@ -1,19 +1,22 @@
 //! The fan-out, memory and resume load generator (docs/benchmarks.md). Opens N WebSocket
 //! connections to a bridge (or to rowsync-refserver), subscribes them to one shared scope
-//! or to one record each, writes at a fixed rate, and reports commit-to-frame latency and
-//! delivered changes per second as one JSON line.
+//! or to one record each, writes at a fixed rate, and reports, as one JSON line, commit →
+//! row latency (the row arrives in the `changes` message, so this is what a user waits
+//! for), rows delivered per second, and how many expected deliveries never came.
 //!
-//!   rowsync-loadgen --url ws://H:P/v1/ws --connections N --mode shared|distinct|idle
-//!       (idle: subscribe, then hold the connections for --seconds without writing)
-//!       [--reference] [--db CONNSTR] [--secret JWT_SECRET] [--rate W] [--seconds S]
+//!   rowsync-loadgen --url ws://H:P/v1/ws --connections N --mode shared|half|distinct|idle
+//!       (shared: scope grp=1, every row visible; half: scope grp=3, where policies hide
+//!       every even row; distinct: a record each; idle: subscribe, then hold the
+//!       connections for --seconds without writing)
+//!       [--users U] (distinct users, connection i is u{i mod U}; default one per
+//!       connection) [--reference] [--db CONNSTR] [--secret JWT_SECRET] [--rate W]
+//!       [--seconds S]
 //!   rowsync-loadgen --url … --db … --secret … --resume N
 //!
 //! Bridge mode writes `UPDATE bench.items SET n = n + 1 … RETURNING version` through
 //! Postgres and times from the commit; reference mode publishes to the refserver and times
-//! from the send. Latency is sampled on the first 200 connections; every frame is counted.
-//! With distinct keys against the bridge, each connection also does what the client does
-//! with a `change`: it fetches the row, and the time from the commit to that row's arrival
-//! is the data latency, what a user waits for.
+//! from the send. Latency is sampled on the first 200 connections (every one with
+//! distinct keys); every delivered row is counted, and a hidden row delivered is a leak.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -35,6 +38,7 @@ struct Args {
     rate: u64,
     seconds: u64,
     resume: Option<i64>,
+    users: usize,
 }
 
 fn args() -> Args {
@@ -48,6 +52,7 @@ fn args() -> Args {
         rate: 100,
         seconds: 10,
         resume: None,
+        users: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,23 +67,38 @@ fn args() -> Args {
             "--rate" => a.rate = value().parse().expect("--rate"),
             "--seconds" => a.seconds = value().parse().expect("--seconds"),
             "--resume" => a.resume = Some(value().parse().expect("--resume")),
+            "--users" => a.users = value().parse().expect("--users"),
             other => panic!("unknown flag {other}"),
         }
     }
     a
 }
 
-fn token(secret: &str) -> String {
+fn token(secret: &str, sub: &str) -> String {
     let exp = rowsync_bridge::auth::now() as i64 + 3600;
-    rowsync_bridge::auth::hs256_token(secret, "bench", "postgres", exp).unwrap()
+    rowsync_bridge::auth::hs256_token(secret, sub, "bench_user", exp).unwrap()
 }
 
 fn key(mode: &str, i: usize) -> String {
-    if mode == "distinct" {
-        format!("items:{}", i + 1)
-    } else {
-        "items?grp=1".into()
+    match mode {
+        "distinct" => format!("items:{}", i + 1),
+        "half" => "items?grp=3".into(),
+        _ => "items?grp=1".into(),
     }
+}
+
+/// The ids the writes go to, in turn.
+fn written_ids(mode: &str, connections: usize) -> std::ops::RangeInclusive<i64> {
+    match mode {
+        "distinct" => 1..=connections as i64,
+        "half" => 101..=200,
+        _ => 1..=100,
+    }
+}
+
+/// Whether every subscriber may see row `id` (in `half`, even rows are hidden).
+fn visible(mode: &str, id: i64) -> bool {
+    mode != "half" || id % 2 == 1
 }
 
 type Socket =
@@ -108,80 +128,68 @@ async fn open(url: &str, keys: Vec<String>, cursor: Option<String>) -> Socket {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let url = if a.reference {
-        a.url.clone()
-    } else {
-        format!("{}?access_token={}", a.url, token(&a.secret))
+    let users = if a.users == 0 { a.connections } else { a.users };
+    let tokens: Vec<String> = (0..users.min(a.connections).max(1))
+        .map(|u| token(&a.secret, &format!("u{u}")))
+        .collect();
+    let url_of = |i: usize| {
+        if a.reference {
+            a.url.clone()
+        } else {
+            format!("{}?access_token={}", a.url, tokens[i % tokens.len()])
+        }
     };
     if let Some(n) = a.resume {
-        return resume(&a, &url, n).await;
+        return resume(&a, &url_of(0), n).await;
     }
-    let frames = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let leaks = Arc::new(AtomicU64::new(0));
     let commits: Commits = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let data_samples = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let fetches = !a.reference && a.mode == "distinct";
     let mut readers = Vec::new();
     let started = Instant::now();
     for i in 0..a.connections {
         // Idle connections each send one frame: a subscribe to a record of their own.
-        let keys = vec![key(
-            if a.mode == "idle" {
-                "distinct"
-            } else {
-                &a.mode
-            },
-            i,
-        )];
-        let mut socket = open(&url, keys, None).await;
-        let (frames, commits, samples) = (frames.clone(), commits.clone(), samples.clone());
-        let data_samples = data_samples.clone();
-        // Timing a frame means parsing it. With shared keys every connection gets every
-        // change, so 200 connections are a large enough sample; with distinct keys each
-        // change reaches one connection, and every one is timed.
+        let mode = if a.mode == "idle" { "distinct" } else { &a.mode };
+        let mut socket = open(&url_of(i), vec![key(mode, i)], None).await;
+        let (delivered, leaks, commits, samples) = (
+            delivered.clone(),
+            leaks.clone(),
+            commits.clone(),
+            samples.clone(),
+        );
+        // Timing a row means parsing it. With a shared scope every connection gets every
+        // row, so 200 connections are a large enough sample; with distinct keys each row
+        // reaches one connection, and every one is timed.
         let timed = i < 200 || a.mode == "distinct";
+        let mode = a.mode.clone();
         readers.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                if fetches && text.as_str().contains("\"records\"") {
-                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-                    let row = &v["records"][0]["row"];
-                    let (id, version) = (row["id"].as_i64(), row["version"].as_i64());
-                    if let (Some(id), Some(version)) = (id, version) {
+                if !text.as_str().starts_with(r#"{"type":"changes""#) {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                for row in v["rows"].as_array().into_iter().flatten() {
+                    if row["op"] != "upsert" {
+                        continue;
+                    }
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    let id = row["row"]["id"].as_i64().unwrap_or(0);
+                    if !visible(&mode, id) {
+                        leaks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if timed {
+                        let version = row["row"]["version"].as_i64().unwrap_or(0);
                         let at = commits.lock().unwrap().get(&(id, version)).copied();
                         if let Some(at) = at {
-                            data_samples
+                            samples
                                 .lock()
                                 .unwrap()
                                 .push(at.elapsed().as_micros() as u64);
                         }
-                    }
-                    continue;
-                }
-                if !text.as_str().starts_with("{\"") || !text.as_str().contains("\"change\"") {
-                    continue;
-                }
-                frames.fetch_add(1, Ordering::Relaxed);
-                if timed {
-                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-                    let id = v["id"]
-                        .as_str()
-                        .and_then(|s| s.parse().ok())
-                        .or_else(|| v["id"].as_i64())
-                        .unwrap_or(0);
-                    let version = v["version"].as_i64().unwrap_or(0);
-                    if fetches {
-                        let fetch = json!({"type": "fetch", "keys": [format!("items:{id}")]});
-                        let _ = socket.send(Message::text(fetch.to_string())).await;
-                    }
-                    let at = commits.lock().unwrap().get(&(id, version)).copied();
-                    if let Some(at) = at {
-                        samples
-                            .lock()
-                            .unwrap()
-                            .push(at.elapsed().as_micros() as u64);
                     }
                 }
             }
@@ -201,34 +209,43 @@ async fn main() {
         return;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rows = if a.mode == "distinct" {
-        a.connections as i64
+    let ids = written_ids(&a.mode, a.connections);
+    let (writes, visible_writes) = write_load(&a, ids, commits.clone()).await;
+    let expected = if a.mode == "distinct" {
+        visible_writes
     } else {
-        100
+        visible_writes * a.connections as u64
     };
-    let writes = write_load(&a, rows, commits.clone()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let delivered = frames.load(Ordering::Relaxed);
-    let latency = |samples: &Mutex<Vec<u64>>| {
-        let mut s = samples.lock().unwrap().clone();
-        s.sort_unstable();
-        let pct = |p: f64| {
-            s.get(((s.len() as f64 - 1.0) * p) as usize)
-                .map(|v| *v as f64 / 1000.0)
-                .unwrap_or(f64::NAN)
-        };
-        json!({"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": s.len()})
+    // Drained: nothing more arrives for a second (or everything did), at most 30 s.
+    let drain = Instant::now();
+    let mut last = u64::MAX;
+    while drain.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = delivered.load(Ordering::Relaxed);
+        if now >= expected || now == last {
+            break;
+        }
+        last = now;
+    }
+    let delivered = delivered.load(Ordering::Relaxed);
+    let mut s = samples.lock().unwrap().clone();
+    s.sort_unstable();
+    let pct = |p: f64| {
+        s.get(((s.len() as f64 - 1.0) * p) as usize)
+            .map(|v| *v as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
     };
     println!(
         "{}",
         json!({
             "target": if a.reference { "reference" } else { "bridge" },
-            "mode": a.mode, "connections": a.connections, "rate": a.rate, "seconds": a.seconds,
-            "writes": writes, "frames": delivered,
-            "frames_per_second": delivered as f64 / a.seconds as f64,
-            "expected_frames": if a.mode == "shared" { writes * a.connections as u64 } else { writes },
-            "latency_ms": latency(&samples),
-            "data_latency_ms": if fetches { latency(&data_samples) } else { Value::Null },
+            "mode": a.mode, "connections": a.connections, "users": tokens.len(),
+            "rate": a.rate, "seconds": a.seconds, "writes": writes,
+            "delivered": delivered, "expected": expected,
+            "undelivered": expected.saturating_sub(delivered),
+            "hidden_rows_delivered": leaks.load(Ordering::Relaxed),
+            "deliveries_per_second": delivered as f64 / a.seconds as f64,
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": s.len()},
         })
     );
     for r in readers {
@@ -236,11 +253,18 @@ async fn main() {
     }
 }
 
-/// Writes at `rate` per second for `seconds`; returns how many writes committed.
-async fn write_load(a: &Args, rows: i64, commits: Commits) -> u64 {
+/// Writes at `rate` per second for `seconds`, to `ids` in turn; returns how many writes
+/// committed, and how many of them to rows every subscriber may see.
+async fn write_load(
+    a: &Args,
+    ids: std::ops::RangeInclusive<i64>,
+    commits: Commits,
+) -> (u64, u64) {
+    let (first, rows) = (*ids.start(), ids.end() - ids.start() + 1);
     let interval = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let done = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut n: i64 = 0;
@@ -252,14 +276,10 @@ async fn write_load(a: &Args, rows: i64, commits: Commits) -> u64 {
         while Instant::now() < deadline {
             tick.tick().await;
             n += 1;
-            let id = n % rows + 1;
+            let id = first + n % rows;
             commits.lock().unwrap().insert((id, n), Instant::now());
-            let k = if a.mode == "distinct" {
-                format!("items:{id}")
-            } else {
-                "items?grp=1".into()
-            };
-            let frame = json!({"type": "publish", "key": k, "table": "items", "id": id.to_string(), "version": n});
+            let k = key(&a.mode, (id - 1) as usize);
+            let frame = json!({"type": "publish", "key": k, "table": "items", "row": {"id": id, "version": n}});
             if publisher
                 .send(Message::text(frame.to_string()))
                 .await
@@ -268,8 +288,11 @@ async fn write_load(a: &Args, rows: i64, commits: Commits) -> u64 {
                 break;
             }
             done.fetch_add(1, Ordering::Relaxed);
+            if visible(&a.mode, id) {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        return done.load(Ordering::Relaxed);
+        return (done.load(Ordering::Relaxed), seen.load(Ordering::Relaxed));
     }
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -283,9 +306,10 @@ async fn write_load(a: &Args, rows: i64, commits: Commits) -> u64 {
     while Instant::now() < deadline {
         tick.tick().await;
         n += 1;
-        let id = n % rows + 1;
+        let id = first + n % rows;
         let client = clients[(n % 4) as usize].clone();
-        let (commits, done) = (commits.clone(), done.clone());
+        let (commits, done, seen) = (commits.clone(), done.clone(), seen.clone());
+        let visible = visible(&a.mode, id);
         tasks.push(tokio::spawn(async move {
             let Ok(row) = client
                 .query_one(
@@ -302,15 +326,19 @@ async fn write_load(a: &Args, rows: i64, commits: Commits) -> u64 {
                 .unwrap()
                 .insert((id, version), Instant::now());
             done.fetch_add(1, Ordering::Relaxed);
+            if visible {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
-    done.load(Ordering::Relaxed)
+    (done.load(Ordering::Relaxed), seen.load(Ordering::Relaxed))
 }
 
-/// A client `n` changes behind: time from its resuming subscribe to the last missed frame.
+/// A client `n` changes behind: time from its resuming subscribe until it holds the newest
+/// version of every row it missed.
 async fn resume(a: &Args, url: &str, n: i64) {
     let mut socket = open(url, vec!["items?grp=1".into()], None).await;
     let mut cursor = None;
@@ -342,11 +370,17 @@ async fn resume(a: &Args, url: &str, n: i64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut socket = open(url, vec!["items?grp=1".into()], cursor).await;
+    // Catch-up sends each row once per page of the log, as it is now.
+    let mut rows: std::collections::HashSet<i64> = Default::default();
     let mut received = 0;
-    while received < made {
+    while rows.len() < per_statement as usize {
         match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) if text.as_str().contains("\"change\"") => {
-                received += 1
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str().contains("\"changes\"") => {
+                let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                for row in v["rows"].as_array().into_iter().flatten() {
+                    received += 1;
+                    rows.insert(row["row"]["id"].as_i64().unwrap_or(0));
+                }
             }
             Ok(Some(Ok(_))) => {}
             _ => break,
@@ -354,6 +388,6 @@ async fn resume(a: &Args, url: &str, n: i64) {
     }
     println!(
         "{}",
-        json!({"resume_changes": made, "received": received, "rows_per_statement": per_statement, "seconds": started.elapsed().as_secs_f64()})
+        json!({"resume_changes": made, "rows_received": received, "rows_per_statement": per_statement, "seconds": started.elapsed().as_secs_f64()})
     );
 }

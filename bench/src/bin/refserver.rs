@@ -1,6 +1,6 @@
 //! The ceiling for the fan-out benchmark: a broadcast server with no database. Clients
-//! subscribe to keys; a publisher's `{"type":"publish","key","table","id","version"}`
-//! goes to every subscriber of the key as a frame of the bridge's `change` shape.
+//! subscribe to keys; a publisher's `{"type":"publish","key","table","row"}` goes to
+//! every subscriber of the key as a `changes` message of the bridge's shape, row included.
 //!   rowsync-refserver ADDRESS
 
 use futures_util::{SinkExt, StreamExt};
@@ -66,7 +66,8 @@ async fn main() {
                     Some("publish") => {
                         let key = frame["key"].as_str().unwrap_or_default().to_string();
                         let c = cursor.fetch_add(1, Ordering::Relaxed) + 1;
-                        let change = json!({"type": "change", "table": frame["table"], "id": frame["id"], "version": frame["version"], "kind": "update", "cursor": c, "keys": [key]}).to_string();
+                        let row = &frame["row"];
+                        let change = json!({"type": "changes", "rows": [{"op": "upsert", "table": frame["table"], "id": row["id"].to_string(), "version": row["version"], "row": row, "keys": [key]}], "cursor": c.to_string()}).to_string();
                         let targets = subscribers
                             .read()
                             .map(|m| m.get(&key).cloned().unwrap_or_default())
