@@ -23,28 +23,13 @@ CREATE FUNCTION rowsync.visible_rows(identities jsonb, tables text[], ids text[]
 RETURNS TABLE (identity integer, row_index integer, data jsonb, error text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    probes jsonb := '{}';
-    s rowsync.synced;
-    tbl_name text;
     ident jsonb;
-    wanted integer[];
     role_name text;
     last_role text;
     sent_for_role integer[] := '{}';
     before integer[];
     r record;
 BEGIN
-    -- One probe statement per table, built once: the registry, not the caller, names
-    -- the relation, key and key type that are spliced in.
-    FOREACH tbl_name IN ARRAY (SELECT coalesce(array_agg(DISTINCT t), '{}') FROM unnest(tables) t) LOOP
-        SELECT * INTO s FROM rowsync.synced WHERE synced.name = tbl_name;
-        IF FOUND THEN
-            probes := probes || jsonb_build_object(tbl_name, format(
-                'SELECT i.idx, CASE WHEN i.idx = ANY ($3) THEN NULL ELSE to_jsonb(t) END AS d '
-                'FROM unnest($1::text[]::%s[], $2::integer[]) AS i(id, idx) JOIN %s AS t ON t.%I = i.id',
-                s.pk_type, s.rel, s.pk));
-        END IF;
-    END LOOP;
     FOR i IN 0 .. coalesce(jsonb_array_length(identities), 0) - 1 LOOP
         ident := identities -> i;
         role_name := ident ->> 'role';
@@ -52,28 +37,23 @@ BEGIN
             sent_for_role := '{}';
             last_role := role_name;
         END IF;
-        SELECT coalesce(array_agg(x::integer), '{}') INTO wanted
-          FROM jsonb_array_elements_text(ident -> 'rows') x;
         before := sent_for_role;
         BEGIN
             PERFORM set_config('role', role_name, true),
                     set_config('request.jwt.claims', coalesce(ident ->> 'claims', ''), true);
-            FOR tbl_name IN SELECT DISTINCT tables[w + 1] FROM unnest(wanted) w LOOP
-                CONTINUE WHEN NOT probes ? tbl_name;
-                FOR r IN EXECUTE probes ->> tbl_name
-                         USING (SELECT array_agg(ids[w + 1]) FROM unnest(wanted) w WHERE tables[w + 1] = tbl_name),
-                               (SELECT array_agg(w) FROM unnest(wanted) w WHERE tables[w + 1] = tbl_name),
-                               sent_for_role
-                LOOP
-                    identity := i;
-                    row_index := r.idx;
-                    data := r.d;
-                    error := NULL;
-                    RETURN NEXT;
-                    IF data IS NOT NULL THEN
-                        sent_for_role := sent_for_role || row_index;
-                    END IF;
-                END LOOP;
+            FOR r IN SELECT v.row_index, v.data
+                       FROM rowsync._visible_for(tables, ids,
+                                ARRAY(SELECT jsonb_array_elements_text(ident -> 'rows')::integer),
+                                sent_for_role) v
+            LOOP
+                identity := i;
+                row_index := r.row_index;
+                data := r.data;
+                error := NULL;
+                RETURN NEXT;
+                IF data IS NOT NULL THEN
+                    sent_for_role := sent_for_role || row_index;
+                END IF;
             END LOOP;
         EXCEPTION WHEN OTHERS THEN
             sent_for_role := before;

@@ -10,6 +10,7 @@ mod failure;
 mod get;
 mod sql;
 mod values;
+mod visible;
 mod wakeup;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -55,6 +56,21 @@ fn apply_entry(tx: pgrx::JsonB) -> pgrx::JsonB {
 #[search_path(pg_catalog, pg_temp)]
 fn get_entry(pointers: pgrx::JsonB) -> pgrx::JsonB {
     pgrx::JsonB(get::run(&pointers.0).unwrap_or_else(|failure| failure.to_json()))
+}
+
+/// The rows of a batch the caller may see, with their data: one identity's probe for
+/// `rowsync.visible_rows` (extension/sql/visibility.sql). Grants nothing: it reads as
+/// the caller.
+#[pg_extern(stable, parallel_safe, name = "_visible_for")]
+#[search_path(pg_catalog, pg_temp)]
+fn visible_for_entry(
+    tables: Vec<String>,
+    ids: Vec<String>,
+    wanted: Vec<i32>,
+    known: Vec<i32>,
+) -> TableIterator<'static, (name!(row_index, i32), name!(data, Option<pgrx::JsonB>))> {
+    let rows = visible::rows(&tables, &ids, &wanted, &known);
+    TableIterator::new(rows.into_iter().map(|(i, data)| (i, data.map(pgrx::JsonB))))
 }
 
 /// Marks the calling transaction as one that logged something for the feed, so that it
