@@ -79,6 +79,20 @@ pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>
         .collect()
 }
 
+/// Runs `sql` and returns the first column of each row as text.
+pub fn text_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<String> {
+    let plan = plan(client, sql, args);
+    let table = client
+        .update(&*plan, None, args)
+        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
+    table
+        .filter_map(|row| {
+            row.get::<String>(1)
+                .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
+        })
+        .collect()
+}
+
 /// Runs `sql` and returns the first column of its first row as JSON.
 pub fn json_row(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Option<Value> {
     json_rows(client, sql, args).into_iter().next()

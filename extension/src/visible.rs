@@ -5,15 +5,22 @@
 //! each call answers for the identity set at that moment.
 
 use crate::catalog::Context;
-use crate::sql::json_rows;
+use crate::sql::{json_rows, text_rows};
 use pgrx::prelude::*;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 
 /// `tables[i]`, `ids[i]`: the batch's rows. `wanted`: the indexes asked about. `known`:
 /// indexes whose data this role was already sent (NULL data for those). Returns
 /// (index, data) for each wanted row the caller may see.
-pub fn rows(tables: &[String], ids: &[String], wanted: &[i32], known: &[i32]) -> Vec<(i32, Option<Value>)> {
+pub fn rows(
+    tables: &[String],
+    ids: &[String],
+    wanted: &[i32],
+    known: &[i32],
+) -> Vec<(i32, Option<Value>)> {
     let mut by_table: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for &w in wanted {
         if let Some(table) = usize::try_from(w).ok().and_then(|i| tables.get(i)) {
@@ -25,8 +32,8 @@ pub fn rows(tables: &[String], ids: &[String], wanted: &[i32], known: &[i32]) ->
     }
     let known: HashSet<i32> = known.iter().copied().collect();
     Spi::connect_mut(|client| {
-        let names = by_table.keys().map(|t| t.to_string()).collect();
-        let context = Context::read(client, names);
+        let names: Vec<String> = by_table.keys().map(|t| t.to_string()).collect();
+        let context = context_of_this_transaction(client, names);
         let mut found = Vec::new();
         for (name, indexes) in by_table {
             let Some(table) = context.table(client, name) else {
@@ -36,28 +43,70 @@ pub fn rows(tables: &[String], ids: &[String], wanted: &[i32], known: &[i32]) ->
                 .iter()
                 .map(|&i| (ids[i as usize].as_str(), i))
                 .collect();
-            let asked: Vec<String> = index_of.keys().map(|id| id.to_string()).collect();
-            let sent: Vec<String> = indexes
-                .iter()
-                .filter(|i| known.contains(i))
-                .map(|&i| ids[i as usize].clone())
-                .collect();
-            let sql = format!(
-                "SELECT jsonb_build_array(t.{pk}::text, \
-                     CASE WHEN t.{pk}::text = ANY ($2) THEN NULL ELSE to_jsonb(t) END) \
-                 FROM {q} AS t WHERE t.{pk} = ANY ($1::text[]::{pk_type}[])",
-                q = table.qualified,
-                pk = table.quoted_pk(),
-                pk_type = table.pk_type,
-            );
-            for pair in json_rows(client, &sql, &[asked.into(), sent.into()]) {
-                let index = pair[0].as_str().and_then(|id| index_of.get(id));
-                if let Some(&index) = index {
-                    let data = Some(pair[1].clone()).filter(|d| !d.is_null());
-                    found.push((index, data));
+            // Rows whose data this role was sent are only looked for; the others are read.
+            let (sent, unsent): (Vec<i32>, Vec<i32>) =
+                indexes.iter().partition(|i| known.contains(i));
+            for (subset, with_data) in [(sent, false), (unsent, true)] {
+                if subset.is_empty() {
+                    continue;
+                }
+                let asked: Vec<String> = subset.iter().map(|&i| ids[i as usize].clone()).collect();
+                // The keys are cast in a sub-select: the cast itself is not leakproof, so
+                // under row-level security a generic plan could not use it in an index
+                // scan; the sub-select's result can be.
+                let from = format!(
+                    "FROM {q} AS t WHERE t.{pk} = ANY ((SELECT $1::text[]::{pk_type}[])::{pk_type}[])",
+                    q = table.qualified,
+                    pk = table.quoted_pk(),
+                    pk_type = table.pk_type,
+                );
+                let pk = table.quoted_pk();
+                if with_data {
+                    let sql = format!("SELECT jsonb_build_array(t.{pk}::text, to_jsonb(t)) {from}");
+                    for pair in json_rows(client, &sql, &[asked.into()]) {
+                        if let Some(&index) = pair[0].as_str().and_then(|id| index_of.get(id)) {
+                            found.push((index, Some(pair[1].clone())));
+                        }
+                    }
+                } else {
+                    let sql = format!("SELECT t.{pk}::text {from}");
+                    for id in text_rows(client, &sql, &[asked.into()]) {
+                        if let Some(&index) = index_of.get(id.as_str()) {
+                            found.push((index, None));
+                        }
+                    }
                 }
             }
         }
         found
     })
+}
+
+/// A transaction's local id, the tables it named, and what it read of them.
+type ReadContext = (u32, Vec<String>, Rc<Context>);
+
+thread_local! {
+    /// The registry as this transaction read it, by local transaction id: every identity
+    /// of one `visible_rows` call runs in one transaction, and needs it once.
+    static CONTEXT: RefCell<Option<ReadContext>> = const { RefCell::new(None) };
+}
+
+fn context_of_this_transaction(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    names: Vec<String>,
+) -> Rc<Context> {
+    // SAFETY: MyProc is this backend's own PGPROC, set before any function can run.
+    let transaction = unsafe { (*pg_sys::MyProc).lxid };
+    let cached = CONTEXT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(t, n, _)| *t == transaction && *n == names)
+            .map(|(_, _, context)| context.clone())
+    });
+    if let Some(context) = cached {
+        return context;
+    }
+    let context = Rc::new(Context::read(client, names.clone()));
+    CONTEXT.with(|c| *c.borrow_mut() = Some((transaction, names, context.clone())));
+    context
 }

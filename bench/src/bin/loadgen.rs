@@ -150,7 +150,11 @@ async fn main() {
     let started = Instant::now();
     for i in 0..a.connections {
         // Idle connections each send one frame: a subscribe to a record of their own.
-        let mode = if a.mode == "idle" { "distinct" } else { &a.mode };
+        let mode = if a.mode == "idle" {
+            "distinct"
+        } else {
+            &a.mode
+        };
         let mut socket = open(&url_of(i), vec![key(mode, i)], None).await;
         let (delivered, leaks, commits, samples) = (
             delivered.clone(),
@@ -255,11 +259,7 @@ async fn main() {
 
 /// Writes at `rate` per second for `seconds`, to `ids` in turn; returns how many writes
 /// committed, and how many of them to rows every subscriber may see.
-async fn write_load(
-    a: &Args,
-    ids: std::ops::RangeInclusive<i64>,
-    commits: Commits,
-) -> (u64, u64) {
+async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commits) -> (u64, u64) {
     let (first, rows) = (*ids.start(), ids.end() - ids.start() + 1);
     let interval = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
