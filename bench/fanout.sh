@@ -28,31 +28,15 @@ done
 echo "## resume: a client 10k changes behind"
 "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" --resume 10000
 
-# Runs a load, then adds to its line the CPU seconds (user + system) the server and, for
-# the bridge, Postgres spent during it: on 2 cores the generator's share varies from run
-# to run, the servers' work per delivered row less.
-measure() {
-  local pid=$1; shift
-  local before after pg_before pg_after
-  before=$(cpu_ticks "$pid")
-  pg_before=$(pg_ticks)
-  "$loadgen" "$@" | while read -r line; do
-    after=$(cpu_ticks "$pid")
-    pg_after=$(pg_ticks)
-    python3 -c '
-import json, sys
-d = json.loads(sys.argv[1]); hz = int(sys.argv[4])
-d["server_cpu_seconds"] = round(int(sys.argv[2]) / hz, 2)
-if d["target"] == "bridge":
-    d["postgres_cpu_seconds"] = round(int(sys.argv[3]) / hz, 2)
-    if d["delivered"]:
-        d["postgres_us_per_row"] = round(int(sys.argv[3]) / hz / d["delivered"] * 1e6, 1)
-print(json.dumps(d))' "$line" "$((after - before))" "$((pg_after - pg_before))" "$(getconf CLK_TCK)"
-  done
+# The load generator reports the CPU the server and Postgres used while it wrote and
+# drained: on 2 cores its own share varies from run to run, the servers' work per
+# delivered row less.
+postmaster=$(head -1 "$run/pgdata/postmaster.pid")
+bridge() {
+  "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" \
+    --server-pid "$bridge_pid" --postgres-pid "$postmaster" "$@"
 }
-
-bridge() { measure "$bridge_pid" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" "$@"; }
-reference() { measure "$ref_pid" --url "$ref_url" --reference "$@"; }
+reference() { "$loadgen" --url "$ref_url" --reference --server-pid "$ref_pid" "$@"; }
 
 echo "## commit -> row at the client: the four cases of Feed v2, part 2, with the reference"
 # Each shared case with as many users as connections (one check per connection) and with

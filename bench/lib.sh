@@ -48,16 +48,3 @@ stop_all() {
 }
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
-# utime + stime of a process, in clock ticks (proc(5): fields 14 and 15 of stat).
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# Postgres's CPU in clock ticks: the postmaster's own and its ended children's (fields 16
-# and 17, counted when it reaps them), and its live backends'.
-pg_ticks() {
-  local postmaster total
-  postmaster=$(head -1 "$run/pgdata/postmaster.pid")
-  total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postmaster/stat")
-  for child in $(pgrep -P "$postmaster"); do
-    total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$child/stat" 2>/dev/null || echo 0) ))
-  done
-  echo "$total"
-}

@@ -39,6 +39,9 @@ struct Args {
     seconds: u64,
     resume: Option<i64>,
     users: usize,
+    /// Processes whose CPU time during the writes and the drain is reported.
+    server_pid: Option<u32>,
+    postgres_pid: Option<u32>,
 }
 
 fn args() -> Args {
@@ -53,6 +56,8 @@ fn args() -> Args {
         seconds: 10,
         resume: None,
         users: 0,
+        server_pid: None,
+        postgres_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +73,8 @@ fn args() -> Args {
             "--seconds" => a.seconds = value().parse().expect("--seconds"),
             "--resume" => a.resume = Some(value().parse().expect("--resume")),
             "--users" => a.users = value().parse().expect("--users"),
+            "--server-pid" => a.server_pid = Some(value().parse().expect("--server-pid")),
+            "--postgres-pid" => a.postgres_pid = Some(value().parse().expect("--postgres-pid")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -81,7 +88,7 @@ fn token(secret: &str, sub: &str) -> String {
 
 fn key(mode: &str, i: usize) -> String {
     match mode {
-        "distinct" => format!("items:{}", i + 1),
+        "distinct" => format!("items:{}", i + 201),
         "half" => "items?grp=3".into(),
         _ => "items?grp=1".into(),
     }
@@ -90,15 +97,15 @@ fn key(mode: &str, i: usize) -> String {
 /// The ids the writes go to, in turn.
 fn written_ids(mode: &str, connections: usize) -> std::ops::RangeInclusive<i64> {
     match mode {
-        "distinct" => 1..=connections as i64,
+        "distinct" => 201..=200 + connections as i64,
         "half" => 101..=200,
         _ => 1..=100,
     }
 }
 
-/// Whether every subscriber may see row `id` (in `half`, even rows are hidden).
-fn visible(mode: &str, id: i64) -> bool {
-    mode != "half" || id % 2 == 1
+/// Whether every subscriber may see row `id`: all but the even rows of grp=3 (101–200).
+fn visible(id: i64) -> bool {
+    !(101..=200).contains(&id) || id % 2 == 1
 }
 
 type Socket =
@@ -143,6 +150,7 @@ async fn main() {
         return resume(&a, &url_of(0), n).await;
     }
     let delivered = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
     let leaks = Arc::new(AtomicU64::new(0));
     let commits: Commits = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -156,6 +164,7 @@ async fn main() {
             &a.mode
         };
         let mut socket = open(&url_of(i), vec![key(mode, i)], None).await;
+        let acked = acked.clone();
         let (delivered, leaks, commits, samples) = (
             delivered.clone(),
             leaks.clone(),
@@ -166,13 +175,16 @@ async fn main() {
         // row, so 200 connections are a large enough sample; with distinct keys each row
         // reaches one connection, and every one is timed.
         let timed = i < 200 || a.mode == "distinct";
-        let mode = a.mode.clone();
         readers.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                if !text.as_str().starts_with(r#"{"type":"changes""#) {
+                if text.as_str().contains(r#""type":"ack""#) {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if !text.as_str().contains(r#""type":"changes""#) {
                     continue;
                 }
                 let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
@@ -182,7 +194,7 @@ async fn main() {
                     }
                     delivered.fetch_add(1, Ordering::Relaxed);
                     let id = row["row"]["id"].as_i64().unwrap_or(0);
-                    if !visible(&mode, id) {
+                    if !visible(id) {
                         leaks.fetch_add(1, Ordering::Relaxed);
                     }
                     if timed {
@@ -212,7 +224,15 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(a.seconds)).await;
         return;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every subscription in place (the bridge checks each) before the first write.
+    let waiting = Instant::now();
+    while acked.load(Ordering::Relaxed) < a.connections as u64
+        && waiting.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu_before = (cpu(a.server_pid, false), cpu(a.postgres_pid, true));
     let ids = written_ids(&a.mode, a.connections);
     let (writes, visible_writes) = write_load(&a, ids, commits.clone()).await;
     let expected = if a.mode == "distinct" {
@@ -232,6 +252,9 @@ async fn main() {
         last = now;
     }
     let delivered = delivered.load(Ordering::Relaxed);
+    let seconds = |after: Option<f64>, before: Option<f64>| Some(after? - before?);
+    let server_cpu = seconds(cpu(a.server_pid, false), cpu_before.0);
+    let postgres_cpu = seconds(cpu(a.postgres_pid, true), cpu_before.1);
     let mut s = samples.lock().unwrap().clone();
     s.sort_unstable();
     let pct = |p: f64| {
@@ -250,11 +273,42 @@ async fn main() {
             "hidden_rows_delivered": leaks.load(Ordering::Relaxed),
             "deliveries_per_second": delivered as f64 / a.seconds as f64,
             "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": s.len()},
+            "server_cpu_seconds": server_cpu,
+            "postgres_cpu_seconds": postgres_cpu,
+            "postgres_us_per_row": postgres_cpu.map(|c| c * 1e6 / delivered.max(1) as f64),
         })
     );
     for r in readers {
         r.abort();
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used; with `children`, also those of its
+/// ended children (proc(5): cutime, cstime, counted when it reaps them) and its live ones:
+/// a postmaster and its backends.
+fn cpu(pid: Option<u32>, children: bool) -> Option<f64> {
+    let pid = pid?;
+    let fields = |pid: u32| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        Some(rest.split(' ').map(|f| f.parse().unwrap_or(0)).collect())
+    };
+    // After the name: state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+    let own = fields(pid)?;
+    let mut ticks = own[11] + own[12];
+    if children {
+        ticks += own[13] + own[14];
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Some(f) = fields(child).filter(|f| f[1] == u64::from(pid)) {
+                ticks += f[11] + f[12];
+            }
+        }
+    }
+    // Clock ticks are USER_HZ, 100 a second on Linux whatever the kernel's own rate.
+    Some(ticks as f64 / 100.0)
 }
 
 /// Writes at `rate` per second for `seconds`, to `ids` in turn; returns how many writes
@@ -288,7 +342,7 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
                 break;
             }
             done.fetch_add(1, Ordering::Relaxed);
-            if visible(&a.mode, id) {
+            if visible(id) {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -309,7 +363,7 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
         let id = first + n % rows;
         let client = clients[(n % 4) as usize].clone();
         let (commits, done, seen) = (commits.clone(), done.clone(), seen.clone());
-        let visible = visible(&a.mode, id);
+        let visible = visible(id);
         tasks.push(tokio::spawn(async move {
             let Ok(row) = client
                 .query_one(
@@ -370,16 +424,22 @@ async fn resume(a: &Args, url: &str, n: i64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut socket = open(url, vec!["items?grp=1".into()], cursor).await;
-    // Catch-up sends each row once per page of the log, as it is now.
+    // Catch-up sends each row as it is now, once per page of the log it changed in; the
+    // ack comes after the last.
     let mut rows: std::collections::HashSet<i64> = Default::default();
     let mut received = 0;
-    while rows.len() < per_statement as usize {
+    loop {
         match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) if text.as_str().contains("\"changes\"") => {
+            Ok(Some(Ok(Message::Text(text)))) => {
                 let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                if v["type"] == "ack" {
+                    break;
+                }
                 for row in v["rows"].as_array().into_iter().flatten() {
-                    received += 1;
-                    rows.insert(row["row"]["id"].as_i64().unwrap_or(0));
+                    if let Some(id) = row["row"]["id"].as_i64() {
+                        received += 1;
+                        rows.insert(id);
+                    }
                 }
             }
             Ok(Some(Ok(_))) => {}
@@ -388,6 +448,6 @@ async fn resume(a: &Args, url: &str, n: i64) {
     }
     println!(
         "{}",
-        json!({"resume_changes": made, "rows_received": received, "rows_per_statement": per_statement, "seconds": started.elapsed().as_secs_f64()})
+        json!({"resume_changes": made, "rows_received": received, "distinct_rows": rows.len(), "rows_per_statement": per_statement, "seconds": started.elapsed().as_secs_f64()})
     );
 }
