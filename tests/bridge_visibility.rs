@@ -306,3 +306,59 @@ async fn access_follows_access_tables_and_policy_edits() {
     assert_eq!(revoked["keys"], json!([board()]));
     bridge.stop().await;
 }
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `visibility => 'scope'`: a scope's rows go to its followers as two of them see them.
+/// A declaration the policies contradict is caught when the two disagree: the row is then
+/// checked for each follower, nothing hidden goes out, and the metric counts it.
+#[tokio::test]
+async fn scope_visibility_serves_followers_and_catches_a_false_declaration() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("vis_scope").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let refused = admin
+        .batch_execute("SELECT rowsync.enable('app.users', visibility => 'scope')")
+        .await
+        .expect_err("scope visibility needs a scope column");
+    assert_eq!(rowsync_tests::sqlstate(&refused), "RS001");
+    admin
+        .batch_execute("SELECT rowsync.enable('app.tasks', '{board_id}', visibility => 'scope')")
+        .await
+        .unwrap();
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut alice = Ws::connect(&bridge, "alice").await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    follow_board(&mut alice).await;
+    follow_board(&mut bob).await;
+    marker(cluster, &db, &mut bob, "for every follower").await;
+    alice
+        .wait_for_row("the same row, for alice", |r| {
+            r["row"]["title"] == "for every follower"
+        })
+        .await;
+    let (_, metrics) = bridge.http("GET", "/metrics", None, "").await;
+    assert_eq!(metric(&metrics, "rowsync_scope_mode_violations_total"), 0);
+
+    write(
+        &mut alice,
+        json!([{"type": "create", "table": "tasks", "id": PRIVATE,
+                "value": {"board_id": demo::LAUNCH, "title": "mine alone", "private_to": "alice"}}]),
+    )
+    .await;
+    alice
+        .wait_for_row("alice's note, checked for her", |r| r["id"] == PRIVATE)
+        .await;
+    marker(cluster, &db, &mut bob, "after the note").await;
+    never_saw(&bob, PRIVATE);
+    let (_, metrics) = bridge.http("GET", "/metrics", None, "").await;
+    assert!(
+        metric(&metrics, "rowsync_scope_mode_violations_total") >= 1,
+        "{metrics}"
+    );
+    bridge.stop().await;
+}

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub messages_received: AtomicU64,
     pub slow_closes: AtomicU64,
     pub revocations: AtomicU64,
+    pub scope_violations: AtomicU64,
     pub bus_messages: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     latency: Histogram,
@@ -107,6 +108,12 @@ impl Metrics {
             "rowsync_revocations_total",
             "Keys a connection lost when its access was checked again.",
             &self.revocations,
+        );
+        counter(
+            &mut out,
+            "rowsync_scope_mode_violations_total",
+            "Rows of a scope-visibility table that two followers of the scope saw differently.",
+            &self.scope_violations,
         );
         counter(
             &mut out,

@@ -807,9 +807,19 @@ impl Conn {
                         })
                         .collect(),
                 };
-                visibility::plan(&self.state.pool, &self.state.config, &rows, vec![interest])
-                    .await
-                    .map_err(|e| Error::new(errors::INTERNAL, e.to_string()))?
+                // Catch-up checks its one identity exactly, whatever the table's mode.
+                let exact = HashSet::new();
+                let violations = &self.state.metrics.scope_violations;
+                visibility::plan(
+                    &self.state.pool,
+                    &self.state.config,
+                    &rows,
+                    vec![interest],
+                    &exact,
+                    violations,
+                )
+                .await
+                .map_err(|e| Error::new(errors::INTERNAL, e.to_string()))?
             }
             None => return Ok(()),
         };

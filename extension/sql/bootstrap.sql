@@ -65,7 +65,10 @@ CREATE TABLE rowsync.synced (
     scopes  name[] NOT NULL DEFAULT '{}',
     -- Its rows decide who may see other rows (board memberships): bridges check their
     -- connections' access again when it changes.
-    access  boolean NOT NULL DEFAULT false
+    access  boolean NOT NULL DEFAULT false,
+    -- Who receives its changes: 'rls', each subscriber's policies, row by row; 'scope',
+    -- whoever may follow the row's scope (a declaration the bridge checks by sampling).
+    visibility text NOT NULL DEFAULT 'rls' CHECK (visibility IN ('rls', 'scope'))
 );
 -- Anyone may read the registry (it names tables and columns, like the catalog); only a
 -- table's owner may register it or change its row. Updates are granted by column and
@@ -79,7 +82,7 @@ CREATE POLICY synced_owner ON rowsync.synced FOR ALL
     WITH CHECK (pg_catalog.pg_has_role(current_user,
         (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
 GRANT SELECT, INSERT ON rowsync.synced TO PUBLIC;
-GRANT UPDATE (name, pk, pk_type, scopes, access) ON rowsync.synced TO PUBLIC;
+GRANT UPDATE (name, pk, pk_type, scopes, access, visibility) ON rowsync.synced TO PUBLIC;
 
 -- The change log: one row per changed row, ids only, and one per rowsync.send event.
 -- Written only by the capture triggers and rowsync.send (SECURITY DEFINER, both checked

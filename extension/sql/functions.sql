@@ -71,8 +71,11 @@ $$;
 
 -- `access`: the table's rows decide who may see other rows (board memberships); a change
 -- to one makes every bridge check its connections' access again at once, not only at the
--- next periodic check (docs/sql.md, "Access that follows changes").
-CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}', access boolean DEFAULT false)
+-- next periodic check (docs/sql.md, section 2). `visibility`: 'rls' (each subscriber's
+-- policies decide, row by row) or 'scope' (a declaration that a row of a scope is
+-- readable exactly by whoever may follow the scope; docs/sql.md, section 2).
+CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}', access boolean DEFAULT false,
+                               visibility text DEFAULT 'rls')
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -151,10 +154,23 @@ BEGIN
                    'FOR EACH ROW EXECUTE FUNCTION rowsync._capture()', tbl);
     EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture()', tbl);
-    INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes, access)
-    VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[], coalesce(access, false))
+    IF visibility IS NULL OR visibility NOT IN ('rls', 'scope') THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS001',
+            MESSAGE = format('visibility must be rls or scope, not %s', coalesce(visibility, 'null')),
+            DETAIL = 'rls: each subscriber''s policies decide; scope: whoever may follow the row''s scope',
+            HINT = 'leave it out for rls';
+    END IF;
+    IF visibility = 'scope' AND cardinality(coalesce(scopes, '{}')) = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS001',
+            MESSAGE = format('%s cannot use visibility scope without a scope column', tbl),
+            DETAIL = 'scope visibility delivers a row to whoever may follow its scope',
+            HINT = 'name the scope columns, or leave visibility out';
+    END IF;
+    INSERT INTO rowsync.synced (rel, name, pk, pk_type, scopes, access, visibility)
+    VALUES (tbl, table_name, key_columns[1], key_type, coalesce(scopes, '{}')::name[], coalesce(access, false),
+            visibility)
     ON CONFLICT (rel) DO UPDATE SET pk = EXCLUDED.pk, pk_type = EXCLUDED.pk_type, scopes = EXCLUDED.scopes,
-                                    access = EXCLUDED.access;
+                                    access = EXCLUDED.access, visibility = EXCLUDED.visibility;
 END
 $$;
 

@@ -247,7 +247,7 @@ async fn session(
     // Whatever was published while this bridge was not listening.
     state.cursor.bus_rang.store(true, Ordering::SeqCst);
     let (feed, at) = resume_point(state, &client).await?;
-    let mut access_tables = read_access_tables(&client).await?;
+    let mut tables = read_tables(&client).await?;
     state.cursor.set(feed, at);
     client
         .execute("SELECT rowsync.listener_awake($1)", &[&listener])
@@ -272,7 +272,7 @@ async fn session(
         if let Ok(error) = lost_rx.try_recv() {
             return Err(error.into());
         }
-        let read_count = advance(state, &client, &advance_statement, &access_tables).await?;
+        let read_count = advance(state, &client, &advance_statement, &tables).await?;
         if read_count > 0 {
             last_change = Instant::now();
             if !awake {
@@ -296,7 +296,7 @@ async fn session(
         if last_prune.elapsed() > state.config.prune_interval {
             client.execute("SELECT rowsync.prune()", &[]).await?;
             last_prune = Instant::now();
-            access_tables = read_access_tables(&client).await?;
+            tables = read_tables(&client).await?;
         }
         if awake {
             if last_change.elapsed() < state.config.feed_idle {
@@ -356,26 +356,59 @@ async fn fall_asleep(
     }
 }
 
-/// The tables declared with `access => true`: their changes make connections check their
-/// access again. Read at connect and every prune interval.
-async fn read_access_tables(client: &Client) -> Result<HashSet<String>, tokio_postgres::Error> {
+/// What the registry declares of tables beyond their keys, read at connect and every
+/// prune interval.
+#[derive(Default)]
+struct Tables {
+    /// `access => true`: their changes make connections check their access again.
+    access: HashSet<String>,
+    /// `visibility => 'scope'`: their rows go to whoever may follow their scope.
+    scope: HashSet<String>,
+}
+
+async fn read_tables(client: &Client) -> Result<Tables, tokio_postgres::Error> {
     let rows = client
-        .query("SELECT name FROM rowsync.synced WHERE access", &[])
+        .query(
+            "SELECT name, access, visibility = 'scope' FROM rowsync.synced",
+            &[],
+        )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let mut tables = Tables::default();
+    for row in rows {
+        let name: String = row.get(0);
+        if row.get(1) {
+            tables.access.insert(name.clone());
+        }
+        if row.get(2) {
+            tables.scope.insert(name);
+        }
+    }
+    Ok(tables)
 }
 
 /// Queues a page of the feed, in feed order: each row as every connection following it
 /// may see it (visibility::plan), events for their topics, and a resync for a truncated
 /// table's subscribers.
-async fn route(state: &Arc<AppState>, page: &[FeedChange]) -> Result<(), visibility::Error> {
+async fn route(
+    state: &Arc<AppState>,
+    page: &[FeedChange],
+    scope_tables: &HashSet<String>,
+) -> Result<(), visibility::Error> {
     let (rows, newest) = visibility::coalesce(page);
     let keys: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.keys.iter().map(|(k, _)| k.clone()).collect())
         .collect();
     let interests = state.router.interests(&keys);
-    let plan = visibility::plan(&state.pool, &state.config, &rows, interests).await?;
+    let plan = visibility::plan(
+        &state.pool,
+        &state.config,
+        &rows,
+        interests,
+        scope_tables,
+        &state.metrics.scope_violations,
+    )
+    .await?;
     let mut per_row = plan.per_row;
     for (change, row) in page.iter().zip(newest) {
         if change.kind == "event" {
@@ -414,7 +447,7 @@ async fn advance(
     state: &Arc<AppState>,
     client: &Client,
     statement: &Statement,
-    access_tables: &HashSet<String>,
+    tables: &Tables,
 ) -> Result<usize, visibility::Error> {
     let Some((feed, since)) = state.cursor.get() else {
         return Ok(0);
@@ -448,10 +481,10 @@ async fn advance(
         .collect();
     let mut total = 0;
     loop {
-        route(state, &page).await?;
+        route(state, &page, &tables.scope).await?;
         if page
             .iter()
-            .any(|c| c.table.as_ref().is_some_and(|t| access_tables.contains(t)))
+            .any(|c| c.table.as_ref().is_some_and(|t| tables.access.contains(t)))
         {
             state.access_changed.send_modify(|n| *n = n.wrapping_add(1));
         }

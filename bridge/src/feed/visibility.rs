@@ -10,6 +10,7 @@ use crate::router::{record_hash, FeedChange, Interest, Subscriber};
 use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio_postgres::IsolationLevel;
 
@@ -72,11 +73,21 @@ pub struct Plan {
 }
 
 /// Decides what every interested connection is sent for `rows`.
+///
+/// Rows of an `rls` table are checked for every identity that follows them. Rows of a
+/// `scope` table, followed through scope keys, are checked for two of the scope's
+/// identities (per role), chosen afresh each batch, and what they see goes to every
+/// follower of the scope: the table's owner declared that whoever may follow a scope may
+/// read its rows, and following is checked at subscribe and whenever access changes. Two
+/// readers that disagree prove the declaration false: the row falls back to a check per
+/// identity, and `violations` counts it.
 pub async fn plan(
     pool: &Pool,
     config: &Config,
     rows: &[BatchRow],
     interests: Vec<Interest>,
+    scope_tables: &HashSet<String>,
+    violations: &AtomicU64,
 ) -> Result<Plan, Error> {
     let mut plan = Plan {
         per_row: vec![Vec::new(); rows.len()],
@@ -87,33 +98,88 @@ pub async fn plan(
     }
     let identities: Vec<Arc<Identity>> =
         interests.iter().map(|i| i.subscriber.identity()).collect();
+    // Followers of a scope-mode row through scope keys, by (row, first key, role).
+    let mut groups: HashMap<(usize, usize, &str), Vec<usize>> = HashMap::new();
     let mut wanted: HashMap<&Identity, BTreeSet<usize>> = HashMap::new();
-    for (interest, identity) in interests.iter().zip(&identities) {
-        wanted
-            .entry(identity)
-            .or_default()
-            .extend(interest.rows.iter().map(|(r, _)| *r));
+    for (i, (interest, identity)) in interests.iter().zip(&identities).enumerate() {
+        for (r, matched) in &interest.rows {
+            let row = &rows[*r];
+            let by_scope = row
+                .change
+                .table
+                .as_ref()
+                .is_some_and(|t| scope_tables.contains(t))
+                && matched.iter().all(|k| row.keys[*k].1.is_some());
+            if by_scope {
+                groups
+                    .entry((*r, matched[0], identity.role.as_str()))
+                    .or_default()
+                    .push(i);
+            } else {
+                wanted.entry(identity).or_default().insert(*r);
+            }
+        }
     }
-    let checked = check(pool, config, rows, wanted).await?;
+    let mut readers: HashMap<(usize, usize, &str), Vec<&Identity>> = HashMap::new();
+    for (group, members) in &groups {
+        let chosen = pick_two(members.iter().map(|&i| &*identities[i]));
+        for identity in &chosen {
+            wanted.entry(identity).or_default().insert(group.0);
+        }
+        readers.insert(*group, chosen);
+    }
+    let mut checked = check(pool, config, rows, wanted).await?;
+    // A group whose readers disagree, or could not be checked, is checked identity by
+    // identity.
+    let mut recheck: HashMap<&Identity, BTreeSet<usize>> = HashMap::new();
+    let mut by_scope: HashMap<(usize, usize, &str), Option<&Identity>> = HashMap::new();
+    for (group, chosen) in &readers {
+        let seen: Vec<Option<bool>> = chosen
+            .iter()
+            .map(|id| checked.visible.get(*id).map(|v| v.contains(&group.0)))
+            .collect();
+        match seen.as_slice() {
+            [Some(a), rest @ ..] if rest.iter().all(|s| *s == Some(*a)) => {
+                by_scope.insert(*group, a.then_some(chosen[0]));
+            }
+            _ => {
+                if seen.iter().all(Option::is_some) {
+                    violations.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        table = rows[group.0].change.table.as_deref().unwrap_or_default(),
+                        "a scope-visibility table hides a row from some followers of its scope: checked per identity"
+                    );
+                }
+                for &i in &groups[group] {
+                    recheck.entry(&*identities[i]).or_default().insert(group.0);
+                }
+            }
+        }
+    }
+    if !recheck.is_empty() {
+        let more = check(pool, config, rows, recheck).await?;
+        for (identity, visible) in more.visible {
+            checked.visible.entry(identity).or_default().extend(visible);
+        }
+        checked.data.extend(more.data);
+    }
     // Connections that matched the same keys of a row and see the same thing share one item.
     let mut shared: HashMap<ItemKey, Arc<RowItem>> = HashMap::new();
     for (interest, identity) in interests.into_iter().zip(&identities) {
-        let Some(visible) = checked.visible.get(&**identity) else {
-            let keys = interest
-                .rows
-                .iter()
-                .flat_map(|(r, matched)| matched.iter().map(|k| rows[*r].keys[*k].0.clone()))
-                .collect::<BTreeSet<String>>();
-            plan.resyncs
-                .push((interest.subscriber, keys.into_iter().collect()));
-            continue;
-        };
+        let own = checked.visible.get(&**identity);
+        let mut unchecked = BTreeSet::new();
         for (r, matched) in interest.rows {
             let row = &rows[r];
-            let data = visible
-                .contains(&r)
-                .then(|| checked.data.get(&(identity.role.clone(), r)))
-                .flatten();
+            // Who saw the row for this connection: a reader of its scope, or itself.
+            let seen_by = match by_scope.get(&(r, matched[0], identity.role.as_str())) {
+                Some(reader) => Some(*reader),
+                None => own.map(|visible| visible.contains(&r).then_some(&**identity)),
+            };
+            let Some(seen_by) = seen_by else {
+                unchecked.extend(matched.iter().map(|k| row.keys[*k].0.clone()));
+                continue;
+            };
+            let data = seen_by.and_then(|reader| checked.data.get(&(reader.role.clone(), r)));
             // A scope key holds the row only while the row's value is the key's.
             let kept: Vec<usize> = match data {
                 Some(data) => matched
@@ -143,8 +209,27 @@ pub async fn plan(
                 .clone();
             plan.per_row[r].push((interest.subscriber.clone(), item));
         }
+        if !unchecked.is_empty() {
+            plan.resyncs
+                .push((interest.subscriber, unchecked.into_iter().collect()));
+        }
     }
     Ok(plan)
+}
+
+/// Two distinct identities of `members` (one when there is only one), starting at a
+/// place that moves with every call: over batches, every follower gets to be a reader.
+fn pick_two<'a>(members: impl Iterator<Item = &'a Identity>) -> Vec<&'a Identity> {
+    static TURN: AtomicU64 = AtomicU64::new(0);
+    let distinct: Vec<&Identity> = members.collect::<BTreeSet<_>>().into_iter().collect();
+    let start = TURN.fetch_add(1, Ordering::Relaxed) as usize % distinct.len().max(1);
+    distinct
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(distinct.len().min(2))
+        .copied()
+        .collect()
 }
 
 /// What makes two connections' items of a row the same: the row, the role whose view
