@@ -39,12 +39,14 @@ bridge() {
 reference() { "$loadgen" --url "$ref_url" --reference --server-pid "$ref_pid" "$@"; }
 
 echo "## commit -> row at the client: the four cases of Feed v2, part 2, with the reference"
-# Each shared case with as many users as connections (one check per connection) and with
+# Each shared case with as many users as connections (one check per identity) and with
 # one user (one check for all), then the no-database reference.
+# Then the same scope under `visibility => 'scope'` (bench.scoped), as many users.
 for case in "1000 10" "1000 100" "10000 10"; do
   set -- $case
   bridge --connections "$1" --mode shared --rate "$2" --seconds "$seconds"
   bridge --connections "$1" --users 1 --mode shared --rate "$2" --seconds "$seconds"
+  bridge --connections "$1" --table scoped --mode shared --rate "$2" --seconds "$seconds" | sed 's/^{/{"visibility": "scope", /'
   reference --connections "$1" --mode shared --rate "$2" --seconds "$seconds"
 done
 bridge --connections 1000 --mode distinct --rate 100 --seconds "$seconds"

@@ -71,7 +71,11 @@ export interface RowsyncClient {
   on(event: 'skipped', listener: (e: { tx: { id: string; ops: Op[] }; skipped: TransactionResult['skipped'] }) => void): () => void;
   /** A server event (`rowsync.send`): for a subscribed key, a joined room, or `user:<sub>`. */
   on(event: 'event', listener: (e: { topic: string; event: string; payload: unknown; from: string | null }) => void): () => void;
-  on(event: 'history' | 'change' | 'error', listener: (e: any) => void): () => void;
+  /** A row the server pushed: `upsert` (with the row as this user may see it) or `remove`. */
+  on(event: 'change', listener: (e: { item: { op: 'upsert' | 'remove'; table: string; id: string; version?: number; row?: Row; keys: string[] } }) => void): () => void;
+  /** Keys this user may no longer follow; their rows were dropped. */
+  on(event: 'revoked', listener: (e: { keys: string[]; reason?: string }) => void): () => void;
+  on(event: 'history' | 'error', listener: (e: any) => void): () => void;
   record(table: string, id: string): View<Row | null | undefined>;
   query(table: string, scope: Record<string, string>, order?: (a: Row, b: Row) => number): View<Row[]>;
   write(ops: Op[]): Promise<TransactionResult>;
@@ -82,6 +86,8 @@ export interface RowsyncClient {
 }
 
 export declare function createClient(options: ClientOptions): RowsyncClient;
+/** The digest of held rows `[[id, version], …]` a resuming subscribe sends (docs/protocol.md). */
+export declare function membersDigest(rows: [string, number][]): string;
 export declare function memoryStorage(): Storage;
 export declare function indexedDbStorage(name?: string): Storage;
 export declare function bindUndoKeys(client: RowsyncClient, target?: EventTarget): () => void;

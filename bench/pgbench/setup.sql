@@ -48,3 +48,12 @@ CREATE POLICY items_read ON bench.items FOR SELECT TO bench_user
     USING (grp IN (SELECT m.grp FROM bench.members m WHERE m.user_id = (SELECT rowsync.user_id()))
            AND (private_to IS NULL OR private_to = (SELECT rowsync.user_id())));
 SELECT rowsync.enable('bench.items', '{grp}');
+-- The shared scope again, declared `visibility => 'scope'` (its policy is the scope's):
+-- its rows go to the scope's followers as two of them see them.
+CREATE TABLE bench.scoped (LIKE bench.items INCLUDING ALL);
+INSERT INTO bench.scoped SELECT * FROM bench.items WHERE grp = 1;
+GRANT SELECT ON bench.scoped TO bench_user;
+ALTER TABLE bench.scoped ENABLE ROW LEVEL SECURITY;
+CREATE POLICY scoped_read ON bench.scoped FOR SELECT TO bench_user
+    USING (grp IN (SELECT m.grp FROM bench.members m WHERE m.user_id = (SELECT rowsync.user_id())));
+SELECT rowsync.enable('bench.scoped', '{grp}', visibility => 'scope');

@@ -39,6 +39,8 @@ struct Args {
     seconds: u64,
     resume: Option<i64>,
     users: usize,
+    /// `items`, or `scoped`: the same shared scope under `visibility => 'scope'`.
+    table: String,
     /// Processes whose CPU time during the writes and the drain is reported.
     server_pid: Option<u32>,
     postgres_pid: Option<u32>,
@@ -56,6 +58,7 @@ fn args() -> Args {
         seconds: 10,
         resume: None,
         users: 0,
+        table: "items".into(),
         server_pid: None,
         postgres_pid: None,
     };
@@ -73,6 +76,10 @@ fn args() -> Args {
             "--seconds" => a.seconds = value().parse().expect("--seconds"),
             "--resume" => a.resume = Some(value().parse().expect("--resume")),
             "--users" => a.users = value().parse().expect("--users"),
+            "--table" => {
+                a.table = value();
+                assert!(["items", "scoped"].contains(&a.table.as_str()), "--table items|scoped");
+            }
             "--server-pid" => a.server_pid = Some(value().parse().expect("--server-pid")),
             "--postgres-pid" => a.postgres_pid = Some(value().parse().expect("--postgres-pid")),
             other => panic!("unknown flag {other}"),
@@ -86,11 +93,11 @@ fn token(secret: &str, sub: &str) -> String {
     rowsync_bridge::auth::hs256_token(secret, sub, "bench_user", exp).unwrap()
 }
 
-fn key(mode: &str, i: usize) -> String {
+fn key(table: &str, mode: &str, i: usize) -> String {
     match mode {
-        "distinct" => format!("items:{}", i + 201),
-        "half" => "items?grp=3".into(),
-        _ => "items?grp=1".into(),
+        "distinct" => format!("{table}:{}", i + 201),
+        "half" => format!("{table}?grp=3"),
+        _ => format!("{table}?grp=1"),
     }
 }
 
@@ -163,7 +170,7 @@ async fn main() {
         } else {
             &a.mode
         };
-        let mut socket = open(&url_of(i), vec![key(mode, i)], None).await;
+        let mut socket = open(&url_of(i), vec![key(&a.table, mode, i)], None).await;
         let acked = acked.clone();
         let (delivered, leaks, commits, samples) = (
             delivered.clone(),
@@ -332,8 +339,8 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
             n += 1;
             let id = first + n % rows;
             commits.lock().unwrap().insert((id, n), Instant::now());
-            let k = key(&a.mode, (id - 1) as usize);
-            let frame = json!({"type": "publish", "key": k, "table": "items", "row": {"id": id, "version": n}});
+            let k = key(&a.table, &a.mode, (id - 201).max(0) as usize);
+            let frame = json!({"type": "publish", "key": k, "table": a.table, "row": {"id": id, "version": n}});
             if publisher
                 .send(Message::text(frame.to_string()))
                 .await
@@ -356,6 +363,10 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
         tokio::spawn(connection);
         clients.push(Arc::new(client));
     }
+    let update = format!(
+        "UPDATE bench.{} SET n = n + 1 WHERE id = $1 RETURNING version",
+        a.table
+    );
     let mut tasks = Vec::new();
     while Instant::now() < deadline {
         tick.tick().await;
@@ -364,12 +375,10 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
         let client = clients[(n % 4) as usize].clone();
         let (commits, done, seen) = (commits.clone(), done.clone(), seen.clone());
         let visible = visible(id);
+        let update = update.clone();
         tasks.push(tokio::spawn(async move {
             let Ok(row) = client
-                .query_one(
-                    "UPDATE bench.items SET n = n + 1 WHERE id = $1 RETURNING version",
-                    &[&id],
-                )
+                .query_one(&update, &[&id])
                 .await
             else {
                 return;
