@@ -189,3 +189,32 @@ async fn a_client_that_stops_reading_is_dropped() {
     drop(silent);
     bridge.stop().await;
 }
+
+/// A client still sending when the bridge closes it gets the close code, not a reset: the
+/// bridge reads on after its close frame until the client answers it.
+#[tokio::test]
+async fn closes_reach_a_client_that_is_still_sending() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_close_codes").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.max_frame_bytes = 1024;
+        c.messages_per_second = 5;
+    })
+    .await;
+    for round in 0..4 {
+        let mut flood = Ws::connect(&bridge, "bob").await;
+        flood
+            .burst((0..300).map(|_| r#"{"type":"ping"}"#.to_string()))
+            .await;
+        assert_eq!(flood.closed().await, Some(4102), "flood, round {round}");
+
+        let mut big = Ws::connect(&bridge, "bob").await;
+        let oversized = format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(2048));
+        big.burst(
+            std::iter::once(oversized).chain((0..300).map(|_| r#"{"type":"ping"}"#.to_string())),
+        )
+        .await;
+        assert_eq!(big.closed().await, Some(1009), "oversized, round {round}");
+    }
+    bridge.stop().await;
+}

@@ -153,7 +153,10 @@ async fn websocket(
         .map(String::as_str)
         .or_else(|| bearer(&headers));
     let claims = claims_from(&state, token);
-    let size = state.config.max_frame_bytes;
+    // Frames up to four times max_frame_bytes are read whole and refused by ws.rs with
+    // 1009, the stream intact, so the close reaches the client; larger ones end the read
+    // as soon as their header says so (the close may then be lost to a reset).
+    let size = state.config.max_frame_bytes.saturating_mul(4);
     upgrade
         // Small buffers on purpose: an idle connection should cost a few kilobytes.
         .read_buffer_size(1024)

@@ -88,6 +88,7 @@ pub fn serve(
                 };
                 let _ = send_error(&mut socket, None, error).await;
                 let _ = close_with(&mut socket, code, &error.body.message).await;
+                linger(&mut socket).await;
                 return;
             }
         };
@@ -99,7 +100,9 @@ pub fn serve(
             Err(_) => None,
         };
         if let Some((code, reason)) = outcome {
-            let _ = close_with(&mut socket, code, &reason).await;
+            if close_with(&mut socket, code, &reason).await.is_ok() {
+                linger(&mut socket).await;
+            }
         }
         let user = conn.claims.sub.as_deref().map(Key::user_topic);
         conn.state
@@ -258,7 +261,24 @@ impl Conn {
             None => return Flow::Gone,
         };
         self.last_heard = Instant::now();
+        let limit = self.state.config.max_frame_bytes;
         match message {
+            // Read whole (up to the socket's hard limit, crate::http) and refused here, so
+            // that the stream stays readable and the close can be delivered.
+            Message::Text(text) if text.len() > limit => Flow::Close(
+                close::TOO_BIG,
+                format!(
+                    "a frame of {} bytes, over max_frame_bytes {limit}",
+                    text.len()
+                ),
+            ),
+            Message::Binary(data) if data.len() > limit => Flow::Close(
+                close::TOO_BIG,
+                format!(
+                    "a frame of {} bytes, over max_frame_bytes {limit}",
+                    data.len()
+                ),
+            ),
             Message::Text(text) => self.on_text(socket, text.as_str()).await,
             Message::Binary(_) => {
                 self.reply_error(
@@ -1041,6 +1061,21 @@ async fn send_error(
         frame["ref"] = r.clone();
     }
     send_text(socket, frame.to_string()).await
+}
+
+/// After a close frame, reads (and drops) what the client still sends until it answers the
+/// close, for at most a second. Closing the socket with the client's frames unread would
+/// make the kernel reset the connection, and a reset can destroy the close frame on its
+/// way: a client flooding the bridge would see a reset instead of 4102.
+async fn linger(socket: &mut WebSocket) {
+    let drain = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {

@@ -216,6 +216,17 @@ impl Ws {
         self.stream.send(Message::text(text)).await.expect("send");
     }
 
+    /// Sends `texts` in one write, as a client with a burst queued would; false when the
+    /// connection is gone.
+    pub async fn burst(&mut self, texts: impl IntoIterator<Item = String>) -> bool {
+        for text in texts {
+            if self.stream.feed(Message::text(text)).await.is_err() {
+                return false;
+            }
+        }
+        self.stream.flush().await.is_ok()
+    }
+
     /// The next frame from the server (pings aside), waiting at most ten seconds.
     pub async fn next(&mut self) -> Value {
         if let Some(frame) = self.pending.pop_front() {

@@ -78,7 +78,10 @@ fn args() -> Args {
             "--users" => a.users = value().parse().expect("--users"),
             "--table" => {
                 a.table = value();
-                assert!(["items", "scoped"].contains(&a.table.as_str()), "--table items|scoped");
+                assert!(
+                    ["items", "scoped"].contains(&a.table.as_str()),
+                    "--table items|scoped"
+                );
             }
             "--server-pid" => a.server_pid = Some(value().parse().expect("--server-pid")),
             "--postgres-pid" => a.postgres_pid = Some(value().parse().expect("--postgres-pid")),
@@ -377,10 +380,7 @@ async fn write_load(a: &Args, ids: std::ops::RangeInclusive<i64>, commits: Commi
         let visible = visible(id);
         let update = update.clone();
         tasks.push(tokio::spawn(async move {
-            let Ok(row) = client
-                .query_one(&update, &[&id])
-                .await
-            else {
+            let Ok(row) = client.query_one(&update, &[&id]).await else {
                 return;
             };
             let version: i64 = row.get(0);
