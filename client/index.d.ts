@@ -77,7 +77,8 @@ export interface RowsyncClient {
   on(event: 'revoked', listener: (e: { keys: string[]; reason?: string }) => void): () => void;
   on(event: 'history' | 'error', listener: (e: any) => void): () => void;
   record(table: string, id: string): View<Row | null | undefined>;
-  query(table: string, scope: Record<string, string>, order?: (a: Row, b: Row) => number): View<Row[]>;
+  /** The rows of a scope, or with no scope (`{}` or omitted) every row of the table the user may see. */
+  query(table: string, scope?: Record<string, string>, order?: (a: Row, b: Row) => number): View<Row[]>;
   write(ops: Op[]): Promise<TransactionResult>;
   undo(): Promise<TransactionResult | null>;
   redo(): Promise<TransactionResult | null>;

@@ -362,3 +362,60 @@ async fn scope_visibility_serves_followers_and_catches_a_false_declaration() {
     );
     bridge.stop().await;
 }
+
+/// A table key (`tasks`) follows every row of the table the user may see: rows it may not
+/// see are neither listed nor pushed.
+#[tokio::test]
+async fn a_table_subscription_follows_every_visible_row() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("vis_table").await;
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let ack = bob
+        .request(json!({"type": "subscribe", "keys": ["tasks"]}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let fetched = bob
+        .request(json!({"type": "fetch", "keys": ["tasks"]}))
+        .await;
+    let ids: Vec<&str> = fetched["scopes"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            demo::TASK_ANNOUNCE,
+            demo::TASK_SIGNUP,
+            "00000000-0000-4000-8000-000000000003",
+            demo::TASK_MILK
+        ]
+    );
+    let refused = bob
+        .request(json!({"type": "subscribe", "keys": ["nosuch"]}))
+        .await;
+    assert_eq!(refused["error"]["code"], "table_not_synced", "{refused}");
+
+    let admin = cluster.connect("postgres", &db).await;
+    for (id, title) in [
+        (demo::TASK_SECRET, "still secret"),
+        (demo::TASK_MILK, "oat milk"),
+    ] {
+        admin
+            .execute(
+                "UPDATE app.tasks SET title = $2 WHERE id = $1::text::uuid",
+                &[&id, &title],
+            )
+            .await
+            .unwrap();
+    }
+    let milk = bob
+        .wait_for_row("a row of the table", |r| r["id"] == demo::TASK_MILK)
+        .await;
+    assert_eq!(milk["keys"], json!(["tasks"]));
+    assert_eq!(milk["row"]["title"], "oat milk");
+    never_saw(&bob, demo::TASK_SECRET);
+    bridge.stop().await;
+}

@@ -36,16 +36,16 @@ pub async fn get(pool: &Pool, claims: &Claims, pointers: &Value) -> Result<Value
     as_user(pool, claims, "SELECT rowsync.get($1)", &[pointers]).await
 }
 
-/// The rows of a scope the user may see, and the name of the table's key column:
-/// `{"rows": […], "pk": "id"}`.
+/// The rows of a scope (`None`: of the whole table) the user may see, and the name of the
+/// table's key column: `{"rows": […], "pk": "id"}`.
 pub async fn list(
     pool: &Pool,
     claims: &Claims,
     table: &str,
-    column: &str,
-    value: &str,
+    scope: Option<(&str, &str)>,
     max: i32,
 ) -> Result<Value, Error> {
+    let (column, value) = scope.unzip();
     as_user(
         pool,
         claims,
@@ -56,15 +56,16 @@ pub async fn list(
     .await
 }
 
-/// The ids and versions of the rows of a scope the user may see: `[[id, version], …]`.
+/// The ids and versions of the rows of a scope (`None`: of the whole table) the user may
+/// see: `[[id, version], …]`.
 pub async fn members(
     pool: &Pool,
     claims: &Claims,
     table: &str,
-    column: &str,
-    value: &str,
+    scope: Option<(&str, &str)>,
     max: i32,
 ) -> Result<Value, Error> {
+    let (column, value) = scope.unzip();
     as_user(
         pool,
         claims,
@@ -86,6 +87,18 @@ pub async fn scope_visible(
         claims,
         "SELECT to_jsonb(rowsync.scope_visible($1, $2, $3))",
         &[&table, &column, &value],
+    )
+    .await?;
+    Ok(visible == Value::Bool(true))
+}
+
+/// Whether the user may follow a whole table: it may read it.
+pub async fn table_visible(pool: &Pool, claims: &Claims, table: &str) -> Result<bool, Error> {
+    let visible = as_user(
+        pool,
+        claims,
+        "SELECT to_jsonb(rowsync.table_visible($1))",
+        &[&table],
     )
     .await?;
     Ok(visible == Value::Bool(true))

@@ -1,4 +1,5 @@
-//! Subscription keys: a record `table:id` or a scope `table?column=value`.
+//! Subscription keys: a record `table:id`, a scope `table?column=value`, or a whole table
+//! `table` (every row of it the user may see).
 
 use crate::errors::{self, Error};
 
@@ -14,6 +15,9 @@ pub enum Key {
         table: String,
         column: String,
         value: String,
+    },
+    Table {
+        table: String,
     },
 }
 
@@ -52,7 +56,7 @@ impl Key {
                 id: id.into(),
             }
         } else {
-            return Err(bad("use table:id or table?column=value"));
+            Key::Table { table: text.into() }
         };
         if !is_table_name(key.table()) {
             return Err(bad("the table is not a name"));
@@ -76,12 +80,27 @@ impl Key {
                 column,
                 value,
             } => Key::scope(table, column, &fold(value)),
+            Key::Table { table } => table.clone(),
+        }
+    }
+
+    /// For a scope or table key, the table and the scope's (column, value), `None` for a
+    /// whole table; `None` for a record key.
+    pub fn rows(&self) -> Option<(&str, Option<(&str, &str)>)> {
+        match self {
+            Key::Record { .. } => None,
+            Key::Scope {
+                table,
+                column,
+                value,
+            } => Some((table, Some((column, value)))),
+            Key::Table { table } => Some((table, None)),
         }
     }
 
     pub fn table(&self) -> &str {
         match self {
-            Key::Record { table, .. } | Key::Scope { table, .. } => table,
+            Key::Record { table, .. } | Key::Scope { table, .. } | Key::Table { table } => table,
         }
     }
 
@@ -92,10 +111,10 @@ impl Key {
         format!("@user:{sub}")
     }
 
-    /// Whether `key` is a record or scope key of `table`.
+    /// Whether `key` is a record, scope or table key of `table`.
     pub fn of_table(key: &str, table: &str) -> bool {
         key.strip_prefix(table)
-            .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('?'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('?'))
     }
 
     pub fn record(table: &str, id: &str) -> String {
@@ -140,9 +159,14 @@ mod tests {
                 value: "b:1".into()
             }
         );
+        assert_eq!(
+            Key::parse("app.tasks").unwrap(),
+            Key::Table {
+                table: "app.tasks".into()
+            }
+        );
         for bad in [
             "",
-            "tasks",
             "tasks:",
             "tasks?board",
             "tasks?=1",
@@ -165,6 +189,8 @@ mod tests {
     fn keys_belong_to_their_table_only() {
         assert!(Key::of_table("tasks:1", "tasks"));
         assert!(Key::of_table("tasks?board_id=b", "tasks"));
+        assert!(Key::of_table("tasks", "tasks"));
+        assert!(!Key::of_table("tasks2", "tasks"));
         assert!(!Key::of_table("tasks2:1", "tasks"));
         assert!(!Key::of_table("app.tasks:1", "tasks"));
         assert!(!Key::of_table("@user:tasks", "tasks"));

@@ -85,7 +85,7 @@ impl FeedChange {
     }
 
     /// The keys this change concerns, each with its scope's (column, value), `None` for
-    /// the record's key.
+    /// the record's key and the table's.
     pub fn key_parts(&self) -> Vec<(String, Option<(String, String)>)> {
         let mut keys = Vec::new();
         let Some(table) = &self.table else {
@@ -93,6 +93,7 @@ impl FeedChange {
         };
         if let Some(id) = &self.row_id {
             keys.push((Key::record(table, id), None));
+            keys.push((table.clone(), None));
         }
         for scopes in [&self.old_scopes, &self.new_scopes].into_iter().flatten() {
             for (column, value) in scopes {
@@ -355,7 +356,15 @@ mod tests {
         router.subscribe(idb, "tasks?board_id=b2");
         router.subscribe(idc, "tasks?board_id=b3");
         let keys = moved_task().keys();
-        assert_eq!(keys, ["tasks:t1", "tasks?board_id=b1", "tasks?board_id=b2"]);
+        assert_eq!(
+            keys,
+            [
+                "tasks:t1",
+                "tasks",
+                "tasks?board_id=b1",
+                "tasks?board_id=b2"
+            ]
+        );
         let mut interests = router.interests(&[keys]);
         interests.sort_by_key(|i| i.subscriber.identity().claims.clone());
         let matched: Vec<(String, Matched)> = interests
@@ -365,8 +374,8 @@ mod tests {
         assert_eq!(
             matched,
             [
-                (json!({"sub": "a"}).to_string(), vec![(0, vec![0, 1])]),
-                (json!({"sub": "b"}).to_string(), vec![(0, vec![2])]),
+                (json!({"sub": "a"}).to_string(), vec![(0, vec![0, 2])]),
+                (json!({"sub": "b"}).to_string(), vec![(0, vec![3])]),
             ]
         );
         router.disconnect(

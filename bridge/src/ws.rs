@@ -528,10 +528,10 @@ impl Conn {
             .collect();
         let visible = self.visible(&new).await?;
         if let Some((text, _)) = new.iter().zip(&visible).find(|(_, ok)| !**ok) {
-            let what = if text.contains('?') {
-                "scope"
-            } else {
-                "record"
+            let what = match Key::parse(text) {
+                Ok(Key::Scope { .. }) => "scope",
+                Ok(Key::Table { .. }) => "table",
+                _ => "record",
             };
             return Err(Error::new(
                 errors::NOT_FOUND,
@@ -545,7 +545,8 @@ impl Conn {
     }
 
     /// Whether the user may follow each key now: a record it can read, a scope whose
-    /// parent it can read (rowsync.scope_visible).
+    /// parent it can read (rowsync.scope_visible), a table it may read
+    /// (rowsync.table_visible).
     async fn visible(&self, keys: &[String]) -> Result<Vec<bool>, Error> {
         let mut visible = vec![false; keys.len()];
         let mut records = Vec::new();
@@ -560,6 +561,9 @@ impl Conn {
                     visible[i] =
                         db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value)
                             .await?;
+                }
+                Key::Table { table } => {
+                    visible[i] = db::table_visible(&self.state.pool, &self.claims, &table).await?;
                 }
             }
         }
@@ -667,25 +671,23 @@ impl Conn {
         digests: &HashMap<String, String>,
     ) -> Result<(), Error> {
         for text in keys {
-            match Key::parse(text)? {
-                Key::Record { table, id } => {
-                    self.held.insert(record_hash(&table, &id));
+            let key = Key::parse(text)?;
+            match key.rows() {
+                None => {
+                    if let Key::Record { table, id } = &key {
+                        self.held.insert(record_hash(table, id));
+                    }
                 }
-                Key::Scope {
-                    table,
-                    column,
-                    value,
-                } => {
+                Some((table, scope)) => {
                     let max = self.state.config.max_scope_rows as i32;
                     let members =
-                        db::members(&self.state.pool, &self.claims, &table, &column, &value, max)
-                            .await?;
+                        db::members(&self.state.pool, &self.claims, table, scope, max).await?;
                     let pairs = members.as_array().map(Vec::as_slice).unwrap_or_default();
                     let rows = pairs
                         .iter()
                         .filter_map(|p| Some((p[0].as_str()?, p[1].as_i64()?)));
                     for (id, _) in rows.clone() {
-                        self.held.insert(record_hash(&table, id));
+                        self.held.insert(record_hash(table, id));
                     }
                     if digests.get(text) != Some(&members_digest(rows)) {
                         send_text(socket, members_frame(text, &members))
@@ -900,21 +902,21 @@ impl Conn {
         let mut pointers = Vec::new();
         let mut scopes = Vec::new();
         for text in &keys {
-            match Key::parse(text)? {
-                Key::Record { table, id } => pointers.push(json!({"table": table, "id": id})),
-                Key::Scope {
-                    table,
-                    column,
-                    value,
-                } => {
+            let key = Key::parse(text)?;
+            match key.rows() {
+                None => {
+                    if let Key::Record { table, id } = &key {
+                        pointers.push(json!({"table": table, "id": id}));
+                    }
+                }
+                Some((table, scope)) => {
                     let max = self.state.config.max_scope_rows as i32;
                     let mut listed =
-                        db::list(&self.state.pool, &self.claims, &table, &column, &value, max)
-                            .await?;
+                        db::list(&self.state.pool, &self.claims, table, scope, max).await?;
                     let pk = listed["pk"].as_str().unwrap_or("id").to_string();
                     for row in listed["rows"].as_array().into_iter().flatten() {
                         if let Some(id) = crate::router::scope_value(&row[pk.as_str()]) {
-                            self.held.insert(record_hash(&table, &id));
+                            self.held.insert(record_hash(table, &id));
                         }
                     }
                     scopes.push(json!({"key": text, "rows": listed["rows"].take()}));

@@ -105,19 +105,17 @@ export class RowsyncClient {
   }
 
   /**
-   * A live view of the rows of a scope, e.g. query('tasks', {board_id: b}).
-   * @param {string} table @param {Record<string, string>} scope
+   * A live view of the rows of a scope, e.g. query('tasks', {board_id: b}), or of every row
+   * of a table the user may see, query('tasks').
+   * @param {string} table @param {Record<string, string>} [scope]
    * @param {(a: any, b: any) => number} [order]
    */
-  query(table, scope, order) {
-    const [[column, value]] = Object.entries(scope);
-    const key = `${table}?${column}=${value}`;
-    const prefix = `${table}:`;
+  query(table, scope = {}, order) {
+    const entries = Object.entries(scope);
+    if (entries.length > 1) throw new TypeError('query: one scope column at a time');
+    const key = entries.length === 0 ? table : `${table}?${entries[0][0]}=${entries[0][1]}`;
     return this.view(key, () => {
-      const rows = [];
-      for (const [k, row] of this.visible) {
-        if (row && k.startsWith(prefix) && String(row[column]) === String(value)) rows.push(row);
-      }
+      const rows = this.heldIn(key, this.visible).map(([, row]) => row);
       return order ? rows.sort(order) : rows;
     });
   }
@@ -202,12 +200,12 @@ export class RowsyncClient {
     this.recompute();
   }
 
-  /** Rows held in scope `key` (table?column=value), by "table:id". */
-  heldIn(key) {
+  /** Rows of scope `key` (table?column=value, or a whole table) in `rows`, by "table:id". */
+  heldIn(key, rows = this.server) {
     const { table, column, value } = parseScope(key);
     const held = [];
-    for (const [k, row] of this.server) {
-      if (row && k.startsWith(`${table}:`) && String(row[column]) === value) held.push([k, row]);
+    for (const [k, row] of rows) {
+      if (row && k.startsWith(`${table}:`) && (column === null || String(row[column]) === value)) held.push([k, row]);
     }
     return held;
   }
@@ -221,7 +219,7 @@ export class RowsyncClient {
   digests(keys) {
     const digests = {};
     for (const key of keys) {
-      if (!key.includes('?')) continue;
+      if (isRecordKey(key)) continue;
       const prefix = key.split('?')[0].length + 1;
       digests[key] = membersDigest(this.heldIn(key).map(([k, row]) => [k.slice(prefix), row.version]));
     }
@@ -255,8 +253,8 @@ export class RowsyncClient {
         break;
       case 'revoked':
         for (const key of frame.keys) {
-          if (key.includes('?')) this.forgetScope(key);
-          else this.server.set(key, null);
+          if (isRecordKey(key)) this.server.set(key, null);
+          else this.forgetScope(key);
         }
         this.recompute();
         this.emit('revoked', { keys: frame.keys, reason: frame.reason });
@@ -435,10 +433,16 @@ export class RowsyncClient {
   }
 }
 
+/** A scope key's table, column and value; a table key's table, with column null. */
 function parseScope(key) {
   const [table, rest] = key.split('?');
+  if (rest === undefined) return { table, column: null, value: null };
   const at = rest.indexOf('=');
   return { table, column: rest.slice(0, at), value: rest.slice(at + 1) };
+}
+
+function isRecordKey(key) {
+  return !key.includes('?') && key.includes(':');
 }
 
 /**

@@ -166,3 +166,17 @@ test('the resume digest is the bridge\'s (shared vector in bridge/src/protocol.r
   assert.equal(membersDigest([['a', 1], ['b', 2]]), DIGEST_A1_B2);
   assert.notEqual(membersDigest([['a', 1], ['b', 3]]), DIGEST_A1_B2);
 });
+
+test('a table query follows every row of the table the user may see', async () => {
+  const { server, client } = setup();
+  const all = client.query('tasks');
+  all.subscribe(() => {});
+  await until(() => all.getSnapshot().length === 1, 'the table');
+  assert.ok(server.received.some((f) => f.type === 'subscribe' && f.keys.includes('tasks')));
+  const other = { id: 't9', board_id: 'b2', title: 'Elsewhere', tags: [], version: 1 };
+  server.push({ type: 'changes', rows: [{ op: 'upsert', table: 'tasks', id: 't9', version: 1, row: other, keys: ['tasks'] }], cursor: 'tok70' });
+  await until(() => all.getSnapshot().length === 2, 'a row of another board');
+  assert.deepEqual(client.digests(['tasks', 'tasks:t1']), { tasks: membersDigest([['t1', 1], ['t9', 1]]) });
+  assert.throws(() => client.query('tasks', { a: '1', b: '2' }), TypeError);
+  client.close();
+});

@@ -62,6 +62,9 @@ export class FakeServer {
             const [column, value] = rest.split('=');
             const rows = [...this.rows].filter(([k, r]) => r && k.startsWith(`${table}:`) && String(r[column]) === value).map(([, r]) => r);
             scopes.push({ key, rows });
+          } else if (!key.includes(':')) {
+            const rows = [...this.rows].filter(([k, r]) => r && k.startsWith(`${key}:`)).map(([, r]) => r);
+            scopes.push({ key, rows });
           } else {
             const [table, id] = key.split(':');
             records.push({ table, id, row: this.rows.get(key) ?? null });

@@ -73,9 +73,9 @@ BEGIN
 END
 $$;
 
--- The ids and versions of the rows of scope `tbl?col=val` the caller may see, in key
--- order, at most max_rows: what a resuming client's digest is checked against, and
--- what it is told it may hold when the digest differs.
+-- The ids and versions of the rows of scope `tbl?col=val` (with `col` NULL, of the whole
+-- table) the caller may see, in key order, at most max_rows: what a resuming client's
+-- digest is checked against, and what it is told it may hold when the digest differs.
 CREATE FUNCTION rowsync.members(tbl text, col text, val text, max_rows integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -83,6 +83,14 @@ DECLARE
     col_type text;
     rows jsonb;
 BEGIN
+    IF col IS NULL THEN
+        s := rowsync._synced_table(tbl);
+        EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_array(q.k, q.v) ORDER BY q.o), ''[]'') FROM '
+                       '(SELECT t.%I::text AS k, t.version AS v, t.%I AS o FROM %s AS t ORDER BY t.%I LIMIT $1) AS q',
+                       s.pk, s.pk, s.rel, s.pk)
+           INTO rows USING max_rows;
+        RETURN rows;
+    END IF;
     s := rowsync._scope_table(tbl, col);
     SELECT format_type(a.atttypid, NULL) INTO col_type
       FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
