@@ -1,7 +1,7 @@
 //! Every error the bridge reports, with its wire code, HTTP status and whether a retry
 //! may succeed. The same table is in docs/errors.md.
 
-use crate::protocol::ErrorBody;
+use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
@@ -71,6 +71,21 @@ pub fn for_sqlstate(state: &str) -> Kind {
         }
         _ => INTERNAL,
     }
+}
+
+/// An error reply or push: a stable code (docs/errors.md), a message for people, and
+/// whether retrying the same request later may succeed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub temporary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

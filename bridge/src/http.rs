@@ -5,7 +5,7 @@
 use crate::auth::Claims;
 use crate::db;
 use crate::errors::{self, Error};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::ws;
 use axum::body::Bytes;
 use axum::extract::{Query, State, WebSocketUpgrade};

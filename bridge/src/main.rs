@@ -45,7 +45,7 @@ async fn main() {
     if check {
         // Everything the server would build at start: the pool's URL, the token key.
         let (_, stopped) = tokio::sync::watch::channel(false);
-        if let Err(error) = rowsync_bridge::server::AppState::new(config.clone(), stopped) {
+        if let Err(error) = rowsync_bridge::state::AppState::new(config.clone(), stopped) {
             eprintln!("rowsync-bridge: bad configuration: {error}");
             std::process::exit(1);
         }

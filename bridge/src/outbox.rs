@@ -159,31 +159,23 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::{record_hash, FeedChange};
-    use serde_json::json;
 
     fn change(id: &str, cursor: i64) -> Outgoing {
-        let change = FeedChange {
-            xid: 1,
-            cursor,
-            token: cursor.to_string(),
-            table: Some("t".into()),
-            row_id: Some(id.into()),
-            version: Some(cursor),
-            kind: "update".into(),
-            old_scopes: None,
-            new_scopes: None,
-            topic: None,
-            payload: None,
+        Outgoing::Row(Arc::new(RowItem {
+            log_key: (1, cursor),
+            cursor: cursor.to_string(),
+            record: {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(id, &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            },
+            table: "t".into(),
+            id: id.into(),
+            upsert: true,
+            keys: vec![format!("t:{id}")],
             at: 0.0,
-        };
-        let row = json!({"id": id, "version": cursor});
-        Outgoing::Row(Arc::new(RowItem::new(
-            &change,
-            record_hash("t", id),
-            vec![format!("t:{id}")],
-            Some(&row),
-        )))
+            text: format!(r#"{{"op":"upsert","id":"{id}","version":{cursor}}}"#).into(),
+        }))
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The WebSocket protocol, version 1 (docs/protocol.md): JSON text frames. Requests carry
 //! a `ref` that replies echo; pushes carry none.
 
-use crate::router::FeedChange;
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,7 +104,7 @@ pub struct RowItem {
     pub log_key: (i64, i64),
     /// The resume token of the position just after that change.
     pub cursor: String,
-    /// The row, as a fingerprint (crate::router::record_hash) and as table and id.
+    /// The row, as a fingerprint (crate::feed::change::record_hash) and as table and id.
     pub record: u64,
     pub table: String,
     pub id: String,
@@ -119,36 +118,6 @@ pub struct RowItem {
 }
 
 impl RowItem {
-    /// `row` is the row as the identity sees it now, or `None` for a remove.
-    pub fn new(
-        change: &FeedChange,
-        record: u64,
-        keys: Vec<String>,
-        row: Option<&Value>,
-    ) -> RowItem {
-        let table = change.table.clone().unwrap_or_default();
-        let id = change.row_id.clone().unwrap_or_default();
-        let text = match row {
-            Some(row) => serde_json::json!({
-                "op": "upsert", "table": table, "id": id,
-                "version": row.get("version").cloned().unwrap_or(Value::Null),
-                "row": row, "keys": keys, "c": change.cursor,
-            }),
-            None => serde_json::json!({"op": "remove", "table": table, "id": id, "keys": keys}),
-        };
-        RowItem {
-            log_key: (change.xid, change.cursor),
-            cursor: change.token.clone(),
-            record,
-            upsert: row.is_some(),
-            keys,
-            at: change.at,
-            text: text.to_string().into(),
-            table,
-            id,
-        }
-    }
-
     /// Whether `other` is an item of the same row.
     pub fn same_record(&self, other: &RowItem) -> bool {
         self.record == other.record && self.table == other.table && self.id == other.id
@@ -164,26 +133,6 @@ pub struct EventFrame {
     pub cursor: String,
     /// The item as sent, serialised once for every connection.
     pub text: Utf8Bytes,
-}
-
-impl EventFrame {
-    /// `None` for a log row that is not an event.
-    pub fn new(change: &FeedChange) -> Option<EventFrame> {
-        let topic = change.topic.as_ref()?;
-        let payload = change.payload.as_ref()?;
-        let item = serde_json::json!({
-            "op": "event",
-            "topic": topic,
-            "event": payload["event"],
-            "payload": payload["data"],
-            "from": payload["from"],
-        });
-        Some(EventFrame {
-            log_key: (change.xid, change.cursor),
-            cursor: change.token.clone(),
-            text: item.to_string().into(),
-        })
-    }
 }
 
 /// Builds one `changes` message from serialised items, resumable from `cursor`.
@@ -260,21 +209,6 @@ pub fn members_frame(key: &str, rows: &Value) -> String {
 /// A `resync` push: the client reads `keys` again.
 pub fn resync_frame<K: Serialize>(keys: &[K], reason: &str) -> String {
     serde_json::json!({"type": "resync", "keys": keys, "reason": reason}).to_string()
-}
-
-/// An error reply or push: a stable code (docs/errors.md), a message for people, and
-/// whether retrying the same request later may succeed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ErrorBody {
-    pub code: &'static str,
-    pub message: String,
-    pub temporary: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sqlstate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
 }
 
 #[cfg(test)]

@@ -2,113 +2,13 @@
 //! a batch concerns (its record, and the scopes it left and entered).
 
 use crate::auth::Identity;
-use crate::keys::Key;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{resync_frame, EventFrame};
-use crate::token::{FeedId, Position, Tick};
-use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub type ConnId = u64;
-
-/// One row of the change log, as `rowsync.read_changes` returns it, with the resume
-/// token of the position just after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedChange {
-    /// The log key: (xid, cursor).
-    pub xid: i64,
-    pub cursor: i64,
-    pub token: String,
-    pub table: Option<String>,
-    pub row_id: Option<String>,
-    pub version: Option<i64>,
-    pub kind: String,
-    pub old_scopes: Option<Map<String, Value>>,
-    pub new_scopes: Option<Map<String, Value>>,
-    pub topic: Option<String>,
-    pub payload: Option<Value>,
-    /// When the change was written, seconds since the epoch.
-    pub at: f64,
-}
-
-impl FeedChange {
-    /// Reads the row's columns from `first` on (crate::feed's column list), read from the
-    /// batch (`since`, `upto`].
-    pub fn from_row(
-        row: &tokio_postgres::Row,
-        first: usize,
-        feed: FeedId,
-        since: i64,
-        upto: Tick,
-    ) -> FeedChange {
-        let scopes = |i: usize| {
-            row.get::<_, Option<Value>>(first + i)
-                .and_then(|v| v.as_object().cloned())
-        };
-        let (xid, cursor) = (row.get(first), row.get(first + 1));
-        let position = Position {
-            lo: since,
-            hi: upto,
-            after: Some((xid, cursor)),
-        };
-        FeedChange {
-            xid,
-            cursor,
-            token: crate::token::encode(feed, &position),
-            table: row.get(first + 2),
-            row_id: row.get(first + 3),
-            version: row.get(first + 4),
-            kind: row.get(first + 5),
-            old_scopes: scopes(6),
-            new_scopes: scopes(7),
-            topic: row.get(first + 8),
-            payload: row.get(first + 9),
-            at: row.get(first + 10),
-        }
-    }
-
-    /// The router key of an event's topic: `user:<sub>` is filed apart from record keys.
-    pub fn router_topic(&self) -> Option<String> {
-        let topic = self.topic.as_deref()?;
-        Some(match topic.strip_prefix("user:") {
-            Some(sub) => Key::user_topic(sub),
-            None => topic.to_string(),
-        })
-    }
-
-    /// The keys this change concerns: its record, and every scope it was or is in.
-    pub fn keys(&self) -> Vec<String> {
-        self.key_parts().into_iter().map(|(key, _)| key).collect()
-    }
-
-    /// The keys this change concerns, each with its scope's (column, value), `None` for
-    /// the record's key and the table's.
-    pub fn key_parts(&self) -> Vec<(String, Option<(String, String)>)> {
-        let mut keys = Vec::new();
-        let Some(table) = &self.table else {
-            return keys;
-        };
-        if let Some(id) = &self.row_id {
-            keys.push((Key::record(table, id), None));
-            keys.push((table.clone(), None));
-        }
-        for scopes in [&self.old_scopes, &self.new_scopes].into_iter().flatten() {
-            for (column, value) in scopes {
-                let Some(value) = scope_value(value) else {
-                    continue;
-                };
-                let key = Key::scope(table, column, &value);
-                if !keys.iter().any(|(k, _)| *k == key) {
-                    keys.push((key, Some((column.clone(), value))));
-                }
-            }
-        }
-        keys
-    }
-}
 
 /// A connection as the router knows it: where to queue its frames, and who its policies
 /// see (which changes when a refreshed token's claims do).
@@ -135,27 +35,6 @@ pub struct Interest {
 
 /// Rows of a batch, each with the indexes of its keys that matched.
 pub type Matched = Vec<(usize, Vec<usize>)>;
-
-/// A row's fingerprint: 64 bits of SipHash under a key drawn at start, so that nobody
-/// can pick ids whose fingerprints collide (a collision could send one row's `remove`
-/// to a holder of the other).
-/// UUIDs count in the case the feed prints them, lower.
-pub fn record_hash(table: &str, id: &str) -> u64 {
-    static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
-    if rowsync_core::is_uuid(id) {
-        return KEY.hash_one((table, id.to_ascii_lowercase()));
-    }
-    KEY.hash_one((table, id))
-}
-
-/// A scope column's value as keys spell it; `None` for NULL, which is in no scope.
-pub fn scope_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
 
 #[derive(Default)]
 pub struct Router {
@@ -244,7 +123,7 @@ impl Router {
 
     /// The connections that follow any of the rows' keys (`keys[row]`), with what each
     /// matched. Nothing is queued: what a connection receives depends on what its
-    /// identity may see (crate::feed::visibility).
+    /// identity may see, which the feed decides.
     pub fn interests(&self, keys: &[Vec<String>]) -> Vec<Interest> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
@@ -318,23 +197,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn moved_task() -> FeedChange {
-        FeedChange {
-            xid: 700,
-            cursor: 7,
-            token: "t7".into(),
-            table: Some("tasks".into()),
-            row_id: Some("t1".into()),
-            version: Some(3),
-            kind: "update".into(),
-            old_scopes: json!({"board_id": "b1"}).as_object().cloned(),
-            new_scopes: json!({"board_id": "b2"}).as_object().cloned(),
-            topic: None,
-            payload: None,
-            at: 0.0,
-        }
-    }
-
     fn identity(sub: &str) -> Identity {
         Identity {
             role: "app_user".into(),
@@ -343,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn a_move_concerns_both_scopes_and_the_record_once_per_connection() {
+    fn a_row_concerns_each_connection_once_with_every_key_it_matched() {
         let router = Router::default();
         let outbox = || Arc::new(Outbox::new(10));
         let (ida, idb, idc) = (
@@ -355,16 +217,15 @@ mod tests {
         router.subscribe(ida, "tasks:t1");
         router.subscribe(idb, "tasks?board_id=b2");
         router.subscribe(idc, "tasks?board_id=b3");
-        let keys = moved_task().keys();
-        assert_eq!(
-            keys,
-            [
-                "tasks:t1",
-                "tasks",
-                "tasks?board_id=b1",
-                "tasks?board_id=b2"
-            ]
-        );
+        // A task moved from board b1 to b2: its record, table and both scopes.
+        let keys: Vec<String> = [
+            "tasks:t1",
+            "tasks",
+            "tasks?board_id=b1",
+            "tasks?board_id=b2",
+        ]
+        .map(String::from)
+        .to_vec();
         let mut interests = router.interests(&[keys]);
         interests.sort_by_key(|i| i.subscriber.identity().claims.clone());
         let matched: Vec<(String, Matched)> = interests
@@ -383,17 +244,5 @@ mod tests {
             &["tasks?board_id=b1".to_string(), "tasks:t1".to_string()],
         );
         assert_eq!(router.counts(), (2, 2));
-    }
-
-    #[test]
-    fn fingerprints_tell_rows_apart() {
-        assert_eq!(record_hash("tasks", "t1"), record_hash("tasks", "t1"));
-        assert_ne!(record_hash("tasks", "t1"), record_hash("tasks", "t2"));
-        assert_ne!(record_hash("tasks", "t1"), record_hash("task", "st1"));
-        let id = "00000000-0000-4000-8000-0000000000AB";
-        assert_eq!(
-            record_hash("tasks", id),
-            record_hash("tasks", &id.to_ascii_lowercase())
-        );
     }
 }

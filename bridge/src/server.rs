@@ -2,90 +2,16 @@
 //! without a socket), `run(listener, config, shutdown)` serves it with the feed and the
 //! presence bus until `shutdown` resolves, then drains connections.
 
-use crate::auth::Verifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
-use crate::router::Router;
+use crate::state::AppState;
 use crate::{feed, http};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
-
-pub struct AppState {
-    pub config: Config,
-    pub pool: Pool,
-    pub verifier: Verifier,
-    pub router: Router,
-    pub presence: Presence,
-    pub metrics: Metrics,
-    /// Where the feed stands: every change up to its tick has been routed.
-    pub cursor: feed::Cursor,
-    pub feed_ready: AtomicBool,
-    /// Bumped when a batch changed an access table: every connection checks its keys.
-    pub access_changed: watch::Sender<u64>,
-    pub shutdown: watch::Receiver<bool>,
-    /// One clone per open connection; its count tells shutdown when all are gone.
-    pub connections: Arc<()>,
-    pub started: Instant,
-}
-
-impl AppState {
-    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Result<AppState, String> {
-        let pg: tokio_postgres::Config = config
-            .database_url
-            .0
-            .parse()
-            .map_err(|e| format!("database_url: {e}"))?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .build()
-            .map_err(|e| format!("database pool: {e}"))?;
-        let bridge = format!(
-            "{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        );
-        Ok(AppState {
-            verifier: Verifier::new(&config)?,
-            presence: Presence::new(
-                bridge_id(&bridge),
-                config.presence_timeout,
-                config.bus_max_bytes,
-            ),
-            pool,
-            router: Router::default(),
-            metrics: Metrics::default(),
-            cursor: feed::Cursor::default(),
-            feed_ready: AtomicBool::new(false),
-            access_changed: watch::Sender::new(0),
-            shutdown,
-            connections: Arc::new(()),
-            started: Instant::now(),
-            config,
-        })
-    }
-}
-
-fn bridge_id(seed: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{seed}-{nanos:x}")
-}
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
     http::routes(state)

@@ -9,18 +9,19 @@
 //! it reads on from its tick, so a Postgres restart loses nothing; a tick that did not
 //! survive the restart, or a feed that was reset, makes every subscriber resync.
 
+pub mod change;
 pub mod visibility;
 
+use crate::feed::change::FeedChange;
 use crate::keys::Key;
 use crate::outbox::Outgoing;
-use crate::protocol::{resync_frame, EventFrame};
-use crate::router::FeedChange;
-use crate::server::AppState;
-use crate::token::{FeedId, Position, Tick};
+use crate::protocol::resync_frame;
+use crate::state::AppState;
+use crate::token::{FeedId, Tick};
 use futures_util::future::poll_fn;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
@@ -33,63 +34,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// running after this has not reached its commit yet (it will see the sleeper and
 /// NOTIFY), or is stalled inside its commit, which the safety poll covers.
 const SETTLE_AT_MOST: Duration = Duration::from_millis(250);
-
-/// Where this bridge's feed stands: every change up to its tick has been routed, and
-/// the batch up to `routing` may be partly routed.
-#[derive(Default)]
-pub struct Cursor {
-    at: Mutex<Option<Head>>,
-    /// Set when a doorbell rang on the bus channel; the presence task reads the bus.
-    pub bus_rang: AtomicBool,
-}
-
-#[derive(Clone, Copy)]
-struct Head {
-    feed: FeedId,
-    routed: Tick,
-    routing: Option<Tick>,
-}
-
-impl Cursor {
-    /// The feed and the tick up to which every change has been routed.
-    pub fn get(&self) -> Option<(FeedId, Tick)> {
-        let head = self.at.lock().ok().and_then(|at| *at)?;
-        Some((head.feed, head.routed))
-    }
-
-    /// The feed and the tick a catch-up must read up to: the end of the batch being
-    /// routed, if any. A subscription made while a batch is routed page by page misses
-    /// the pages routed before it; catch-up reads them, and its duplicates of the pages
-    /// routed after it are dropped by their log keys.
-    pub fn catch_up_to(&self) -> Option<(FeedId, Tick)> {
-        let head = self.at.lock().ok().and_then(|at| *at)?;
-        Some((head.feed, head.routing.unwrap_or(head.routed)))
-    }
-
-    fn set(&self, feed: FeedId, tick: Tick) {
-        if let Ok(mut at) = self.at.lock() {
-            *at = Some(Head {
-                feed,
-                routed: tick,
-                routing: None,
-            });
-        }
-    }
-
-    fn begin_routing(&self, upto: Tick) {
-        if let Ok(mut at) = self.at.lock() {
-            if let Some(head) = at.as_mut() {
-                head.routing = Some(upto);
-            }
-        }
-    }
-
-    /// The resume token of the current position; `None` before the feed first connected.
-    pub fn token(&self) -> Option<String> {
-        self.get()
-            .map(|(feed, tick)| crate::token::encode(feed, &Position::at(tick)))
-    }
-}
 
 /// What every reader of the feed selects, in the order `FeedChange::from_row` reads it.
 const COLUMNS: &str = "xid::text::int8, cursor, tbl, row_id, version, kind, old_scopes, \
@@ -412,11 +356,9 @@ async fn route(
     let mut per_row = plan.per_row;
     for (change, row) in page.iter().zip(newest) {
         if change.kind == "event" {
-            if let (Some(topic), Some(key), Some(frame)) = (
-                &change.topic,
-                change.router_topic(),
-                EventFrame::new(change),
-            ) {
+            if let (Some(topic), Some(key), Some(frame)) =
+                (&change.topic, change.router_topic(), change.event_frame())
+            {
                 let frame = Arc::new(frame);
                 let reached = state.router.route_event(&key, &frame);
                 state.presence.deliver_event(topic, &frame, &reached);

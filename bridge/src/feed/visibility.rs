@@ -5,8 +5,9 @@
 
 use crate::auth::Identity;
 use crate::config::Config;
+use crate::feed::change::{record_hash, FeedChange};
 use crate::protocol::RowItem;
-use crate::router::{record_hash, FeedChange, Interest, Subscriber};
+use crate::router::{Interest, Subscriber};
 use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -188,7 +189,7 @@ pub async fn plan(
                     .filter(|k| match &row.keys[*k].1 {
                         None => true,
                         Some((column, value)) => {
-                            crate::router::scope_value(&data[column.as_str()]).as_ref()
+                            crate::feed::change::scope_value(&data[column.as_str()]).as_ref()
                                 == Some(value)
                         }
                     })
@@ -204,7 +205,7 @@ pub async fn plan(
                 .entry((r, role, keys))
                 .or_insert_with_key(|(_, _, keys)| {
                     let texts = keys.iter().map(|k| row.keys[*k].0.clone()).collect();
-                    Arc::new(RowItem::new(&row.change, row.record, texts, row_data))
+                    Arc::new(row.change.row_item(row.record, texts, row_data))
                 })
                 .clone();
             plan.per_row[r].push((interest.subscriber.clone(), item));
