@@ -7,7 +7,7 @@
 //! expires.
 
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::EventFrame;
+use crate::protocol::{EventFrame, PresenceEvent, Sender, ServerFrame};
 use crate::router::ConnId;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
@@ -121,18 +121,16 @@ impl Presence {
         );
         if joined {
             let members: Vec<Value> = r.members.iter().map(|(id, m)| member_json(id, m)).collect();
+            let state = PresenceEvent::State {
+                room: room.to_string(),
+                members,
+            };
             outbox.push(Outgoing::Text(
-                json!({"type": "presence", "room": room, "event": "state", "members": members})
-                    .to_string()
-                    .into(),
+                ServerFrame::Presence(state).text(None).into(),
             ));
         }
-        let joins = json!([{ "id": id, "user": user, "state": state }]);
-        notify_local(
-            r,
-            Some(conn),
-            &json!({"type": "presence", "room": room, "event": "diff", "joins": joins, "leaves": []}),
-        );
+        let joins = vec![json!({ "id": id, "user": user, "state": state })];
+        notify_local(r, Some(conn), &diff(room, joins, Vec::new()));
         queue(
             &mut inner.outbound,
             json!({"t": "join", "room": room, "id": id, "user": user, "state": state}),
@@ -158,11 +156,7 @@ impl Presence {
             return;
         }
         r.members.remove(&id);
-        notify_local(
-            r,
-            None,
-            &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}),
-        );
+        notify_local(r, None, &diff(room, Vec::new(), vec![id.clone()]));
         if r.members.is_empty() && r.local.is_empty() {
             inner.rooms.remove(room);
         }
@@ -191,7 +185,15 @@ impl Presence {
         if !r.local.contains_key(&conn) {
             return false;
         }
-        let frame = json!({"type": "broadcast", "room": room, "event": event, "payload": payload, "from": {"id": id, "user": user}});
+        let frame = ServerFrame::Broadcast {
+            room: room.to_string(),
+            event: Value::from(event),
+            payload: payload.clone(),
+            from: Sender {
+                id: id.clone(),
+                user: user.map(str::to_string),
+            },
+        };
         notify_local(r, Some(conn), &frame);
         queue(
             &mut inner.outbound,
@@ -244,11 +246,7 @@ impl Presence {
                 for id in &expired {
                     r.members.remove(id);
                 }
-                notify_local(
-                    r,
-                    None,
-                    &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": expired}),
-                );
+                notify_local(r, None, &diff(room, Vec::new(), expired));
             }
         }
         inner
@@ -323,19 +321,27 @@ impl Presence {
                         notify_local(
                             r,
                             None,
-                            &json!({"type": "presence", "room": room, "event": "diff", "joins": [{"id": id, "user": user, "state": state}], "leaves": []}),
+                            &diff(
+                                room,
+                                vec![json!({"id": id, "user": user, "state": state})],
+                                Vec::new(),
+                            ),
                         );
                     }
                 }
                 Some("leave") if r.members.remove(id).is_some() => {
-                    notify_local(
-                        r,
-                        None,
-                        &json!({"type": "presence", "room": room, "event": "diff", "joins": [], "leaves": [id]}),
-                    );
+                    notify_local(r, None, &diff(room, Vec::new(), vec![id.to_string()]));
                 }
                 Some("broadcast") => {
-                    let frame = json!({"type": "broadcast", "room": room, "event": event["event"], "payload": event["payload"], "from": {"id": id, "user": event["user"]}});
+                    let frame = ServerFrame::Broadcast {
+                        room: room.to_string(),
+                        event: event["event"].clone(),
+                        payload: event["payload"].clone(),
+                        from: Sender {
+                            id: id.to_string(),
+                            user: event["user"].as_str().map(str::to_string),
+                        },
+                    };
                     notify_local(r, None, &frame);
                 }
                 Some("sync") => {
@@ -356,14 +362,23 @@ fn member_json(id: &str, m: &Member) -> Value {
     json!({"id": id, "user": m.user, "state": m.state})
 }
 
-fn notify_local(room: &Room, except: Option<ConnId>, frame: &Value) {
+fn notify_local(room: &Room, except: Option<ConnId>, frame: &ServerFrame) {
     // Serialised once; every member's queue shares the bytes.
-    let text: Utf8Bytes = frame.to_string().into();
+    let text: Utf8Bytes = frame.text(None).into();
     for (conn, outbox) in &room.local {
         if Some(*conn) != except {
             outbox.push(Outgoing::Text(text.clone()));
         }
     }
+}
+
+/// A `presence` diff frame for a room.
+fn diff(room: &str, joins: Vec<Value>, leaves: Vec<String>) -> ServerFrame {
+    ServerFrame::Presence(PresenceEvent::Diff {
+        room: room.to_string(),
+        joins,
+        leaves,
+    })
 }
 
 /// Queues an event for the bus, replacing a waiting one of the same sender, room and kind.

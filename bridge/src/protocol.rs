@@ -1,6 +1,10 @@
-//! The WebSocket protocol, version 1 (docs/protocol.md): JSON text frames. Requests carry
-//! a `ref` that replies echo; pushes carry none.
+//! The WebSocket protocol, version 2 (docs/protocol.md), in one place: what clients send
+//! ([`ClientMessage`], with an explicit unknown case), every frame the bridge sends
+//! ([`ServerFrame`], and [`ChangesFrame`] built from [`RowItem`]s and [`EventFrame`]s),
+//! and the resume digest both sides compute. JSON text frames; requests carry a `ref`
+//! that replies echo, pushes carry none.
 
+use crate::errors::{self, Error, ErrorBody};
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -67,6 +71,13 @@ pub enum ClientMessage {
         #[serde(rename = "ref")]
         reference: Option<Value>,
     },
+    /// A `type` the bridge does not know (its first 40 characters): answered with
+    /// `unknown_type`, never parsed further.
+    #[serde(skip)]
+    Unknown {
+        reference: Option<Value>,
+        type_name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -87,10 +98,50 @@ impl ClientMessage {
             | ClientMessage::Write { reference, .. }
             | ClientMessage::Presence { reference, .. }
             | ClientMessage::Broadcast { reference, .. }
-            | ClientMessage::Ping { reference } => reference.as_ref(),
+            | ClientMessage::Ping { reference }
+            | ClientMessage::Unknown { reference, .. } => reference.as_ref(),
         }
     }
+
+    /// Parses a client frame; `Err` with the `ref` to echo and the error to reply with.
+    pub fn parse(text: &str) -> Result<ClientMessage, (Option<Value>, Error)> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            (
+                None,
+                Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")),
+            )
+        })?;
+        let reference = value.get("ref").cloned();
+        let refused = |error| (reference.clone(), error);
+        match value.get("type").and_then(Value::as_str) {
+            Some(t) if CLIENT_TYPES.contains(&t) => {}
+            Some(t) => {
+                return Ok(ClientMessage::Unknown {
+                    type_name: t.chars().take(40).collect(),
+                    reference,
+                })
+            }
+            None => {
+                let message = "a message needs a string \"type\"";
+                return Err(refused(Error::new(errors::BAD_MESSAGE, message)));
+            }
+        }
+        serde_json::from_value(value)
+            .map_err(|e| refused(Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))))
+    }
 }
+
+/// The `type`s of [`ClientMessage`]'s variants, as clients spell them.
+const CLIENT_TYPES: [&str; 8] = [
+    "auth",
+    "subscribe",
+    "unsubscribe",
+    "fetch",
+    "write",
+    "presence",
+    "broadcast",
+    "ping",
+];
 
 /// One row of a `changes` message, for the connections of one identity that followed the
 /// same keys: an `upsert` with the row as that identity may see it, or a `remove`, sent
@@ -200,15 +251,125 @@ pub fn members_digest<'a>(rows: impl Iterator<Item = (&'a str, i64)>) -> String 
     sum.to_string()
 }
 
-/// A `members` push: the complete list of rows (id, version) the identity may see in a
-/// scope now. The client drops what it holds of the scope beyond it.
-pub fn members_frame(key: &str, rows: &Value) -> String {
-    serde_json::json!({"type": "members", "key": key, "rows": rows}).to_string()
+/// Every frame the bridge sends, but `changes` ([`ChangesFrame`] writes it from items
+/// serialised once for many connections). Written with fields in alphabetical order, a
+/// reply's `ref` among them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        protocol: u32,
+        user: Option<String>,
+        role: String,
+        heartbeat_ms: u64,
+        limits: Limits,
+    },
+    Ack(Ack),
+    Error {
+        error: ErrorBody,
+    },
+    /// The reply to `fetch`.
+    Records {
+        records: Value,
+        scopes: Vec<ScopeRows>,
+        cursor: Option<String>,
+    },
+    /// After a resume: the complete list of rows (id, version) the user may see in a
+    /// scope now. The client drops what it holds of the scope beyond it.
+    Members {
+        key: String,
+        rows: Value,
+    },
+    /// The client reads `keys` again.
+    Resync {
+        keys: Vec<String>,
+        reason: String,
+    },
+    /// Keys the user may no longer follow.
+    Revoked {
+        keys: Vec<String>,
+    },
+    Presence(PresenceEvent),
+    Broadcast {
+        room: String,
+        event: Value,
+        payload: Value,
+        from: Sender,
+    },
+    Pong,
 }
 
-/// A `resync` push: the client reads `keys` again.
-pub fn resync_frame<K: Serialize>(keys: &[K], reason: &str) -> String {
-    serde_json::json!({"type": "resync", "keys": keys, "reason": reason}).to_string()
+/// The limits a `welcome` announces.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_subscriptions: usize,
+    pub messages_per_second: u32,
+}
+
+/// What a request's `ack` says, by request: `subscribe` keys and cursor, `unsubscribe`
+/// keys, `write` result, `auth` expiry, `presence` room; `broadcast` nothing.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Ack {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// `Some(None)`: a `null` cursor (the feed has not connected yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+/// A scope's (or table's) rows in a `records` reply.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScopeRows {
+    pub key: String,
+    pub rows: Value,
+}
+
+/// A presence room's news: everyone in it (to a joining connection), or who joined,
+/// changed or left.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PresenceEvent {
+    State {
+        room: String,
+        members: Vec<Value>,
+    },
+    Diff {
+        room: String,
+        joins: Vec<Value>,
+        leaves: Vec<String>,
+    },
+}
+
+/// Who sent a broadcast.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Sender {
+    pub id: String,
+    pub user: Option<String>,
+}
+
+impl ServerFrame {
+    pub fn resync<K: AsRef<str>>(keys: &[K], reason: &str) -> ServerFrame {
+        ServerFrame::Resync {
+            keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The frame as sent; a reply echoes the request's `ref`.
+    pub fn text(&self, reference: Option<&Value>) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(r) = reference {
+            value["ref"] = r.clone();
+        }
+        value.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +387,58 @@ mod tests {
         assert_eq!(
             members_digest([("b", 2), ("a", 1)].into_iter()),
             "16550687064280097846"
+        );
+    }
+
+    /// The frames' shapes as docs/protocol.md records them: fields in alphabetical order,
+    /// the reply's `ref` among them, and absent fields absent, not null.
+    #[test]
+    fn server_frames_are_written_as_documented() {
+        let ack = ServerFrame::Ack(Ack {
+            keys: Some(vec!["tasks".into()]),
+            cursor: Some(None),
+            ..Ack::default()
+        });
+        assert_eq!(
+            ack.text(Some(&Value::from(7))),
+            r#"{"cursor":null,"keys":["tasks"],"ref":7,"type":"ack"}"#
+        );
+        assert_eq!(
+            ServerFrame::Ack(Ack::default()).text(None),
+            r#"{"type":"ack"}"#
+        );
+        let diff = ServerFrame::Presence(PresenceEvent::Diff {
+            room: "r".into(),
+            joins: vec![],
+            leaves: vec!["m/1".into()],
+        });
+        assert_eq!(
+            diff.text(None),
+            r#"{"event":"diff","joins":[],"leaves":["m/1"],"room":"r","type":"presence"}"#
+        );
+        assert_eq!(
+            ServerFrame::resync(&["tasks:1"], "truncate").text(None),
+            r#"{"keys":["tasks:1"],"reason":"truncate","type":"resync"}"#
+        );
+        assert_eq!(
+            ServerFrame::Pong.text(Some(&Value::from(3))),
+            r#"{"ref":3,"type":"pong"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_their_own_case() {
+        let unknown = ClientMessage::parse(r#"{"type":"teleport","ref":1}"#).unwrap();
+        assert!(
+            matches!(&unknown, ClientMessage::Unknown { type_name, .. } if type_name == "teleport")
+        );
+        assert_eq!(unknown.reference(), Some(&Value::from(1)));
+        let (reference, error) = ClientMessage::parse(r#"{"type":"ping","surprise":1,"ref":2}"#)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            (reference, error.body.code),
+            (Some(Value::from(2)), "bad_message")
         );
     }
 

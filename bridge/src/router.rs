@@ -3,7 +3,7 @@
 
 use crate::auth::Identity;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{resync_frame, EventFrame};
+use crate::protocol::{EventFrame, ServerFrame};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -168,7 +168,9 @@ impl Router {
             }
         }
         for (outbox, keys) in per_conn.values() {
-            outbox.push(Outgoing::Text(resync_frame(keys, reason).into()));
+            outbox.push(Outgoing::Text(
+                ServerFrame::resync(keys, reason).text(None).into(),
+            ));
         }
         per_conn.len()
     }

@@ -15,7 +15,7 @@ pub mod visibility;
 use crate::feed::change::FeedChange;
 use crate::keys::Key;
 use crate::outbox::Outgoing;
-use crate::protocol::resync_frame;
+use crate::protocol::ServerFrame;
 use crate::state::AppState;
 use crate::token::{FeedId, Tick};
 use futures_util::future::poll_fn;
@@ -376,9 +376,9 @@ async fn route(
         }
     }
     for (subscriber, keys) in plan.resyncs {
-        subscriber
-            .outbox
-            .push(Outgoing::Text(resync_frame(&keys, "not_checked").into()));
+        subscriber.outbox.push(Outgoing::Text(
+            ServerFrame::resync(&keys, "not_checked").text(None).into(),
+        ));
     }
     Ok(())
 }

@@ -6,12 +6,12 @@ use crate::errors::{self, Error};
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{ChangesFrame, RowItem, PROTOCOL_VERSION};
+use crate::protocol::{ChangesFrame, Limits, RowItem, ServerFrame, PROTOCOL_VERSION};
 use crate::router::ConnId;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub fn serve(
         };
         // Built and sent in its own statement: a value still in scope would live in the
         // connection's task for as long as the connection does.
-        let welcomed = send_text(&mut socket, welcome(conn).to_string()).await;
+        let welcomed = send_text(&mut socket, welcome(conn).text(None)).await;
         let outcome = match welcomed {
             Ok(()) => conn.run(&mut socket).await,
             Err(_) => None,
@@ -106,19 +106,19 @@ pub fn serve(
     }
 }
 
-fn welcome(conn: &Conn) -> Value {
-    json!({
-        "type": "welcome",
-        "protocol": PROTOCOL_VERSION,
-        "user": conn.claims.sub,
-        "role": conn.claims.role,
-        "heartbeat_ms": conn.state.config.heartbeat.as_millis() as u64,
-        "limits": {
-            "max_frame_bytes": conn.state.config.max_frame_bytes,
-            "max_subscriptions": conn.state.config.max_subscriptions,
-            "messages_per_second": conn.state.config.messages_per_second,
+fn welcome(conn: &Conn) -> ServerFrame {
+    let config = &conn.state.config;
+    ServerFrame::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: conn.claims.sub.clone(),
+        role: conn.claims.role.clone(),
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+        limits: Limits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_subscriptions: config.max_subscriptions,
+            messages_per_second: config.messages_per_second,
         },
-    })
+    }
 }
 
 /// What woke a connection's task.
@@ -416,11 +416,10 @@ async fn send_error(
     reference: Option<&Value>,
     error: &Error,
 ) -> Result<(), axum::Error> {
-    let mut frame = json!({"type": "error", "error": error.body});
-    if let Some(r) = reference {
-        frame["ref"] = r.clone();
-    }
-    send_text(socket, frame.to_string()).await
+    let frame = ServerFrame::Error {
+        error: (*error.body).clone(),
+    };
+    send_text(socket, frame.text(reference)).await
 }
 
 /// After a close frame, reads (and drops) what the client still sends until it answers the

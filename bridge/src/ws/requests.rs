@@ -6,7 +6,7 @@ use crate::errors::{self, Error};
 use crate::feed::change::record_hash;
 use crate::keys::Key;
 use crate::metrics::Metrics;
-use crate::protocol::{ClientMessage, PresenceAction};
+use crate::protocol::{Ack, ClientMessage, PresenceAction, ScopeRows, ServerFrame};
 use axum::extract::ws::WebSocket;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -28,7 +28,7 @@ impl Conn {
                 )
                 .await;
         }
-        let message = match parse_message(text) {
+        let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err((reference, error)) => {
                 return self.reply_error(socket, reference.as_ref(), error).await
@@ -36,7 +36,11 @@ impl Conn {
         };
         let reference = message.reference().cloned();
         let result = match message {
-            ClientMessage::Ping { .. } => Ok(json!({"type": "pong"})),
+            ClientMessage::Ping { .. } => Ok(ServerFrame::Pong),
+            ClientMessage::Unknown { type_name, .. } => Err(Error::new(
+                errors::UNKNOWN_TYPE,
+                format!("unknown message type {type_name:?}"),
+            )),
             ClientMessage::Auth { token, .. } => self.reauthenticate(&token),
             ClientMessage::Subscribe {
                 keys, cursor, held, ..
@@ -59,12 +63,20 @@ impl Conn {
                         self.state.router.unsubscribe(self.id, key);
                     }
                 }
-                Ok(json!({"type": "ack", "keys": keys}))
+                Ok(ServerFrame::Ack(Ack {
+                    keys: Some(keys),
+                    ..Ack::default()
+                }))
             }
             ClientMessage::Fetch { keys, .. } => self.fetch(keys).await,
             ClientMessage::Write { tx, .. } => db::apply(&self.state.pool, &self.claims, &tx)
                 .await
-                .map(|result| json!({"type": "ack", "result": result})),
+                .map(|result| {
+                    ServerFrame::Ack(Ack {
+                        result: Some(result),
+                        ..Ack::default()
+                    })
+                }),
             ClientMessage::Presence {
                 action,
                 room,
@@ -90,7 +102,7 @@ impl Conn {
                     &event,
                     payload,
                 ) {
-                    Ok(json!({"type": "ack"}))
+                    Ok(ServerFrame::Ack(Ack::default()))
                 } else {
                     Err(Error::new(
                         errors::NOT_JOINED,
@@ -100,20 +112,15 @@ impl Conn {
             }
         };
         match result {
-            Ok(mut reply) => {
-                if let Some(r) = reference {
-                    reply["ref"] = r;
-                }
-                match send_text(socket, reply.to_string()).await {
-                    Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
-                }
-            }
+            Ok(reply) => match send_text(socket, reply.text(reference.as_ref())).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close(close::GOING_AWAY, String::new()),
+            },
             Err(error) => self.reply_error(socket, reference.as_ref(), error).await,
         }
     }
 
-    pub(super) fn reauthenticate(&mut self, token: &str) -> Result<Value, Error> {
+    pub(super) fn reauthenticate(&mut self, token: &str) -> Result<ServerFrame, Error> {
         let claims = self.state.verifier.verify(token)?;
         if claims.sub != self.claims.sub || claims.role != self.claims.role {
             return Err(Error::new(
@@ -126,10 +133,13 @@ impl Conn {
             self.state.router.set_identity(self.id, claims.identity());
         }
         self.claims = claims;
-        Ok(json!({"type": "ack", "exp": self.claims.exp}))
+        Ok(ServerFrame::Ack(Ack {
+            exp: Some(self.claims.exp),
+            ..Ack::default()
+        }))
     }
 
-    pub(super) async fn fetch(&mut self, keys: Vec<String>) -> Result<Value, Error> {
+    pub(super) async fn fetch(&mut self, keys: Vec<String>) -> Result<ServerFrame, Error> {
         if keys.len() > self.state.config.max_fetch_keys {
             return Err(Error::new(
                 errors::BAD_MESSAGE,
@@ -160,7 +170,10 @@ impl Conn {
                             self.held.insert(record_hash(table, &id));
                         }
                     }
-                    scopes.push(json!({"key": text, "rows": listed["rows"].take()}));
+                    scopes.push(ScopeRows {
+                        key: text.clone(),
+                        rows: listed["rows"].take(),
+                    });
                 }
             }
         }
@@ -178,7 +191,11 @@ impl Conn {
                 self.held.insert(record_hash(table, &id));
             }
         }
-        Ok(json!({"type": "records", "records": records, "scopes": scopes, "cursor": position}))
+        Ok(ServerFrame::Records {
+            records,
+            scopes,
+            cursor: position,
+        })
     }
 
     pub(super) async fn presence(
@@ -186,7 +203,7 @@ impl Conn {
         action: PresenceAction,
         room: String,
         state: Value,
-    ) -> Result<Value, Error> {
+    ) -> Result<ServerFrame, Error> {
         match action {
             PresenceAction::Leave => {
                 if self.rooms.remove(&room) {
@@ -232,7 +249,10 @@ impl Conn {
                 );
             }
         }
-        Ok(json!({"type": "ack", "room": room}))
+        Ok(ServerFrame::Ack(Ack {
+            room: Some(room),
+            ..Ack::default()
+        }))
     }
 }
 
@@ -241,40 +261,4 @@ pub(super) fn canonical(keys: Vec<String>) -> Result<Vec<String>, Error> {
     keys.iter()
         .map(|k| Key::parse(k).map(|key| key.canonical()))
         .collect()
-}
-
-/// A client frame as a message, or the error to reply with and the `ref` to echo.
-pub(super) fn parse_message(text: &str) -> Result<ClientMessage, (Option<Value>, Error)> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        (
-            None,
-            Error::new(errors::BAD_JSON, format!("malformed JSON: {e}")),
-        )
-    })?;
-    let reference = value.get("ref").cloned();
-    const TYPES: [&str; 8] = [
-        "auth",
-        "subscribe",
-        "unsubscribe",
-        "fetch",
-        "write",
-        "presence",
-        "broadcast",
-        "ping",
-    ];
-    let refused = |error| (reference.clone(), error);
-    match value.get("type").and_then(Value::as_str) {
-        Some(t) if TYPES.contains(&t) => {}
-        Some(t) => {
-            let t: String = t.chars().take(40).collect();
-            let message = format!("unknown message type {t:?}");
-            return Err(refused(Error::new(errors::UNKNOWN_TYPE, message)));
-        }
-        None => {
-            let message = "a message needs a string \"type\"";
-            return Err(refused(Error::new(errors::BAD_MESSAGE, message)));
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| refused(Error::new(errors::BAD_MESSAGE, format!("bad message: {e}"))))
 }

@@ -8,7 +8,7 @@ use crate::feed::visibility;
 use crate::keys::Key;
 use crate::metrics::Metrics;
 use crate::outbox::Outgoing;
-use crate::protocol::{members_digest, members_frame, resync_frame, ChangesFrame};
+use crate::protocol::{members_digest, Ack, ChangesFrame, ServerFrame};
 use crate::router::Interest;
 use crate::token::{encode, FeedId, Position, Tick, TokenError};
 use axum::extract::ws::{Message, WebSocket};
@@ -116,8 +116,8 @@ impl Conn {
             }
         }
         Metrics::add(&self.state.metrics.revocations, revoked.len() as u64);
-        let frame = json!({"type": "revoked", "keys": revoked});
-        self.outbox.push(Outgoing::Text(frame.to_string().into()));
+        let frame = ServerFrame::Revoked { keys: revoked };
+        self.outbox.push(Outgoing::Text(frame.text(None).into()));
     }
 
     pub(super) async fn subscribe(
@@ -126,7 +126,7 @@ impl Conn {
         keys: Vec<String>,
         cursor: Option<String>,
         held: HashMap<String, String>,
-    ) -> Result<Value, Error> {
+    ) -> Result<ServerFrame, Error> {
         let new: Vec<String> = keys
             .iter()
             .filter(|k| self.keys.get(*k) != Some(&true))
@@ -158,7 +158,11 @@ impl Conn {
         }
         self.send_queued(socket, &sent).await.map_err(gone)?;
         let cursor = position.map(|(feed, tick)| encode(feed, &Position::at(tick)));
-        Ok(json!({"type": "ack", "keys": keys, "cursor": cursor}))
+        Ok(ServerFrame::Ack(Ack {
+            keys: Some(keys),
+            cursor: Some(cursor),
+            ..Ack::default()
+        }))
     }
 
     /// After a resume: learns which rows the client holds under `keys` (a new bridge
@@ -191,9 +195,16 @@ impl Conn {
                         self.held.insert(record_hash(table, id));
                     }
                     if digests.get(text) != Some(&members_digest(rows)) {
-                        send_text(socket, members_frame(text, &members))
-                            .await
-                            .map_err(gone)?;
+                        send_text(
+                            socket,
+                            ServerFrame::Members {
+                                key: text.clone(),
+                                rows: members.clone(),
+                            }
+                            .text(None),
+                        )
+                        .await
+                        .map_err(gone)?;
                     }
                 }
             }
@@ -218,7 +229,7 @@ impl Conn {
             .replay(socket, feed, token, now, keys, &mut sent)
             .await?
         {
-            send_text(socket, resync_frame(keys, reason))
+            send_text(socket, ServerFrame::resync(keys, reason).text(None))
                 .await
                 .map_err(gone)?;
         }
@@ -347,7 +358,7 @@ impl Conn {
             None => return Ok(()),
         };
         if let Some((_, keys)) = plan.resyncs.pop() {
-            send_text(socket, resync_frame(&keys, "not_checked"))
+            send_text(socket, ServerFrame::resync(&keys, "not_checked").text(None))
                 .await
                 .map_err(gone)?;
         }
@@ -368,7 +379,9 @@ impl Conn {
                         .await
                         .map_err(gone)?;
                     socket
-                        .feed(Message::Text(resync_frame(&emptied, "truncate").into()))
+                        .feed(Message::Text(
+                            ServerFrame::resync(&emptied, "truncate").text(None).into(),
+                        ))
                         .await
                         .map_err(gone)?;
                 }
