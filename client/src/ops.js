@@ -832,8 +832,10 @@ export function parseTransaction(value, maxOps = 1000) {
     throw new OpError('id', 'must be a UUID');
   }
   const ops = field(value, 'ops');
-  if (!Array.isArray(ops) || ops.length === 0) {
-    throw new OpError('ops', 'must be a non-empty array');
+  // An empty list applies nothing: it is the inverse of a transaction that changed
+  // nothing, and an inverse must always be appliable.
+  if (!Array.isArray(ops)) {
+    throw new OpError('ops', 'must be an array');
   }
   if (ops.length > maxOps) {
     throw new OpError('ops', `${ops.length} ops, the limit is ${maxOps}`);
@@ -854,8 +856,27 @@ export function parseTransaction(value, maxOps = 1000) {
 // Applying ops
 
 /**
+ * The shortest prefix of `key` that writing at `key` would create: the first object on its
+ * path that is missing or null; null when every object on the path exists.
+ * @param {Row} row
+ * @param {Key} key
+ * @returns {Key | null}
+ */
+function createdAt(row, key) {
+  /** @type {Key} */
+  const prefix = { column: key.column, path: [] };
+  for (const name of key.path) {
+    if (!isObject(keyGet(row, prefix))) return prefix;
+    prefix.path = [...prefix.path, name];
+  }
+  return null;
+}
+
+/**
  * Writes or removes (`value` undefined) the value at `key` in `row` (mutated); returns the
- * op that restores the old value, guarded by the new one, or null when nothing changed.
+ * op that restores the old value, guarded by the new one, or null when nothing changed. A
+ * write through objects that did not exist (`meta.new.x` with no `meta.new`) is restored
+ * at the first of them, so that undoing it removes what it created, not only its last name.
  * @param {Row} row
  * @param {Key} key
  * @param {Json | undefined} value
@@ -869,12 +890,15 @@ function writeKey(row, key, value, base) {
   else if (value === undefined) unchanged = key.path.length === 0 && old === null;
   else unchanged = deepEqual(old, value);
   if (unchanged) return null;
+  const first = value === undefined ? null : createdAt(row, key);
+  const restored = first ?? key;
+  const previous = first === null ? old : keyGet(row, first);
   if (value === undefined) keyRemove(row, key);
   else keySet(row, key, cloneJson(value));
-  const written = keyGet(row, key);
-  const restore = old !== undefined ? old : key.path.length === 0 ? null : undefined;
+  const written = keyGet(row, restored);
+  const restore = previous !== undefined ? previous : restored.path.length === 0 ? null : undefined;
   /** @type {SetOp} */
-  const inverse = { type: 'set', ...base, key, remove: restore === undefined };
+  const inverse = { type: 'set', ...base, key: restored, remove: restore === undefined };
   if (restore !== undefined) inverse.value = restore;
   inverse.expect = written === undefined ? null : written;
   return inverse;
@@ -966,6 +990,11 @@ function applyOwned(row, op, now) {
       const before = listAt(row, op.key);
       const { items, old } = listInsert(before, cloneJson(op.value), op.position);
       if (deepEqual(items, before)) return { row, outcome: applied(null) };
+      // A list that was null or missing is restored as it was, not as [].
+      const current = keyGet(row, op.key);
+      if (current === undefined || current === null) {
+        return { row, outcome: applied(writeKey(row, op.key, items, base)) };
+      }
       keySet(row, op.key, items);
       /** @type {Op} */
       const inverse =

@@ -147,6 +147,18 @@ function runCase(file, c) {
   }
   assert.deepStrictEqual(outcome.inverse, withNow(c.inverse), 'inverse');
   assert.deepStrictEqual(outcome.skipped, c.skipped ?? [], 'skipped');
+  // The round trip: the inverse always applies, and restores every row as it was before.
+  if ((c.skipped ?? []).length === 0) {
+    const undone = applyTransaction(outcome.rows, parseTransaction({ ops: outcome.inverse }, 1000).ops, NOW);
+    for (const [table, expected] of Object.entries(before)) {
+      /** @type {Row[]} */
+      const actual = [];
+      for (const [k, row] of undone.rows) {
+        if (k.slice(0, k.indexOf(':')) === table && row !== null) actual.push(row);
+      }
+      assert.deepStrictEqual(normalise(actual, defaults), normalise(expected, defaults), `rows of ${table} after the inverse`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -263,7 +275,7 @@ test('parse errors name the field (and the op, in a transaction)', () => {
   /** @type {[unknown, string][]} */
   const txCases = [
     [[], 'transaction'],
-    [{ ops: [] }, 'ops'],
+    [{ ops: {} }, 'ops'],
     [{ id: 'nope', ops: [{}] }, 'id'],
     [{ ops: [{}], extra: 1 }, 'extra'],
   ];

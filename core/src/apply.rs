@@ -160,6 +160,12 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
             if items == before {
                 return Ok(Outcome::Applied { inverse: None });
             }
+            // A list that was null or missing is restored as it was, not as `[]`.
+            if matches!(key.get(r), None | Some(Value::Null)) {
+                return Ok(Outcome::Applied {
+                    inverse: set(r, key, Some(Value::Array(items)))?.map(inverse_of),
+                });
+            }
             key.set(r, Value::Array(items))?;
             let action = match old_index {
                 None => Action::ListRemove {
@@ -196,7 +202,9 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
 }
 
 /// Writes or removes the value at `key`; returns the action that restores the old value,
-/// guarded by the new one, or `None` when nothing changed.
+/// guarded by the new one, or `None` when nothing changed. A write through objects that
+/// did not exist (`meta.new.x` with no `meta.new`) is restored at the first of them, so
+/// that undoing it removes what it created and not only its last name.
 fn set(row: &mut Row, key: &Key, value: Option<Value>) -> Result<Option<Action>, ApplyError> {
     let old = key.get(row).cloned();
     let unchanged = match (&old, &value) {
@@ -208,21 +216,41 @@ fn set(row: &mut Row, key: &Key, value: Option<Value>) -> Result<Option<Action>,
     if unchanged {
         return Ok(None);
     }
+    let (restored, old) = match (&value, created_at(row, key)) {
+        (Some(_), Some(first)) => {
+            let old = first.get(row).cloned();
+            (first, old)
+        }
+        _ => (key.clone(), old),
+    };
     match &value {
         Some(v) => key.set(row, v.clone())?,
         None => key.remove(row)?,
     }
-    let written = key.get(row).cloned().unwrap_or(Value::Null);
+    let written = restored.get(row).cloned().unwrap_or(Value::Null);
     let restore = match old {
         Some(o) => Some(o),
-        None if key.path.is_empty() => Some(Value::Null),
+        None if restored.path.is_empty() => Some(Value::Null),
         None => None,
     };
     Ok(Some(Action::Set {
-        key: key.clone(),
+        key: restored,
         value: restore,
         expect: Some(written),
     }))
+}
+
+/// The shortest prefix of `key` that writing at `key` would create: the first object on
+/// its path that is missing or null. `None` when every object on the path exists.
+fn created_at(row: &Row, key: &Key) -> Option<Key> {
+    let mut prefix = Key::column(&key.column);
+    for name in &key.path {
+        match prefix.get(row) {
+            Some(Value::Object(_)) => prefix.path.push(name.clone()),
+            _ => return Some(prefix),
+        }
+    }
+    None
 }
 
 fn list_at(row: &Row, key: &Key) -> Result<Vec<Value>, ApplyError> {

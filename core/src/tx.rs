@@ -45,9 +45,11 @@ impl Transaction {
             Some(Value::String(s)) if is_uuid(s) => Some(s.to_ascii_lowercase()),
             Some(_) => return Err(OpError::new("id", "must be a UUID")),
         };
+        // An empty list applies nothing: it is the inverse of a transaction that changed
+        // nothing, and an inverse must always be appliable.
         let ops = match obj.get("ops") {
-            Some(Value::Array(ops)) if !ops.is_empty() => ops,
-            _ => return Err(OpError::new("ops", "must be a non-empty array")),
+            Some(Value::Array(ops)) => ops,
+            _ => return Err(OpError::new("ops", "must be an array")),
         };
         if ops.len() > max_ops {
             return Err(OpError::new(
@@ -117,7 +119,7 @@ mod tests {
         assert_eq!(Transaction::parse(&tx, 0).unwrap_err().field, "ops");
         for (bad, field) in [
             (json!([]), "transaction"),
-            (json!({"ops": []}), "ops"),
+            (json!({"ops": {}}), "ops"),
             (json!({"id": "nope", "ops": [{}]}), "id"),
             (json!({"ops": [{}], "extra": 1}), "extra"),
         ] {

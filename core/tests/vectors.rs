@@ -59,7 +59,7 @@ fn run_case(case: &Case) -> Result<(), String> {
                 outcome.inverse.iter().map(|op| op.to_json()).collect();
             check(
                 "inverse",
-                &Value::Array(actual_inverse),
+                &Value::Array(actual_inverse.clone()),
                 &with_now(&Value::Array(inverse.clone()), &now),
             )?;
             let actual_skipped: Vec<Value> = outcome.skipped.iter().map(|s| s.to_json()).collect();
@@ -67,7 +67,31 @@ fn run_case(case: &Case) -> Result<(), String> {
                 "skipped",
                 &Value::Array(actual_skipped),
                 &Value::Array(skipped.clone()),
-            )
+            )?;
+            // The round trip: applying the inverse restores every row as it was before
+            // (versions aside), and an inverse always applies, an empty one too.
+            if skipped.is_empty() {
+                let undo = Transaction::parse(&json!({ "ops": actual_inverse }), 1000)
+                    .map_err(|e| format!("the inverse does not parse: {e}"))?;
+                apply_tx(&mut rows, &undo.ops, &now)
+                    .map_err(|e| format!("the inverse does not apply: {}", e.error))?;
+                for (table, expected_rows) in &case.before {
+                    let actual: Vec<Value> = rows
+                        .iter()
+                        .filter(|((t, _), _)| t == table)
+                        .filter_map(|(_, row)| row.clone().map(Value::Object))
+                        .collect();
+                    check(
+                        &format!("rows of {table} after the inverse"),
+                        &Value::Array(normalise(&actual, &case.defaults)),
+                        &Value::Array(normalise(
+                            expected_rows.as_array().ok_or("before rows")?,
+                            &case.defaults,
+                        )),
+                    )?;
+                }
+            }
+            Ok(())
         }
         (Expected::Error { code, index, .. }, Err(e)) => check(
             "error",

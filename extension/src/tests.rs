@@ -260,7 +260,7 @@ mod tests {
             json!({"ops": [{"type": "create", "table": "items", "id": A, "value": {"n": 1, "tags": ["a"]}}]}),
         );
         let cases = [
-            (json!({"ops": []}), "RS001"),
+            (json!({"ops": {}}), "RS001"),
             (
                 json!({"ops": [{"type": "set", "table": "items", "id": "not-a-uuid", "key": "n", "value": 1}]}),
                 "RS001",
