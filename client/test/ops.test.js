@@ -227,65 +227,13 @@ test('parseKey: dotted and array forms; keyToJson uses the array form for dotted
   }
 });
 
-test('parse errors name the field (and the op, in a transaction)', () => {
-  /** @type {[unknown, string][]} */
-  const cases = [
-    ['set', 'op'],
-    [[], 'op'],
-    [{ table: 't', id: '1' }, 'type'],
-    [{ type: 'rename', table: 't', id: '1' }, 'type'],
-    [{ type: 'constructor', table: 't', id: '1' }, 'type'],
-    [{ type: 'set', id: '1', key: 'k', value: 1 }, 'table'],
-    [{ type: 'set', table: '', id: '1', key: 'k', value: 1 }, 'table'],
-    [{ type: 'set', table: 't', key: 'k', value: 1 }, 'id'],
-    [{ type: 'set', table: 't', id: 1.5, key: 'k', value: 1 }, 'id'],
-    [{ type: 'set', table: 't', id: '1', value: 1 }, 'key'],
-    [{ type: 'set', table: 't', id: '1', key: 'k' }, 'value'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', remove: true, value: 1 }, 'value'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', remove: 'yes' }, 'remove'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', value: 1, version: -1 }, 'version'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', value: 1, version: null }, 'version'],
-    [{ type: 'set', table: 't', id: '1', key: 'version', value: 1 }, 'key'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', value: 1, vesion: 1 }, 'vesion'],
-    // Unknown fields are reported in sorted order, as serde_json's maps iterate.
-    [{ type: 'set', table: 't', id: '1', key: 'k', value: 1, zz: 1, aa: 1 }, 'aa'],
-    [{ type: 'set', table: 't', id: '1', key: 'k', value: NaN }, 'value'],
-    [
-      { type: 'listInsert', table: 't', id: '1', key: 'k', value: 1, position: 'middle' },
-      'position',
-    ],
-    [
-      { type: 'listInsert', table: 't', id: '1', key: 'k', value: 1, position: { before: 1, after: 2 } },
-      'position',
-    ],
-    [{ type: 'create', table: 't', id: '1', value: [1] }, 'value'],
-    [{ type: 'create', table: 't', id: '1', value: {}, version: 1 }, 'version'],
-    [{ type: 'create', table: 't', id: '1', value: {}, expect_absent: 1 }, 'expect_absent'],
-    [{ type: 'delete', table: 't', id: '1', key: 'k' }, 'key'],
-    [{ type: 'delete', table: 't', id: '1', expect_version: 1.5 }, 'expect_version'],
-  ];
-  for (const [op, field] of cases) {
-    assert.throws(
-      () => parseOp(op),
-      (e) => e instanceof OpError && e.field === field && e.index === null,
-      `${JSON.stringify(op)} should fail on ${field}`,
-    );
-  }
-
-  /** @type {[unknown, string][]} */
-  const txCases = [
-    [[], 'transaction'],
-    [{ ops: {} }, 'ops'],
-    [{ id: 'nope', ops: [{}] }, 'id'],
-    [{ ops: [{}], extra: 1 }, 'extra'],
-  ];
-  for (const [tx, field] of txCases) {
-    assert.throws(
-      () => parseTransaction(tx),
-      (e) => e instanceof OpError && e.field === field && e.index === null,
-      JSON.stringify(tx),
-    );
-  }
+// Which field each malformed op or transaction names is pinned by tests/vectors/parse.json;
+// these are what JSON cannot carry, and the JavaScript error's shape.
+test('parse errors: values JSON cannot carry, and the error\'s message', () => {
+  assert.throws(
+    () => parseOp({ type: 'set', table: 't', id: '1', key: 'k', value: NaN }),
+    (e) => e instanceof OpError && e.field === 'value' && e.index === null,
+  );
   const twoOps = {
     ops: [
       { type: 'delete', table: 't', id: '1' },
@@ -294,11 +242,7 @@ test('parse errors name the field (and the op, in a transaction)', () => {
   };
   assert.throws(
     () => parseTransaction(twoOps),
-    (e) =>
-      e instanceof OpError &&
-      e.index === 1 &&
-      e.field === 'key' &&
-      String(e) === 'op 1, field "key": missing',
+    (e) => e instanceof OpError && String(e) === 'op 1, field "key": missing',
   );
   const tx = { id: '0B5E4F6A-1111-4222-8333-944455556666', ops: [{ type: 'delete', table: 't', id: 7 }] };
   const parsed = parseTransaction(tx, 10);

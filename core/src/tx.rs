@@ -106,6 +106,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Which field a malformed transaction names is pinned by tests/vectors/parse.json.
     #[test]
     fn parses_and_limits() {
         let tx = json!({"id": "0B5E4F6A-1111-4222-8333-944455556666", "ops": [
@@ -117,19 +118,5 @@ mod tests {
             Some("0b5e4f6a-1111-4222-8333-944455556666")
         );
         assert_eq!(Transaction::parse(&tx, 0).unwrap_err().field, "ops");
-        for (bad, field) in [
-            (json!([]), "transaction"),
-            (json!({"ops": {}}), "ops"),
-            (json!({"id": "nope", "ops": [{}]}), "id"),
-            (json!({"ops": [{}], "extra": 1}), "extra"),
-        ] {
-            assert_eq!(Transaction::parse(&bad, 10).unwrap_err().field, field);
-        }
-        let err = Transaction::parse(
-            &json!({"ops": [{"type":"delete","table":"t","id":"1"}, {"type":"set","table":"t","id":"1"}]}),
-            10,
-        )
-        .unwrap_err();
-        assert_eq!((err.index, err.field.as_str()), (Some(1), "key"));
     }
 }

@@ -26,7 +26,8 @@ pub enum Expected {
     },
     Error {
         code: String,
-        index: usize,
+        /// The op the error is in; `None` for the transaction itself.
+        index: Option<usize>,
         field: Option<String>,
     },
 }
@@ -54,7 +55,7 @@ impl VectorFile {
                 let expected = match c.get("error") {
                     Some(e) => Expected::Error {
                         code: e["code"].as_str().ok_or("error.code")?.to_string(),
-                        index: e["index"].as_u64().ok_or("error.index")? as usize,
+                        index: e["index"].as_u64().map(|i| i as usize),
                         field: e["field"].as_str().map(str::to_string),
                     },
                     None => Expected::Applied {

@@ -11,7 +11,8 @@ mod tests {
     use rowsync_core::vectors::{check, normalise, with_now, Expected, VectorFile};
     use serde_json::{json, Value};
 
-    const VECTOR_FILES: [(&str, &str); 4] = [
+    const VECTOR_FILES: [(&str, &str); 5] = [
+        ("parse.json", include_str!("../../tests/vectors/parse.json")),
         ("set.json", include_str!("../../tests/vectors/set.json")),
         ("list.json", include_str!("../../tests/vectors/list.json")),
         ("rows.json", include_str!("../../tests/vectors/rows.json")),
