@@ -157,7 +157,9 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
             let mut items = list_at(r, key)?;
             let before = items.clone();
             let old_index = list::insert(&mut items, value.clone(), position);
-            if items == before {
+            // By value, as everywhere: moving `1.0` to where `1` already is changes nothing
+            // (the JavaScript port cannot tell them apart either).
+            if deep_eq(&Value::Array(items.clone()), &Value::Array(before.clone())) {
                 return Ok(Outcome::Applied { inverse: None });
             }
             // A list that was null or missing is restored as it was, not as `[]`.
