@@ -28,137 +28,191 @@ pub enum JwtAlgorithm {
     Es256,
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Connection string of the authenticator role (NOINHERIT, granted the app roles).
-    pub database_url: Secret,
-    pub pool_size: usize,
-    pub jwt_algorithm: JwtAlgorithm,
-    /// HS256 shared secret.
-    pub jwt_secret: Secret,
-    /// RS256/ES256 public key, PEM.
-    pub jwt_public_key: String,
-    pub jwt_audience: Option<String>,
-    /// The role for tokens without a `role` claim.
-    pub default_role: String,
-    /// The role of connections without a token; unset: a token is required.
-    pub anon_role: Option<String>,
-    /// Origins allowed to open WebSockets and call the HTTP API from a browser; `*` allows any.
-    pub allowed_origins: Vec<String>,
-    /// A folder served at `/` (the demo app).
-    pub static_dir: Option<PathBuf>,
-    pub max_frame_bytes: usize,
-    pub max_subscriptions: usize,
-    pub max_rooms: usize,
-    pub max_fetch_keys: usize,
-    pub max_presence_state_bytes: usize,
-    pub messages_per_second: u32,
-    pub send_queue_frames: usize,
-    pub write_timeout: Duration,
-    pub heartbeat: Duration,
-    pub client_timeout: Duration,
-    pub reauthorize: Duration,
-    pub presence_timeout: Duration,
-    pub feed_poll: Duration,
-    pub feed_idle: Duration,
-    pub feed_safety_poll: Duration,
-    pub feed_batch: i32,
-    pub max_catch_up: usize,
-    /// Most rows a scope's `fetch` returns and a resume's `members` lists.
-    pub max_scope_rows: usize,
-    /// Identities checked per visibility statement, and statements run at once.
-    pub visibility_batch: usize,
-    pub visibility_parallel: usize,
-    pub visibility_timeout: Duration,
-    pub prune_interval: Duration,
-    pub bus_flush: Duration,
-    pub bus_max_bytes: usize,
-    pub shutdown_grace: Duration,
+/// Whether a setting must not be zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Positive,
+    Unchecked,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-            database_url: Secret::default(),
-            pool_size: 16,
-            jwt_algorithm: JwtAlgorithm::Hs256,
-            jwt_secret: Secret::default(),
-            jwt_public_key: String::new(),
-            jwt_audience: None,
-            default_role: "app_user".into(),
-            anon_role: None,
-            allowed_origins: Vec::new(),
-            static_dir: None,
-            max_frame_bytes: 64 * 1024,
-            max_subscriptions: 1000,
-            max_rooms: 32,
-            max_fetch_keys: 500,
-            max_presence_state_bytes: 1024,
-            messages_per_second: 50,
-            send_queue_frames: 1024,
-            write_timeout: Duration::from_secs(10),
-            heartbeat: Duration::from_secs(25),
-            client_timeout: Duration::from_secs(60),
-            reauthorize: Duration::from_secs(30),
-            presence_timeout: Duration::from_secs(30),
-            feed_poll: Duration::from_millis(2),
-            feed_idle: Duration::from_millis(250),
-            feed_safety_poll: Duration::from_secs(5),
-            feed_batch: 1000,
-            max_catch_up: 100_000,
-            max_scope_rows: 1000,
-            visibility_batch: 100,
-            visibility_parallel: 2,
-            visibility_timeout: Duration::from_secs(2),
-            prune_interval: Duration::from_secs(60),
-            bus_flush: Duration::from_millis(50),
-            bus_max_bytes: 64 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-        }
+/// One setting as the table below declares it: its key (environment variable
+/// `ROWSYNC_<KEY>`), its default as docs/configuration.md shows it, and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    pub shown_default: &'static str,
+    pub limit: Limit,
+}
+
+/// Zero, for the settings that must not be.
+trait Zero {
+    fn is_zero(&self) -> bool;
+}
+
+macro_rules! zero_for {
+    ($($t:ty),*) => { $(impl Zero for $t { fn is_zero(&self) -> bool { *self == 0 } })* };
+}
+zero_for!(usize, u32, i32);
+
+impl Zero for Duration {
+    fn is_zero(&self) -> bool {
+        Duration::is_zero(self)
     }
 }
 
-/// Every key, in the order docs/configuration.md gives them.
-pub const KEYS: &[&str] = &[
-    "listen",
-    "database_url",
-    "pool_size",
-    "jwt_algorithm",
-    "jwt_secret",
-    "jwt_public_key",
-    "jwt_audience",
-    "default_role",
-    "anon_role",
-    "allowed_origins",
-    "static_dir",
-    "max_frame_bytes",
-    "max_subscriptions",
-    "max_rooms",
-    "max_fetch_keys",
-    "max_presence_state_bytes",
-    "messages_per_second",
-    "send_queue_frames",
-    "write_timeout_ms",
-    "heartbeat_ms",
-    "client_timeout_ms",
-    "reauthorize_ms",
-    "presence_timeout_ms",
-    "feed_poll_ms",
-    "feed_idle_ms",
-    "feed_safety_poll_ms",
-    "feed_batch",
-    "max_catch_up",
-    "max_scope_rows",
-    "visibility_batch",
-    "visibility_parallel",
-    "visibility_timeout_ms",
-    "prune_interval_ms",
-    "bus_flush_ms",
-    "bus_max_bytes",
-    "shutdown_grace_ms",
-];
+/// Checks a setting declared `Positive`; nothing for `Unchecked` ones.
+macro_rules! zero_check {
+    (Positive, $value:expr, $key:literal) => {
+        if Zero::is_zero($value) {
+            return Some($key);
+        }
+    };
+    (Unchecked, $value:expr, $key:literal) => {};
+}
+
+/// The one table of settings: the struct, its defaults, parsing each key, the limits and
+/// the list docs/configuration.md is checked against all come from it.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $default:expr, $key:literal, $shown:literal, $parse:expr, $limit:ident;
+    )*) => {
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $($(#[doc = $doc])* pub $field: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $($field: $default,)* }
+            }
+        }
+
+        /// Every setting, in the order docs/configuration.md gives them.
+        pub const SETTINGS: &[Setting] = &[
+            $(Setting { key: $key, shown_default: $shown, limit: Limit::$limit },)*
+        ];
+
+        impl Config {
+            fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+                match key {
+                    $($key => self.$field = ($parse)(value)?,)*
+                    _ => return Err(format!("unknown key {key:?} (see docs/configuration.md)")),
+                }
+                Ok(())
+            }
+
+            /// The first setting that must not be zero and is.
+            fn zero_where_positive(&self) -> Option<&'static str> {
+                $(zero_check!($limit, &self.$field, $key);)*
+                None
+            }
+        }
+    };
+}
+
+fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {value:?}"))
+}
+
+fn ms(value: &str) -> Result<Duration, String> {
+    num::<u64>(value).map(Duration::from_millis)
+}
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.trim().to_string())
+}
+
+fn raw(value: &str) -> Result<String, String> {
+    Ok(value.to_string())
+}
+
+fn secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret(value.to_string()))
+}
+
+fn optional(value: &str) -> Result<Option<String>, String> {
+    Ok((!value.trim().is_empty()).then(|| value.trim().to_string()))
+}
+
+fn address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("not an address: {value:?}"))
+}
+
+fn algorithm(value: &str) -> Result<JwtAlgorithm, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "HS256" => Ok(JwtAlgorithm::Hs256),
+        "RS256" => Ok(JwtAlgorithm::Rs256),
+        "ES256" => Ok(JwtAlgorithm::Es256),
+        _ => Err(format!("{value:?}: use HS256, RS256 or ES256")),
+    }
+}
+
+fn origins(value: &str) -> Result<Vec<String>, String> {
+    Ok(value
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect())
+}
+
+fn folder(value: &str) -> Result<Option<PathBuf>, String> {
+    optional(value).map(|v| v.map(PathBuf::from))
+}
+
+settings! {
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8787)), "listen", "127.0.0.1:8787", address, Unchecked;
+    /// Connection string of the authenticator role (NOINHERIT, granted the app roles).
+    database_url: Secret = Secret::default(), "database_url", "none", secret, Unchecked;
+    pool_size: usize = 16, "pool_size", "16", num, Positive;
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm::Hs256, "jwt_algorithm", "HS256", algorithm, Unchecked;
+    /// HS256 shared secret.
+    jwt_secret: Secret = Secret::default(), "jwt_secret", "empty", secret, Unchecked;
+    /// RS256/ES256 public key, PEM.
+    jwt_public_key: String = String::new(), "jwt_public_key", "empty", raw, Unchecked;
+    jwt_audience: Option<String> = None, "jwt_audience", "unset", optional, Unchecked;
+    /// The role for tokens without a `role` claim.
+    default_role: String = "app_user".into(), "default_role", "app_user", text, Unchecked;
+    /// The role of connections without a token; unset: a token is required.
+    anon_role: Option<String> = None, "anon_role", "unset", optional, Unchecked;
+    /// Origins allowed to open WebSockets and call the HTTP API from a browser; `*` allows any.
+    allowed_origins: Vec<String> = Vec::new(), "allowed_origins", "none", origins, Unchecked;
+    /// A folder served at `/` (the demo app).
+    static_dir: Option<PathBuf> = None, "static_dir", "unset", folder, Unchecked;
+    max_frame_bytes: usize = 64 * 1024, "max_frame_bytes", "65536", num, Positive;
+    max_subscriptions: usize = 1000, "max_subscriptions", "1000", num, Positive;
+    max_rooms: usize = 32, "max_rooms", "32", num, Positive;
+    max_fetch_keys: usize = 500, "max_fetch_keys", "500", num, Positive;
+    max_presence_state_bytes: usize = 1024, "max_presence_state_bytes", "1024", num, Positive;
+    messages_per_second: u32 = 50, "messages_per_second", "50", num, Positive;
+    send_queue_frames: usize = 1024, "send_queue_frames", "1024", num, Positive;
+    write_timeout: Duration = Duration::from_secs(10), "write_timeout_ms", "10000", ms, Positive;
+    heartbeat: Duration = Duration::from_secs(25), "heartbeat_ms", "25000", ms, Positive;
+    client_timeout: Duration = Duration::from_secs(60), "client_timeout_ms", "60000", ms, Positive;
+    reauthorize: Duration = Duration::from_secs(30), "reauthorize_ms", "30000", ms, Positive;
+    presence_timeout: Duration = Duration::from_secs(30), "presence_timeout_ms", "30000", ms, Positive;
+    feed_poll: Duration = Duration::from_millis(2), "feed_poll_ms", "2", ms, Positive;
+    feed_idle: Duration = Duration::from_millis(250), "feed_idle_ms", "250", ms, Unchecked;
+    feed_safety_poll: Duration = Duration::from_secs(5), "feed_safety_poll_ms", "5000", ms, Positive;
+    feed_batch: i32 = 1000, "feed_batch", "1000", num, Positive;
+    max_catch_up: usize = 100_000, "max_catch_up", "100000", num, Positive;
+    /// Most rows a scope's `fetch` returns and a resume's `members` lists.
+    max_scope_rows: usize = 1000, "max_scope_rows", "1000", num, Positive;
+    /// Identities checked per visibility statement, and statements run at once.
+    visibility_batch: usize = 100, "visibility_batch", "100", num, Positive;
+    visibility_parallel: usize = 2, "visibility_parallel", "2", num, Positive;
+    visibility_timeout: Duration = Duration::from_secs(2), "visibility_timeout_ms", "2000", ms, Positive;
+    prune_interval: Duration = Duration::from_secs(60), "prune_interval_ms", "60000", ms, Unchecked;
+    bus_flush: Duration = Duration::from_millis(50), "bus_flush_ms", "50", ms, Positive;
+    bus_max_bytes: usize = 64 * 1024, "bus_max_bytes", "65536", num, Positive;
+    shutdown_grace: Duration = Duration::from_secs(10), "shutdown_grace_ms", "10000", ms, Unchecked;
+}
 
 impl Config {
     /// The file (if any), then `ROWSYNC_*` variables from `env`.
@@ -207,77 +261,6 @@ impl Config {
         Ok(config)
     }
 
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| format!("not a number: {value:?}"))
-        }
-        fn ms(value: &str) -> Result<Duration, String> {
-            num::<u64>(value).map(Duration::from_millis)
-        }
-        let optional = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
-        match key {
-            "listen" => {
-                self.listen = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("not an address: {value:?}"))?
-            }
-            "database_url" => self.database_url = Secret(value.to_string()),
-            "pool_size" => self.pool_size = num(value)?,
-            "jwt_algorithm" => {
-                self.jwt_algorithm = match value.trim().to_ascii_uppercase().as_str() {
-                    "HS256" => JwtAlgorithm::Hs256,
-                    "RS256" => JwtAlgorithm::Rs256,
-                    "ES256" => JwtAlgorithm::Es256,
-                    _ => return Err(format!("{value:?}: use HS256, RS256 or ES256")),
-                }
-            }
-            "jwt_secret" => self.jwt_secret = Secret(value.to_string()),
-            "jwt_public_key" => self.jwt_public_key = value.to_string(),
-            "jwt_audience" => self.jwt_audience = optional(value),
-            "default_role" => self.default_role = value.trim().to_string(),
-            "anon_role" => self.anon_role = optional(value),
-            "allowed_origins" => {
-                self.allowed_origins = value
-                    .split(',')
-                    .map(|o| o.trim().trim_end_matches('/').to_string())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            }
-            "static_dir" => self.static_dir = optional(value).map(PathBuf::from),
-            "max_frame_bytes" => self.max_frame_bytes = num(value)?,
-            "max_subscriptions" => self.max_subscriptions = num(value)?,
-            "max_rooms" => self.max_rooms = num(value)?,
-            "max_fetch_keys" => self.max_fetch_keys = num(value)?,
-            "max_presence_state_bytes" => self.max_presence_state_bytes = num(value)?,
-            "messages_per_second" => self.messages_per_second = num(value)?,
-            "send_queue_frames" => self.send_queue_frames = num(value)?,
-            "heartbeat_ms" => self.heartbeat = ms(value)?,
-            "client_timeout_ms" => self.client_timeout = ms(value)?,
-            "write_timeout_ms" => self.write_timeout = ms(value)?,
-            "reauthorize_ms" => self.reauthorize = ms(value)?,
-            "presence_timeout_ms" => self.presence_timeout = ms(value)?,
-            "feed_poll_ms" => self.feed_poll = ms(value)?,
-            "feed_idle_ms" => self.feed_idle = ms(value)?,
-            "feed_safety_poll_ms" => self.feed_safety_poll = ms(value)?,
-            "feed_batch" => self.feed_batch = num(value)?,
-            "max_catch_up" => self.max_catch_up = num(value)?,
-            "max_scope_rows" => self.max_scope_rows = num(value)?,
-            "visibility_batch" => self.visibility_batch = num(value)?,
-            "visibility_parallel" => self.visibility_parallel = num(value)?,
-            "visibility_timeout_ms" => self.visibility_timeout = ms(value)?,
-            "prune_interval_ms" => self.prune_interval = ms(value)?,
-            "bus_flush_ms" => self.bus_flush = ms(value)?,
-            "bus_max_bytes" => self.bus_max_bytes = num(value)?,
-            "shutdown_grace_ms" => self.shutdown_grace = ms(value)?,
-            _ => return Err(format!("unknown key {key:?} (see docs/configuration.md)")),
-        }
-        Ok(())
-    }
-
     fn validate(&self) -> Result<(), String> {
         if self.database_url.0.is_empty() {
             return Err("database_url is required (ROWSYNC_DATABASE_URL)".into());
@@ -291,38 +274,8 @@ impl Config {
             }
             _ => {}
         }
-        let positive = [
-            ("pool_size", self.pool_size),
-            ("max_frame_bytes", self.max_frame_bytes),
-            ("max_subscriptions", self.max_subscriptions),
-            ("max_rooms", self.max_rooms),
-            ("max_fetch_keys", self.max_fetch_keys),
-            ("max_presence_state_bytes", self.max_presence_state_bytes),
-            ("send_queue_frames", self.send_queue_frames),
-            ("messages_per_second", self.messages_per_second as usize),
-            ("feed_batch", self.feed_batch.max(0) as usize),
-            ("max_catch_up", self.max_catch_up),
-            ("max_scope_rows", self.max_scope_rows),
-            ("visibility_batch", self.visibility_batch),
-            ("visibility_parallel", self.visibility_parallel),
-            ("bus_max_bytes", self.bus_max_bytes),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{name} must be positive"));
-        }
-        let durations = [
-            ("heartbeat_ms", self.heartbeat),
-            ("client_timeout_ms", self.client_timeout),
-            ("reauthorize_ms", self.reauthorize),
-            ("write_timeout_ms", self.write_timeout),
-            ("presence_timeout_ms", self.presence_timeout),
-            ("feed_poll_ms", self.feed_poll),
-            ("feed_safety_poll_ms", self.feed_safety_poll),
-            ("bus_flush_ms", self.bus_flush),
-            ("visibility_timeout_ms", self.visibility_timeout),
-        ];
-        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
-            return Err(format!("{name} must be positive"));
+        if let Some(key) = self.zero_where_positive() {
+            return Err(format!("{key} must be positive"));
         }
         if self.client_timeout <= self.heartbeat {
             return Err("client_timeout_ms must be longer than heartbeat_ms".into());
@@ -346,6 +299,55 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// docs/configuration.md lists every setting of the table, in its order, with its
+    /// environment variable, its default and whether it must be positive; and each default
+    /// it shows as a value is the value the code defaults to.
+    #[test]
+    fn the_documented_table_is_the_code() {
+        let docs = include_str!("../../docs/configuration.md");
+        let table = docs.split("## Keys").nth(1).expect("a Keys section");
+        let rows: Vec<Vec<String>> = table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                l.split(" | ")
+                    .map(|c| c.trim_matches(['|', ' ']).to_string())
+                    .collect()
+            })
+            .collect();
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|r| r[0].trim_matches('`').to_string())
+            .collect();
+        let expected: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(keys, expected, "the keys of docs/configuration.md");
+        for (row, setting) in rows.iter().zip(SETTINGS) {
+            let key = setting.key;
+            assert_eq!(
+                row[1],
+                format!("`ROWSYNC_{}`", key.to_ascii_uppercase()),
+                "{key}"
+            );
+            assert_eq!(
+                row[2].trim_matches('`'),
+                setting.shown_default,
+                "{key}'s default"
+            );
+            let positive = row.last().is_some_and(|l| l.starts_with("positive"));
+            assert_eq!(positive, setting.limit == Limit::Positive, "{key}'s limit");
+            if row[2].starts_with('`') {
+                let mut config = Config::default();
+                config.set(key, setting.shown_default).unwrap();
+                assert_eq!(
+                    format!("{config:?}"),
+                    format!("{:?}", Config::default()),
+                    "{key}: the documented default is the code's"
+                );
+            }
+        }
+    }
 
     #[test]
     fn environment_overrides_file() {
