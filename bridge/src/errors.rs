@@ -1,6 +1,8 @@
 //! Every error the bridge reports, with its wire code, HTTP status and whether a retry
-//! may succeed. The same table is in docs/errors.md.
+//! may succeed; rowsync's own codes come from rowsync_core::codes. A test holds
+//! docs/errors.md to both.
 
+use rowsync_core::codes;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +36,14 @@ pub const TOKEN_EXPIRED: Kind = kind("token_expired", 401, false);
 pub const FORBIDDEN_ORIGIN: Kind = kind("forbidden_origin", 403, false);
 pub const INTERNAL: Kind = kind("internal", 500, true);
 
-// What Postgres and the extension refuse, by SQLSTATE.
-pub const INVALID_OP: Kind = kind("invalid_op", 400, false);
-pub const TABLE_NOT_SYNCED: Kind = kind("table_not_synced", 404, false);
-pub const UNKNOWN_COLUMN: Kind = kind("unknown_column", 400, false);
-pub const WRONG_TYPE: Kind = kind("wrong_type", 400, false);
-pub const NOT_FOUND: Kind = kind("not_found", 404, false);
-pub const CONFLICT: Kind = kind("conflict", 409, false);
-pub const RESYNC: Kind = kind("resync", 410, false);
+// What the extension refuses: rowsync's own codes (rowsync_core::codes).
+const fn rowsync(code: codes::Code) -> Kind {
+    kind(code.wire, code.http, code.temporary)
+}
+pub const INVALID_OP: Kind = rowsync(codes::INVALID_OP);
+pub const NOT_FOUND: Kind = rowsync(codes::NOT_FOUND);
+
+// What Postgres refuses, by SQLSTATE.
 pub const PERMISSION_DENIED: Kind = kind("permission_denied", 403, false);
 pub const ALREADY_EXISTS: Kind = kind("already_exists", 409, false);
 pub const CONSTRAINT: Kind = kind("constraint_violation", 422, false);
@@ -50,16 +52,39 @@ pub const RETRY: Kind = kind("retry", 503, true);
 pub const TIMEOUT: Kind = kind("timeout", 504, true);
 pub const DATABASE_UNAVAILABLE: Kind = kind("database_unavailable", 503, true);
 
+/// Every code the bridge sends that is not rowsync's own (those are rowsync_core::codes).
+pub const BRIDGE_CODES: [Kind; 22] = [
+    BAD_JSON,
+    UNKNOWN_TYPE,
+    BAD_MESSAGE,
+    BAD_KEY,
+    FRAME_TOO_LARGE,
+    TOO_MANY_SUBSCRIPTIONS,
+    TOO_MANY_ROOMS,
+    RATE_LIMITED,
+    STATE_TOO_LARGE,
+    NOT_JOINED,
+    UNAUTHORIZED,
+    TOKEN_EXPIRED,
+    FORBIDDEN_ORIGIN,
+    INTERNAL,
+    PERMISSION_DENIED,
+    ALREADY_EXISTS,
+    CONSTRAINT,
+    INVALID_VALUE,
+    RETRY,
+    TIMEOUT,
+    DATABASE_UNAVAILABLE,
+    // Sent by the bridge for a key or room the user may not follow, as well as for RS404.
+    NOT_FOUND,
+];
+
 /// The one mapping from SQLSTATE to wire error.
 pub fn for_sqlstate(state: &str) -> Kind {
+    if let Some(code) = codes::for_sqlstate(state) {
+        return rowsync(code);
+    }
     match state {
-        "RS001" => INVALID_OP,
-        "RS002" => TABLE_NOT_SYNCED,
-        "RS003" => UNKNOWN_COLUMN,
-        "RS004" => WRONG_TYPE,
-        "RS404" => NOT_FOUND,
-        "RS409" => CONFLICT,
-        "RS410" => RESYNC,
         "42501" => PERMISSION_DENIED,
         "23505" => ALREADY_EXISTS,
         "40001" | "40P01" | "55P03" => RETRY,
@@ -161,6 +186,59 @@ impl From<deadpool_postgres::PoolError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows of the Markdown table under `heading` in docs/errors.md, as cells.
+    fn table(heading: &str) -> Vec<Vec<String>> {
+        let docs = include_str!("../../docs/errors.md");
+        let section = docs.split(heading).nth(1).expect(heading);
+        // The rest of the heading's line, then the separator row.
+        section
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().trim_matches('`').to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// docs/errors.md lists every code the bridge sends, with its HTTP status and whether
+    /// it is temporary, and maps each of rowsync's SQLSTATEs to its code and meaning, as the
+    /// code does. The client's own codes collide with none of them.
+    #[test]
+    fn the_documented_codes_are_the_code() {
+        use std::collections::BTreeSet;
+        let documented: BTreeSet<(String, u16, bool)> = table("| code | HTTP |")
+            .iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[2] == "true"))
+            .collect();
+        let mut codes: BTreeSet<(String, u16, bool)> = BRIDGE_CODES
+            .iter()
+            .map(|k| (k.code.to_string(), k.status, k.temporary))
+            .collect();
+        codes.extend(
+            codes::ALL
+                .iter()
+                .map(|c| (c.wire.to_string(), c.http, c.temporary)),
+        );
+        assert_eq!(documented, codes, "docs/errors.md's codes");
+        let rowsync: Vec<(String, String, String)> = table("| SQLSTATE | wire code |")
+            .into_iter()
+            .filter(|r| r[0].starts_with("RS"))
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+            .collect();
+        let expected: Vec<(String, String, String)> = codes::ALL
+            .iter()
+            .map(|c| (c.sqlstate.into(), c.wire.into(), c.meaning.into()))
+            .collect();
+        assert_eq!(rowsync, expected, "docs/errors.md's RS rows");
+        for client in ["disconnected", "request_timeout"] {
+            assert!(codes.iter().all(|(code, ..)| code != client), "{client}");
+        }
+    }
 
     #[test]
     fn sqlstates_map_to_their_codes() {

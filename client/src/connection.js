@@ -230,7 +230,7 @@ export class Connection {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(ref);
-        reject(new RowsyncError({ code: 'timeout', message: 'no reply in time', temporary: true }));
+        reject(new RowsyncError({ code: 'request_timeout', message: 'no reply in time', temporary: true }));
       }, this.options.requestTimeoutMs ?? 10000);
       this.pending.set(ref, { resolve, reject, timer });
       this.socket.send(JSON.stringify({ ...frame, ref }));

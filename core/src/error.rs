@@ -55,10 +55,13 @@ impl ApplyError {
     /// Stable name used by the shared test vectors and on the wire.
     pub fn code(&self) -> &'static str {
         match self {
-            ApplyError::NotFound => "not_found",
+            ApplyError::NotFound => crate::codes::NOT_FOUND.wire,
+            // A taken id is Postgres's unique violation (23505), not a code of rowsync's.
             ApplyError::AlreadyExists => "already_exists",
-            ApplyError::Conflict { .. } => "conflict",
-            ApplyError::NotAList { .. } | ApplyError::NotAnObject { .. } => "wrong_type",
+            ApplyError::Conflict { .. } => crate::codes::CONFLICT.wire,
+            ApplyError::NotAList { .. } | ApplyError::NotAnObject { .. } => {
+                crate::codes::WRONG_TYPE.wire
+            }
         }
     }
 }

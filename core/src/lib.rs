@@ -6,6 +6,7 @@
 //! each yields the op that undoes it, computed from the row as it was.
 
 pub mod apply;
+pub mod codes;
 pub mod error;
 pub mod json;
 pub mod key;

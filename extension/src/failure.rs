@@ -1,6 +1,6 @@
 //! Everything `_apply` and `_get` can refuse, each with its SQLSTATE (docs/sql.md lists them).
 
-use rowsync_core::{ApplyError, OpError};
+use rowsync_core::{codes, ApplyError, OpError};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -78,12 +78,12 @@ impl Failure {
 
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            Failure::InvalidOp(_) => "RS001",
-            Failure::NotSynced { .. } => "RS002",
-            Failure::UnknownColumn { .. } => "RS003",
-            Failure::WrongType { .. } => "RS004",
-            Failure::NotFound { .. } => "RS404",
-            Failure::Conflict { .. } => "RS409",
+            Failure::InvalidOp(_) => codes::INVALID_OP.sqlstate,
+            Failure::NotSynced { .. } => codes::TABLE_NOT_SYNCED.sqlstate,
+            Failure::UnknownColumn { .. } => codes::UNKNOWN_COLUMN.sqlstate,
+            Failure::WrongType { .. } => codes::WRONG_TYPE.sqlstate,
+            Failure::NotFound { .. } => codes::NOT_FOUND.sqlstate,
+            Failure::Conflict { .. } => codes::CONFLICT.sqlstate,
             Failure::Denied { .. } => "42501",
             Failure::AlreadyExists { .. } => "23505",
         }

@@ -48,14 +48,13 @@ mod tests {
         .expect("vector table");
     }
 
+    /// The SQLSTATE of a vector's error code: rowsync's own from the catalogue, and
+    /// Postgres's unique violation for a taken id.
     fn vector_code(code: &str) -> &'static str {
-        match code {
-            "invalid_op" => "RS001",
-            "not_found" => "RS404",
-            "already_exists" => "23505",
-            "conflict" => "RS409",
-            "wrong_type" => "RS004",
-            _ => "unknown vector code",
+        match rowsync_core::codes::ALL.iter().find(|c| c.wire == code) {
+            Some(c) => c.sqlstate,
+            None if code == "already_exists" => "23505",
+            None => "unknown vector code",
         }
     }
 
