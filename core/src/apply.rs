@@ -2,7 +2,7 @@
 
 use crate::error::ApplyError;
 use crate::json::deep_eq;
-use crate::key::Key;
+use crate::key::FieldKey;
 use crate::list;
 use crate::op::{Action, Op};
 use crate::{Row, VERSION_COLUMN};
@@ -42,7 +42,7 @@ pub struct Skip {
     pub index: usize,
     pub table: String,
     pub id: String,
-    pub key: Option<Key>,
+    pub key: Option<FieldKey>,
     pub reason: SkipReason,
 }
 
@@ -207,7 +207,7 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
 /// guarded by the new one, or `None` when nothing changed. A write through objects that
 /// did not exist (`meta.new.x` with no `meta.new`) is restored at the first of them, so
 /// that undoing it removes what it created and not only its last name.
-fn set(row: &mut Row, key: &Key, value: Option<Value>) -> Result<Option<Action>, ApplyError> {
+fn set(row: &mut Row, key: &FieldKey, value: Option<Value>) -> Result<Option<Action>, ApplyError> {
     let old = key.get(row).cloned();
     let unchanged = match (&old, &value) {
         (None, None) => true,
@@ -244,8 +244,8 @@ fn set(row: &mut Row, key: &Key, value: Option<Value>) -> Result<Option<Action>,
 
 /// The shortest prefix of `key` that writing at `key` would create: the first object on
 /// its path that is missing or null. `None` when every object on the path exists.
-fn created_at(row: &Row, key: &Key) -> Option<Key> {
-    let mut prefix = Key::column(&key.column);
+fn created_at(row: &Row, key: &FieldKey) -> Option<FieldKey> {
+    let mut prefix = FieldKey::column(&key.column);
     for name in &key.path {
         match prefix.get(row) {
             Some(Value::Object(_)) => prefix.path.push(name.clone()),
@@ -255,7 +255,7 @@ fn created_at(row: &Row, key: &Key) -> Option<Key> {
     None
 }
 
-fn list_at(row: &Row, key: &Key) -> Result<Vec<Value>, ApplyError> {
+fn list_at(row: &Row, key: &FieldKey) -> Result<Vec<Value>, ApplyError> {
     match key.get(row) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),

@@ -7,20 +7,20 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
+pub struct FieldKey {
     pub column: String,
     pub path: Vec<String>,
 }
 
-impl Key {
+impl FieldKey {
     pub fn column(name: &str) -> Self {
-        Key {
+        FieldKey {
             column: name.to_string(),
             path: Vec::new(),
         }
     }
 
-    pub fn parse(value: &Value) -> Result<Key, OpError> {
+    pub fn parse(value: &Value) -> Result<FieldKey, OpError> {
         let segments: Vec<String> = match value {
             Value::String(s) => s.split('.').map(str::to_string).collect(),
             Value::Array(items) => items
@@ -42,7 +42,7 @@ impl Key {
         }
         let mut segments = segments.into_iter();
         let column = segments.next().unwrap_or_default();
-        Ok(Key {
+        Ok(FieldKey {
             column,
             path: segments.collect(),
         })
@@ -130,7 +130,7 @@ impl Key {
     }
 }
 
-impl fmt::Display for Key {
+impl fmt::Display for FieldKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.column)?;
         for name in &self.path {
@@ -151,12 +151,12 @@ mod tests {
 
     #[test]
     fn parses_both_forms() {
-        let dotted = Key::parse(&json!("meta.color")).unwrap();
-        let array = Key::parse(&json!(["meta", "color"])).unwrap();
+        let dotted = FieldKey::parse(&json!("meta.color")).unwrap();
+        let array = FieldKey::parse(&json!(["meta", "color"])).unwrap();
         assert_eq!(dotted, array);
         assert_eq!(dotted.column, "meta");
         assert_eq!(dotted.to_json(), json!("meta.color"));
-        let with_dot = Key::parse(&json!(["meta", "a.b"])).unwrap();
+        let with_dot = FieldKey::parse(&json!(["meta", "a.b"])).unwrap();
         assert_eq!(with_dot.to_json(), json!(["meta", "a.b"]));
     }
 
@@ -170,20 +170,20 @@ mod tests {
             json!(3),
             json!(null),
         ] {
-            assert!(Key::parse(&bad).is_err(), "{bad}");
+            assert!(FieldKey::parse(&bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn set_creates_objects_and_refuses_scalars() {
         let mut r = row(json!({"meta": null}));
-        Key::parse(&json!("meta.a.b"))
+        FieldKey::parse(&json!("meta.a.b"))
             .unwrap()
             .set(&mut r, json!(1))
             .unwrap();
         assert_eq!(r["meta"], json!({"a": {"b": 1}}));
         let mut r = row(json!({"meta": {"a": 5}}));
-        let err = Key::parse(&json!("meta.a.b"))
+        let err = FieldKey::parse(&json!("meta.a.b"))
             .unwrap()
             .set(&mut r, json!(1));
         assert!(matches!(err, Err(crate::ApplyError::NotAnObject { .. })));
@@ -192,11 +192,14 @@ mod tests {
     #[test]
     fn remove_drops_path_and_nulls_columns() {
         let mut r = row(json!({"meta": {"a": 1, "b": 2}, "title": "x"}));
-        Key::parse(&json!("meta.a"))
+        FieldKey::parse(&json!("meta.a"))
             .unwrap()
             .remove(&mut r)
             .unwrap();
-        Key::parse(&json!("title")).unwrap().remove(&mut r).unwrap();
+        FieldKey::parse(&json!("title"))
+            .unwrap()
+            .remove(&mut r)
+            .unwrap();
         assert_eq!(Value::Object(r), json!({"meta": {"b": 2}, "title": null}));
     }
 }

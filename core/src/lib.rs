@@ -17,7 +17,7 @@ pub mod vectors;
 
 pub use apply::{apply_op, Outcome, Skip, SkipReason};
 pub use error::{ApplyError, OpError};
-pub use key::Key;
+pub use key::FieldKey;
 pub use op::{Action, Op, Position};
 pub use tx::{apply_tx, is_uuid, RowKey, Rows, Transaction, TxError, TxOutcome};
 

@@ -1,7 +1,7 @@
 //! The operations and their wire format.
 
 use crate::error::OpError;
-use crate::key::Key;
+use crate::key::FieldKey;
 use crate::Row;
 use serde_json::{json, Map, Value};
 
@@ -20,20 +20,20 @@ pub enum Action {
     /// `value: None` removes the key (`"remove": true` on the wire). `expect` guards undo:
     /// the op is skipped unless the key still holds that value (absent counts as null).
     Set {
-        key: Key,
+        key: FieldKey,
         value: Option<Value>,
         expect: Option<Value>,
     },
     SetNow {
-        key: Key,
+        key: FieldKey,
     },
     ListInsert {
-        key: Key,
+        key: FieldKey,
         value: Value,
         position: Position,
     },
     ListRemove {
-        key: Key,
+        key: FieldKey,
         value: Value,
     },
     /// `expect_absent` (undo of a delete) skips instead of failing when the id is taken.
@@ -67,7 +67,7 @@ impl Action {
         }
     }
 
-    pub fn key(&self) -> Option<&Key> {
+    pub fn key(&self) -> Option<&FieldKey> {
         match self {
             Action::Set { key, .. }
             | Action::SetNow { key }
@@ -128,7 +128,7 @@ impl Op {
         let key = || {
             obj.get("key")
                 .ok_or_else(|| OpError::new("key", "missing"))
-                .and_then(Key::parse)
+                .and_then(FieldKey::parse)
         };
         let value = || {
             obj.get("value")
