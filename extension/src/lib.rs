@@ -1,5 +1,6 @@
-//! The rowsync extension. Schema, triggers and the feed are SQL (`extension/sql/`); the
-//! operation semantics run in Rust, from `rowsync-core`, in `rowsync._apply`.
+//! The rowsync extension. Schema, triggers and the feed are SQL (`extension/sql/`, one
+//! file per topic); the operation semantics run in Rust, from `rowsync-core`, in
+//! `rowsync._apply`.
 
 use pgrx::prelude::*;
 
@@ -29,18 +30,37 @@ pub extern "C-unwind" fn _PG_init() {
     wakeup::register();
 }
 
+// The SQL surface by topic, in the order it is created: tables, writes, the registry,
+// reading scopes, visibility, the feed, wake-ups and the bus, and last the grants, which
+// name functions from all of them.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!(
-    "../sql/functions.sql",
-    name = "functions",
+    "../sql/writes.sql",
+    name = "writes",
     requires = ["bootstrap"]
+);
+extension_sql_file!(
+    "../sql/registry.sql",
+    name = "registry",
+    requires = ["writes"]
+);
+extension_sql_file!(
+    "../sql/scopes.sql",
+    name = "scopes",
+    requires = ["registry"]
 );
 extension_sql_file!(
     "../sql/visibility.sql",
     name = "visibility",
-    requires = ["functions"]
+    requires = ["scopes"]
 );
-extension_sql_file!("../sql/feed.sql", name = "feed", finalize);
+extension_sql_file!("../sql/feed.sql", name = "feed", requires = ["visibility"]);
+extension_sql_file!(
+    "../sql/listeners.sql",
+    name = "listeners",
+    requires = ["feed"]
+);
+extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 /// Applies a transaction as the caller. Returns `{"error": …}` instead of raising, so that
 /// `rowsync.apply` can raise it with rowsync's own SQLSTATE (pgrx can only raise the
