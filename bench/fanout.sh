@@ -31,7 +31,7 @@ echo "## resume: a client 10k changes behind"
 # The load generator reports the CPU the server and Postgres used while it wrote and
 # drained: on 2 cores its own share varies from run to run, the servers' work per
 # delivered row less.
-postmaster=$(head -1 "$run/pgdata/postmaster.pid")
+postmaster=$(head -1 "$run/data/postmaster.pid")
 bridge() {
   "$loadgen" --url "$bridge_url" --db "$db" --secret "$BENCH_SECRET" \
     --server-pid "$bridge_pid" --postgres-pid "$postmaster" "$@"

@@ -12,12 +12,9 @@ build_release() {
 
 start_cluster() {
   run=$ROOT/.run/bench
-  rm -rf "$run"; mkdir -p "$run"
-  [ "$(id -u)" -eq 0 ] && chown postgres "$run"
-  port=$(free_port)
-  as_postgres "$PG_BIN/initdb" -D "$run/pgdata" -A trust -U postgres -E UTF8 --locale=C >/dev/null
-  as_postgres "$PG_BIN/pg_ctl" -D "$run/pgdata" -l "$run/postgres.log" -w \
-    -o "-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min" start >/dev/null
+  rm -rf "$run"
+  port=$(bash scripts/cluster.sh start "$run" "" -c max_connections=200 -c shared_buffers=256MB \
+    -c max_wal_size=4GB -c checkpoint_timeout=30min)
   trap stop_all EXIT
   psql=("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres)
   "${psql[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
@@ -44,7 +41,7 @@ start_bridge() {
 stop_all() {
   [ -n "${ref_pid:-}" ] && kill "$ref_pid" 2>/dev/null
   [ -n "${bridge_pid:-}" ] && kill "$bridge_pid" 2>/dev/null
-  as_postgres "$PG_BIN/pg_ctl" -D "$run/pgdata" -m fast stop >/dev/null 2>&1 || true
+  bash scripts/cluster.sh stop "$run"
 }
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }

@@ -11,23 +11,10 @@ cargo build -p rowsync-bridge
 bridge_bin=$CARGO_TARGET_DIR/debug/rowsync-bridge
 
 run=$ROOT/.run
-data=$run/pgdata
-mkdir -p "$run"
-if [ "$(id -u)" -eq 0 ]; then chown postgres "$run"; fi
-if [ ! -f "$data/PG_VERSION" ]; then
-  as_postgres "$PG_BIN/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
-fi
-if as_postgres "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-  port=$(cat "$run/port")
-else
-  port=$(free_port)
-  echo "$port" > "$run/port"
-  as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$run/postgres.log" -w \
-    -o "-p $port -k $run -c listen_addresses=127.0.0.1" start >/dev/null
-fi
+port=$(bash scripts/cluster.sh start "$run")
 stop() {
   [ -n "${bridge_pid:-}" ] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
-  as_postgres "$PG_BIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true
+  bash scripts/cluster.sh stop "$run"
 }
 trap 'stop; exit 0' INT TERM
 

@@ -35,39 +35,33 @@ static DATA_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 extern "C" fn stop_cluster() {
     let dir = DATA_DIR.lock().ok().and_then(|d| d.clone());
     if let Some(dir) = dir {
-        let data = dir.join("data");
-        let _ = as_postgres(pg_ctl(&data).args(["-m", "immediate", "stop"])).output();
+        let _ = cluster_script(&["stop".as_ref(), dir.as_os_str(), "immediate".as_ref()]).output();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-fn pg_ctl(data: &Path) -> Command {
-    let mut cmd = Command::new(format!("{PG_BIN}/pg_ctl"));
-    cmd.arg("-D").arg(data);
+/// scripts/cluster.sh, the one place a cluster is started and stopped.
+fn cluster_script(args: &[&std::ffi::OsStr]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh"))
+        .args(args);
     cmd
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+/// What the tests need of Postgres beyond its defaults: speed over durability, room for
+/// many connections and prepared transactions.
+const TEST_SETTINGS: [&str; 8] = [
+    "-c",
+    "fsync=off",
+    "-c",
+    "max_connections=300",
+    "-c",
+    "max_prepared_transactions=20",
+    "-c",
+    "shared_buffers=64MB",
+];
 
-/// Postgres refuses to run as root: when we are root, run it as `postgres`.
-fn as_postgres(cmd: &mut Command) -> Command {
-    if !is_root() {
-        let mut same = Command::new(cmd.get_program());
-        same.args(cmd.get_args());
-        return same;
-    }
-    let mut wrapped = Command::new("runuser");
-    wrapped
-        .args(["-u", "postgres", "--"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    wrapped
-}
-
-fn run(mut cmd: Command, what: &str) {
+fn run(mut cmd: Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -75,6 +69,7 @@ fn run(mut cmd: Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A port nobody listens on now. Postgres binds it right after; a clash fails loudly.
@@ -101,12 +96,11 @@ impl Cluster {
 
     /// Restarts Postgres on the same port (fast shutdown: connections are cut).
     pub fn restart(&self) {
-        let data = self.dir.join("data");
         run(
-            as_postgres(pg_ctl(&data).args(["-m", "fast", "-w", "stop"])),
-            "pg_ctl stop",
+            cluster_script(&["stop".as_ref(), self.dir.as_os_str(), "fast".as_ref()]),
+            "stop the cluster",
         );
-        self.start_postgres();
+        self.start_postgres(&self.port.to_string());
     }
 
     fn start() -> Cluster {
@@ -119,60 +113,19 @@ impl Cluster {
 
     fn start_in(dir: PathBuf) -> Cluster {
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("test cluster dir");
-        if is_root() {
-            run(
-                {
-                    let mut c = Command::new("chown");
-                    c.arg("postgres:postgres").arg(&dir);
-                    c
-                },
-                "chown",
-            );
-        }
-        let data = dir.join("data");
-        run(
-            as_postgres(
-                Command::new(format!("{PG_BIN}/initdb"))
-                    .arg("-D")
-                    .arg(&data)
-                    .args([
-                        "-A",
-                        "trust",
-                        "-U",
-                        "postgres",
-                        "-E",
-                        "UTF8",
-                        "--locale=C",
-                        "--no-sync",
-                    ]),
-            ),
-            "initdb",
-        );
-        let cluster = Cluster {
-            dir,
-            port: free_port(),
-        };
-        cluster.start_postgres();
+        let mut cluster = Cluster { dir, port: 0 };
+        cluster.port = cluster.start_postgres("");
         cluster
     }
 
-    fn start_postgres(&self) {
-        let (dir, port, data) = (&self.dir, self.port, self.dir.join("data"));
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c max_prepared_transactions=20 \
-             -c shared_buffers=64MB",
-            dir.display()
-        );
-        run(
-            as_postgres(
-                pg_ctl(&data)
-                    .args(["-w", "-t", "60", "-l"])
-                    .arg(dir.join("postgres.log"))
-                    .args(["-o", &options, "start"]),
-            ),
-            "pg_ctl start",
-        );
+    /// Starts the cluster (made on first start) on `port`, or a free one when empty.
+    fn start_postgres(&self, port: &str) -> u16 {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["start".as_ref(), self.dir.as_os_str(), port.as_ref()];
+        args.extend(TEST_SETTINGS.iter().map(std::ffi::OsStr::new));
+        run(cluster_script(&args), "start the cluster")
+            .parse()
+            .expect("the cluster's port")
     }
 
     pub fn url(&self, user: &str, db: &str) -> String {
@@ -373,8 +326,8 @@ where
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = as_postgres(pg_ctl(&data).args(["-m", "immediate", "stop"])).output();
+        let _ =
+            cluster_script(&["stop".as_ref(), self.dir.as_os_str(), "immediate".as_ref()]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
