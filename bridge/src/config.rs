@@ -205,7 +205,7 @@ settings! {
     /// Most rows a scope's `fetch` returns and a resume's `members` lists.
     max_scope_rows: usize = 1000, "max_scope_rows", "1000", num, Positive;
     /// Identities checked per visibility statement, and statements run at once.
-    visibility_batch: usize = 100, "visibility_batch", "100", num, Positive;
+    visibility_batch: usize = 500, "visibility_batch", "500", num, Positive;
     visibility_parallel: usize = 2, "visibility_parallel", "2", num, Positive;
     visibility_timeout: Duration = Duration::from_secs(2), "visibility_timeout_ms", "2000", ms, Positive;
     prune_interval: Duration = Duration::from_secs(60), "prune_interval_ms", "60000", ms, Unchecked;
