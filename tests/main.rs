@@ -9,6 +9,7 @@ mod bridge_live;
 mod bridge_presence;
 mod bridge_resume;
 mod bridge_visibility;
+mod docs;
 mod feed;
 mod golden;
 mod input;
