@@ -79,7 +79,7 @@ CREATE INDEX IF NOT EXISTS comments_task ON app.comments (task_id);
 -- The boards where the caller holds one of `roles`. Read with the owner's rights, so that
 -- the policies on board_members itself do not recurse. Policies ask
 -- `board_id IN (SELECT app.boards_of(…))`: a sub-select that does not refer to the row
--- runs once per statement (a hashed subplan), not once per row (docs/sql.md, "Policies
+-- runs once per statement (a hashed subplan), not once per row (docs/sql/row-level-security.md, "Policies
 -- that stay cheap").
 CREATE OR REPLACE FUNCTION app.boards_of(roles text[]) RETURNS SETOF uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -5,7 +5,7 @@
 -- Policies call these for every row they check, so they are written to be inlined: no
 -- SET clause (it would stop Postgres from inlining them), every name schema-qualified
 -- instead, so a caller's search_path cannot redirect them. Write policies as
--- `(SELECT rowsync.user_id())` and Postgres evaluates it once per statement (docs/sql.md).
+-- `(SELECT rowsync.user_id())` and Postgres evaluates it once per statement (docs/sql/row-level-security.md).
 CREATE FUNCTION rowsync.claims() RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN pg_catalog.current_setting('request.jwt.claims', true) OPERATOR(pg_catalog.<>) ''

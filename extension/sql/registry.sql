@@ -42,9 +42,9 @@ $$;
 
 -- `access`: the table's rows decide who may see other rows (board memberships); a change
 -- to one makes every bridge check its connections' access again at once, not only at the
--- next periodic check (docs/sql.md, section 2). `visibility`: 'rls' (each subscriber's
+-- next periodic check (docs/sql/syncing.md). `visibility`: 'rls' (each subscriber's
 -- policies decide, row by row) or 'scope' (a declaration that a row of a scope is
--- readable exactly by whoever may follow the scope; docs/sql.md, section 2).
+-- readable exactly by whoever may follow the scope; docs/sql/syncing.md).
 CREATE FUNCTION rowsync.enable(tbl regclass, scopes text[] DEFAULT '{}', access boolean DEFAULT false,
                                visibility text DEFAULT 'rls')
 RETURNS void

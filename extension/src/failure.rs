@@ -1,4 +1,4 @@
-//! Everything `_apply` and `_get` can refuse, each with its SQLSTATE (docs/sql.md lists them).
+//! Everything `_apply` and `_get` can refuse, each with its SQLSTATE (docs/sql/errors.md lists them).
 
 use rowsync_core::{codes, ApplyError, OpError};
 use serde_json::{json, Value};

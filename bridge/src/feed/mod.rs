@@ -3,7 +3,7 @@
 //! routes each change.
 //!
 //! While changes keep coming the bridge stays awake and polls, and writers skip NOTIFY
-//! (NOTIFY serialises committing writers: docs/sql.md, "Why writers usually do not notify"). Idle for `feed_idle`, it falls asleep with the extension's
+//! (NOTIFY serialises committing writers: docs/sql/wake-ups.md). Idle for `feed_idle`, it falls asleep with the extension's
 //! protocol: mark asleep, wait (briefly) for the transactions running at that moment,
 //! read once more, then wait for a NOTIFY (or the slow safety poll). After any reconnect
 //! it reads on from its tick, so a Postgres restart loses nothing; a tick that did not
