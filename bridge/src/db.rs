@@ -45,15 +45,9 @@ pub async fn list(
     scope: Option<(&str, &str)>,
     max: i32,
 ) -> Result<Value, Error> {
-    let (column, value) = scope.unzip();
-    as_user(
-        pool,
-        claims,
-        "SELECT jsonb_build_object('rows', rowsync.list($1, $2, $3, $4), \
-                'pk', (SELECT pk FROM rowsync.synced WHERE name = $1))",
-        &[&table, &column, &value, &max],
-    )
-    .await
+    let sql = "SELECT jsonb_build_object('rows', rowsync.list($1, $2, $3, $4), \
+               'pk', (SELECT pk FROM rowsync.synced WHERE name = $1))";
+    read_scope(pool, claims, sql, table, scope, max).await
 }
 
 /// The ids and versions of the rows of a scope (`None`: of the whole table) the user may
@@ -65,41 +59,39 @@ pub async fn members(
     scope: Option<(&str, &str)>,
     max: i32,
 ) -> Result<Value, Error> {
-    let (column, value) = scope.unzip();
-    as_user(
-        pool,
-        claims,
-        "SELECT rowsync.members($1, $2, $3, $4)",
-        &[&table, &column, &value, &max],
-    )
-    .await
+    let sql = "SELECT rowsync.members($1, $2, $3, $4)";
+    read_scope(pool, claims, sql, table, scope, max).await
 }
 
-pub async fn scope_visible(
+async fn read_scope(
+    pool: &Pool,
+    claims: &Claims,
+    sql: &str,
+    table: &str,
+    scope: Option<(&str, &str)>,
+    max: i32,
+) -> Result<Value, Error> {
+    let (column, value) = scope.unzip();
+    as_user(pool, claims, sql, &[&table, &column, &value, &max]).await
+}
+
+/// Whether the user may follow a scope (`rowsync.scope_visible`) or, with `None`, a whole
+/// table (`rowsync.table_visible`).
+pub async fn may_follow(
     pool: &Pool,
     claims: &Claims,
     table: &str,
-    column: &str,
-    value: &str,
+    scope: Option<(&str, &str)>,
 ) -> Result<bool, Error> {
-    let visible = as_user(
-        pool,
-        claims,
-        "SELECT to_jsonb(rowsync.scope_visible($1, $2, $3))",
-        &[&table, &column, &value],
-    )
-    .await?;
-    Ok(visible == Value::Bool(true))
-}
-
-/// Whether the user may follow a whole table: it may read it.
-pub async fn table_visible(pool: &Pool, claims: &Claims, table: &str) -> Result<bool, Error> {
-    let visible = as_user(
-        pool,
-        claims,
-        "SELECT to_jsonb(rowsync.table_visible($1))",
-        &[&table],
-    )
-    .await?;
+    let visible = match scope {
+        Some((column, value)) => {
+            let sql = "SELECT to_jsonb(rowsync.scope_visible($1, $2, $3))";
+            as_user(pool, claims, sql, &[&table, &column, &value]).await?
+        }
+        None => {
+            let sql = "SELECT to_jsonb(rowsync.table_visible($1))";
+            as_user(pool, claims, sql, &[&table]).await?
+        }
+    };
     Ok(visible == Value::Bool(true))
 }

@@ -63,31 +63,40 @@ BEGIN
 END
 $$;
 
+-- The statement that reads scope `tbl?col=val` (with `col` NULL, the whole table), as
+-- its caller: $1 is the scope's value, $2 the most rows; it returns one jsonb array, in
+-- key order, of each row (`item` 'row') or of its [id, version] (`item` 'member').
+-- RS002 or RS003 for a table or scope that is not synced.
+CREATE FUNCTION rowsync._scope_query(tbl text, col text, item text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.synced;
+    filter text := 'true';
+BEGIN
+    IF col IS NULL THEN
+        s := rowsync._synced_table(tbl);
+    ELSE
+        s := rowsync._scope_table(tbl, col);
+        SELECT format('t.%I = $1::%s', col, format_type(a.atttypid, NULL)) INTO filter
+          FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+    END IF;
+    RETURN format('SELECT coalesce(jsonb_agg(q.i ORDER BY q.k), ''[]'') FROM '
+                  '(SELECT %s AS i, t.%I AS k FROM %s AS t WHERE %s ORDER BY t.%I LIMIT $2) AS q',
+                  CASE item WHEN 'row' THEN 'to_jsonb(t)'
+                            ELSE format('jsonb_build_array(t.%I::text, t.version)', s.pk) END,
+                  s.pk, s.rel, filter, s.pk);
+END
+$$;
+
 -- The rows of scope `tbl?col=val` the caller may see, at most max_rows of them, ordered
 -- by key: what a client loads before following the scope's changes. With `col` NULL, the
 -- rows of the whole table the caller may see (a table key).
 CREATE FUNCTION rowsync.list(tbl text, col text, val text, max_rows integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    s rowsync.synced;
-    col_type text;
     rows jsonb;
 BEGIN
-    IF col IS NULL THEN
-        s := rowsync._synced_table(tbl);
-        EXECUTE format('SELECT coalesce(jsonb_agg(q.r ORDER BY q.k), ''[]'') FROM '
-                       '(SELECT to_jsonb(t) AS r, t.%I AS k FROM %s AS t ORDER BY t.%I LIMIT $1) AS q',
-                       s.pk, s.rel, s.pk)
-           INTO rows USING max_rows;
-        RETURN rows;
-    END IF;
-    s := rowsync._scope_table(tbl, col);
-    SELECT format_type(a.atttypid, NULL) INTO col_type
-      FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
-    EXECUTE format('SELECT coalesce(jsonb_agg(q.r ORDER BY q.k), ''[]'') FROM '
-                   '(SELECT to_jsonb(t) AS r, t.%I AS k FROM %s AS t WHERE t.%I = $1::%s ORDER BY t.%I LIMIT $2) AS q',
-                   s.pk, s.rel, col, col_type, s.pk)
-       INTO rows USING val, max_rows;
+    EXECUTE rowsync._scope_query(tbl, col, 'row') INTO rows USING val, max_rows;
     RETURN rows;
 END
 $$;

@@ -79,26 +79,9 @@ $$;
 CREATE FUNCTION rowsync.members(tbl text, col text, val text, max_rows integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    s rowsync.synced;
-    col_type text;
     rows jsonb;
 BEGIN
-    IF col IS NULL THEN
-        s := rowsync._synced_table(tbl);
-        EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_array(q.k, q.v) ORDER BY q.o), ''[]'') FROM '
-                       '(SELECT t.%I::text AS k, t.version AS v, t.%I AS o FROM %s AS t ORDER BY t.%I LIMIT $1) AS q',
-                       s.pk, s.pk, s.rel, s.pk)
-           INTO rows USING max_rows;
-        RETURN rows;
-    END IF;
-    s := rowsync._scope_table(tbl, col);
-    SELECT format_type(a.atttypid, NULL) INTO col_type
-      FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
-    EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_array(q.k, q.v) ORDER BY q.o), ''[]'') FROM '
-                   '(SELECT t.%I::text AS k, t.version AS v, t.%I AS o FROM %s AS t WHERE t.%I = $1::%s '
-                   'ORDER BY t.%I LIMIT $2) AS q',
-                   s.pk, s.pk, s.rel, col, col_type, s.pk)
-       INTO rows USING val, max_rows;
+    EXECUTE rowsync._scope_query(tbl, col, 'member') INTO rows USING val, max_rows;
     RETURN rows;
 END
 $$;

@@ -64,32 +64,29 @@ fn plan(
     plan
 }
 
-/// Runs `sql` and returns the first column of each row as JSON.
-pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<Value> {
+/// Runs `sql` and returns the first column of each row, skipping NULLs.
+pub fn first_column<T: FromDatum + IntoDatum>(
+    client: &mut SpiClient<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> Vec<T> {
     let plan = plan(client, sql, args);
     let table = client
         .update(&*plan, None, args)
         .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
     table
         .filter_map(|row| {
-            row.get::<JsonB>(1)
+            row.get::<T>(1)
                 .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
-                .map(|j| j.0)
         })
         .collect()
 }
 
-/// Runs `sql` and returns the first column of each row as text.
-pub fn text_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<String> {
-    let plan = plan(client, sql, args);
-    let table = client
-        .update(&*plan, None, args)
-        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
-    table
-        .filter_map(|row| {
-            row.get::<String>(1)
-                .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
-        })
+/// Runs `sql` and returns the first column of each row as JSON.
+pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<Value> {
+    first_column::<JsonB>(client, sql, args)
+        .into_iter()
+        .map(|j| j.0)
         .collect()
 }
 

@@ -5,7 +5,7 @@
 //! each call answers for the identity set at that moment.
 
 use crate::catalog::Context;
-use crate::sql::{json_rows, text_rows};
+use crate::sql::{first_column, json_rows};
 use pgrx::prelude::*;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -70,7 +70,7 @@ pub fn rows(
                     }
                 } else {
                     let sql = format!("SELECT t.{pk}::text {from}");
-                    for id in text_rows(client, &sql, &[asked.into()]) {
+                    for id in first_column::<String>(client, &sql, &[asked.into()]) {
                         if let Some(&index) = index_of.get(id.as_str()) {
                             found.push((index, None));
                         }

@@ -162,7 +162,9 @@ pub async fn plan(
         for (identity, visible) in more.visible {
             checked.visible.entry(identity).or_default().extend(visible);
         }
-        checked.data.extend(more.data);
+        for (role, rows) in more.data {
+            checked.data.entry(role).or_default().extend(rows);
+        }
     }
     // Connections that matched the same keys of a row and see the same thing share one item.
     let mut shared: HashMap<ItemKey, Arc<RowItem>> = HashMap::new();
@@ -180,7 +182,7 @@ pub async fn plan(
                 unchecked.extend(matched.iter().map(|k| row.keys[*k].0.clone()));
                 continue;
             };
-            let data = seen_by.and_then(|reader| checked.data.get(&(reader.role.clone(), r)));
+            let data = seen_by.and_then(|reader| checked.data.get(reader.role.as_str())?.get(&r));
             // A scope key holds the row only while the row's value is the key's.
             let kept: Vec<usize> = match data {
                 Some(data) => matched
@@ -241,8 +243,8 @@ type ItemKey<'a> = (usize, Option<&'a str>, Vec<usize>);
 struct Checked {
     /// Per identity checked, the rows it may see; absent when its check failed.
     visible: HashMap<Identity, HashSet<usize>>,
-    /// The rows' data per (role, row).
-    data: HashMap<(String, usize), Value>,
+    /// The rows' data, by role, then row: looked up for every connection, so by `&str`.
+    data: HashMap<String, HashMap<usize, Value>>,
 }
 
 /// Checks every identity's rows, `visibility_batch` identities per statement and up to
@@ -285,12 +287,17 @@ async fn check(
         if answer.failed {
             continue;
         }
+        let visible = answer.rows.iter().map(|(r, _)| *r).collect();
+        let role = checked
+            .data
+            .entry(answer.identity.role.clone())
+            .or_default();
         for (r, data) in answer.rows {
             if let Some(data) = data {
-                checked.data.insert((answer.identity.role.clone(), r), data);
+                role.insert(r, data);
             }
         }
-        checked.visible.insert(answer.identity, answer.visible);
+        checked.visible.insert(answer.identity, visible);
     }
     Ok(checked)
 }
@@ -311,7 +318,7 @@ async fn check_chunk(
                     Ok(mut answer) => answers.append(&mut answer),
                     Err(error) if is_statement_error(&error) => {
                         tracing::warn!(role = %one[0].0.role, %error, "identity not checked");
-                        answers.push(Answer::failed(one[0].0));
+                        answers.push(Answer::new(one[0].0, true));
                     }
                     Err(error) => return Err(error),
                 }
@@ -320,7 +327,7 @@ async fn check_chunk(
         }
         Err(error) if is_statement_error(&error) => {
             tracing::warn!(%error, "identity not checked");
-            Ok(chunk.iter().map(|(i, _)| Answer::failed(i)).collect())
+            Ok(chunk.iter().map(|(i, _)| Answer::new(i, true)).collect())
         }
         Err(error) => Err(error),
     }
@@ -329,18 +336,17 @@ async fn check_chunk(
 /// One identity's answer from one statement.
 struct Answer {
     identity: Identity,
-    visible: HashSet<usize>,
+    /// The rows it may see, each with its data when this answer carries it.
     rows: Vec<(usize, Option<Value>)>,
     failed: bool,
 }
 
 impl Answer {
-    fn failed(identity: &Identity) -> Answer {
+    fn new(identity: &Identity, failed: bool) -> Answer {
         Answer {
             identity: identity.clone(),
-            visible: HashSet::new(),
             rows: Vec::new(),
-            failed: true,
+            failed,
         }
     }
 }
@@ -391,12 +397,7 @@ async fn call(
     tx.commit().await?;
     let mut answers: Vec<Answer> = chunk
         .iter()
-        .map(|(identity, _)| Answer {
-            identity: (*identity).clone(),
-            visible: HashSet::new(),
-            rows: Vec::new(),
-            failed: false,
-        })
+        .map(|(identity, _)| Answer::new(identity, false))
         .collect();
     for row in result {
         let i: i32 = row.get(0);
@@ -411,7 +412,6 @@ async fn call(
         }
         let r: Option<i32> = row.get(1);
         if let Some(r) = r {
-            answer.visible.insert(r as usize);
             answer.rows.push((r as usize, row.get(2)));
         }
     }

@@ -52,19 +52,16 @@ impl Conn {
         let mut visible = vec![false; keys.len()];
         let mut records = Vec::new();
         for (i, text) in keys.iter().enumerate() {
-            match Key::parse(text)? {
-                Key::Record { table, id } => records.push((i, json!({"table": table, "id": id}))),
-                Key::Scope {
-                    table,
-                    column,
-                    value,
-                } => {
+            let key = Key::parse(text)?;
+            match key.rows() {
+                Some((table, scope)) => {
                     visible[i] =
-                        db::scope_visible(&self.state.pool, &self.claims, &table, &column, &value)
-                            .await?;
+                        db::may_follow(&self.state.pool, &self.claims, table, scope).await?;
                 }
-                Key::Table { table } => {
-                    visible[i] = db::table_visible(&self.state.pool, &self.claims, &table).await?;
+                None => {
+                    if let Key::Record { table, id } = &key {
+                        records.push((i, json!({"table": table, "id": id})));
+                    }
                 }
             }
         }
