@@ -419,3 +419,36 @@ async fn a_table_subscription_follows_every_visible_row() {
     never_saw(&bob, demo::TASK_SECRET);
     bridge.stop().await;
 }
+
+/// A table key needs SELECT on the table: a synced table the user's role may not read
+/// cannot be followed, fetched or joined as a room.
+#[tokio::test]
+async fn a_table_the_role_may_not_read_cannot_be_followed() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("vis_table_rights").await;
+    let admin = cluster.connect("postgres", &db).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE app.audit (id text PRIMARY KEY, note text);
+             SELECT rowsync.enable('app.audit');
+             INSERT INTO app.audit (id, note) VALUES ('a1', 'not for users');",
+        )
+        .await
+        .unwrap();
+    let bridge = Bridge::start(cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    let refused = bob
+        .request(json!({"type": "subscribe", "keys": ["audit"]}))
+        .await;
+    assert_eq!(refused["error"]["code"], "not_found", "{refused}");
+    let joined = bob
+        .request(json!({"type": "presence", "action": "join", "room": "audit", "state": {}}))
+        .await;
+    assert_eq!(joined["error"]["code"], "not_found", "{joined}");
+    let fetched = bob
+        .request(json!({"type": "fetch", "keys": ["audit"]}))
+        .await;
+    assert_eq!(fetched["error"]["code"], "permission_denied", "{fetched}");
+    never_saw(&bob, "not for users");
+    bridge.stop().await;
+}

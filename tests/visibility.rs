@@ -184,3 +184,70 @@ async fn visible_rows_grants_nothing() {
         "{error:?}"
     );
 }
+
+/// The fan-out's helpers that every role may call read only as their caller, and the
+/// registry's visibility and access declarations are the table owner's alone.
+#[tokio::test]
+async fn helpers_and_declarations_give_nobody_more() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("visible_bypass").await;
+    let bob = cluster.connect("rowsync_authenticator", &db).await;
+    bob.batch_execute("SET ROLE app_user; SET request.jwt.claims = '{\"sub\": \"bob\"}'")
+        .await
+        .unwrap();
+    // The probe sees what bob sees: not Alice's secret task.
+    let probed = bob
+        .query(
+            "SELECT row_index FROM rowsync._visible_for('{tasks,tasks}', $1, '{0,1}', '{}')",
+            &[&vec![demo::TASK_SECRET, demo::TASK_ANNOUNCE]],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<i32> = probed.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seen, [1], "only the shared task");
+    // The members of Alice's private board, as bob: none.
+    let members: Value = rowsync_tests::scalar(
+        &bob,
+        "SELECT rowsync.members('tasks', 'board_id', $1, 1000)",
+        &[&demo::ALICE_NOTES],
+    )
+    .await;
+    assert_eq!(members, json!([]));
+    // A column name is checked against the scopes, never spliced as given.
+    let injected = bob
+        .query(
+            "SELECT rowsync._scope_query('tasks', 'board_id = board_id OR true --', 'row')",
+            &[],
+        )
+        .await
+        .expect_err("not a scope");
+    assert_eq!(rowsync_tests::sqlstate(&injected), "RS003");
+    // Declaring another owner's table scope-visible or an access table: refused.
+    let updated = bob
+        .execute(
+            "UPDATE rowsync.synced SET visibility = 'scope', access = true WHERE name = 'tasks'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        updated, 0,
+        "row-level security hides the registry row from non-owners"
+    );
+    let enabled = bob
+        .query(
+            "SELECT rowsync.enable('app.tasks', '{board_id}', visibility => 'scope')",
+            &[],
+        )
+        .await
+        .expect_err("only the owner enables");
+    assert_eq!(rowsync_tests::sqlstate(&enabled), "42501");
+    let admin = cluster.connect("postgres", &db).await;
+    let visibility: String = rowsync_tests::scalar(
+        &admin,
+        "SELECT visibility FROM rowsync.synced WHERE name = 'tasks'",
+        &[],
+    )
+    .await;
+    assert_eq!(visibility, "rls");
+}
