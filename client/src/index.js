@@ -215,13 +215,13 @@ export class RowsyncClient {
     for (const [k] of this.heldIn(key)) if (drop(k)) this.server.set(k, null);
   }
 
-  /** Per scope key, the digest of the rows held in it (docs/protocol.md, "Resuming"). */
+  /** Per scope or table key, the digest of the rows held in it (docs/protocol.md, "Resume"). */
   digests(keys) {
     const digests = {};
     for (const key of keys) {
       if (isRecordKey(key)) continue;
-      const prefix = key.split('?')[0].length + 1;
-      digests[key] = membersDigest(this.heldIn(key).map(([k, row]) => [k.slice(prefix), row.version]));
+      const { table } = parseScope(key);
+      digests[key] = membersDigest(this.heldIn(key).map(([k, row]) => [k.slice(table.length + 1), row.version]));
     }
     return digests;
   }
