@@ -14,5 +14,6 @@ mod feed;
 mod golden;
 mod input;
 mod rls;
+mod sql_examples;
 mod visibility;
 mod writes;
