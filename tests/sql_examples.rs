@@ -260,13 +260,21 @@ async fn sql_reference_examples_run() {
         }
         for (example, actual) in examples.iter().zip(&actual) {
             let expected = example.output.as_ref().map_or("", |(_, _, text)| text);
-            if normalize(expected) != normalize(actual) {
+            let (expected, printed) = (normalize(expected), normalize(actual));
+            if expected != printed {
+                let (line, (shown, got)) = expected
+                    .lines()
+                    .chain(std::iter::repeat("<end>"))
+                    .zip(printed.lines().chain(std::iter::repeat("<end>")))
+                    .enumerate()
+                    .find(|(_, (a, b))| a != b)
+                    .expect("a differing line");
                 failures.push(format!(
-                    "{}:{}: the example printed\n{}\n--- where the page shows\n{}",
+                    "{}:{}: output line {} differs\n  page:  {shown}\n  psql:  {got}\n(the whole output:)\n{}",
                     path.display(),
                     example.line,
-                    actual.trim_end(),
-                    expected
+                    line + 1,
+                    actual.trim_end()
                 ));
             }
         }

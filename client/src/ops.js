@@ -905,6 +905,32 @@ function writeKey(row, key, value, base) {
 }
 
 /**
+ * Writes a list op's result `items` and returns `inverse`, the list op that undoes it,
+ * when that restores `before` exactly. It does not when the list held equal copies (plain
+ * SQL can write them): an anchor or a removed value then names more than one place, and
+ * the whole list is restored instead.
+ * @param {Row} row
+ * @param {Key} key
+ * @param {Json[]} before
+ * @param {Json[]} items
+ * @param {Op} inverse a listInsert or listRemove
+ * @param {OpBase} base table and id of the inverse
+ * @returns {Op | null}
+ */
+function listInverse(row, key, before, items, inverse, base) {
+  const trial =
+    inverse.type === 'listRemove'
+      ? listWithout(items, inverse.value).items
+      : inverse.type === 'listInsert'
+        ? listInsert(items, inverse.value, inverse.position).items
+        : null;
+  if (trial === null) throw new TypeError('a list op is undone by a list op');
+  if (!deepEqual(trial, before)) return writeKey(row, key, items, base);
+  keySet(row, key, items);
+  return inverse;
+}
+
+/**
  * The list at `key`: a missing or null value is an empty list.
  * @param {Row} row
  * @param {Key} key
@@ -995,7 +1021,7 @@ function applyOwned(row, op, now) {
       if (current === undefined || current === null) {
         return { row, outcome: applied(writeKey(row, op.key, items, base)) };
       }
-      keySet(row, op.key, items);
+      // A moved value goes back as it was spelled (2.0, not the op's 2).
       /** @type {Op} */
       const inverse =
         old < 0
@@ -1004,27 +1030,25 @@ function applyOwned(row, op, now) {
               type: 'listInsert',
               ...base,
               key: op.key,
-              value: op.value,
+              value: cloneJson(before[old]),
               position: positionOf(before, old),
             };
-      return { row, outcome: applied(inverse) };
+      return { row, outcome: applied(listInverse(row, op.key, before, items, inverse, base)) };
     }
     case 'listRemove': {
       if (row === null) throw notFound();
       const before = listAt(row, op.key);
       const { items, first } = listWithout(before, op.value);
       if (first < 0) return { row, outcome: applied(null) };
-      keySet(row, op.key, items);
-      return {
-        row,
-        outcome: applied({
-          type: 'listInsert',
-          ...base,
-          key: op.key,
-          value: op.value,
-          position: positionOf(before, first),
-        }),
+      /** @type {Op} */
+      const inverse = {
+        type: 'listInsert',
+        ...base,
+        key: op.key,
+        value: cloneJson(before[first]),
+        position: positionOf(before, first),
       };
+      return { row, outcome: applied(listInverse(row, op.key, before, items, inverse, base)) };
     }
     default:
       throw new TypeError(`not a parsed op: ${JSON.stringify(/** @type {any} */ (op).type)}`);

@@ -168,7 +168,7 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
                     inverse: set(r, key, Some(Value::Array(items)))?.map(inverse_of),
                 });
             }
-            key.set(r, Value::Array(items))?;
+            // A moved value goes back as it was spelled (`2.0`, not the op's `2`).
             let action = match old_index {
                 None => Action::ListRemove {
                     key: key.clone(),
@@ -176,12 +176,12 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
                 },
                 Some(i) => Action::ListInsert {
                     key: key.clone(),
-                    value: value.clone(),
+                    value: before[i].clone(),
                     position: list::position_of(&before, i),
                 },
             };
             Ok(Outcome::Applied {
-                inverse: Some(inverse_of(action)),
+                inverse: list_inverse(r, key, before, items, action)?.map(inverse_of),
             })
         }
         Action::ListRemove { key, value } => {
@@ -191,16 +191,46 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
             let Some(old_index) = list::remove(&mut items, value) else {
                 return Ok(Outcome::Applied { inverse: None });
             };
-            key.set(r, Value::Array(items))?;
+            let action = Action::ListInsert {
+                key: key.clone(),
+                value: before[old_index].clone(),
+                position: list::position_of(&before, old_index),
+            };
             Ok(Outcome::Applied {
-                inverse: Some(inverse_of(Action::ListInsert {
-                    key: key.clone(),
-                    value: value.clone(),
-                    position: list::position_of(&before, old_index),
-                })),
+                inverse: list_inverse(r, key, before, items, action)?.map(inverse_of),
             })
         }
     }
+}
+
+/// Writes the list op's result `items` and returns `action`, the list op that undoes it,
+/// when that restores `before` exactly. It does not when the list held equal copies
+/// (plain SQL can write them): an anchor or a removed value then names more than one
+/// place, and the whole list is restored instead.
+fn list_inverse(
+    row: &mut Row,
+    key: &FieldKey,
+    before: Vec<Value>,
+    items: Vec<Value>,
+    action: Action,
+) -> Result<Option<Action>, ApplyError> {
+    let mut trial = items.clone();
+    match &action {
+        Action::ListInsert {
+            value, position, ..
+        } => {
+            list::insert(&mut trial, value.clone(), position);
+        }
+        Action::ListRemove { value, .. } => {
+            list::remove(&mut trial, value);
+        }
+        _ => unreachable!("a list op's inverse is a list op"),
+    }
+    if !deep_eq(&Value::Array(trial), &Value::Array(before)) {
+        return set(row, key, Some(Value::Array(items)));
+    }
+    key.set(row, Value::Array(items))?;
+    Ok(Some(action))
 }
 
 /// Writes or removes the value at `key`; returns the action that restores the old value,

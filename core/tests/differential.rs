@@ -1,7 +1,9 @@
 //! The differential test: random rows and transactions, run through the Rust core and
 //! through the client's JavaScript port (client/src/ops.js, by tests/apply-stdin.mjs under
 //! node), compared result for result: parse errors, apply errors, rows, inverses,
-//! skipped ops, and the rows after applying each inverse.
+//! skipped ops, and the rows after applying each inverse. On the same cases, two properties
+//! of the core: an inverse restores the rows, and a list op applied twice changes nothing
+//! the second time.
 //!
 //! `ROWSYNC_DIFF_CASES` (default 3000) and `ROWSYNC_DIFF_SEED` (default fixed) choose the
 //! cases; a failure prints the seed and the first differing cases.
@@ -214,11 +216,7 @@ fn core_result(case: &Value) -> Value {
         Ok(tx) => tx,
         Err(e) => return json!({"parse_error": {"index": e.index, "field": e.field}}),
     };
-    let mut rows = Rows::new();
-    for (key, row) in case["rows"].as_object().into_iter().flatten() {
-        let (table, id) = key.split_once(':').unwrap_or_default();
-        rows.insert((table.into(), id.into()), row.as_object().cloned());
-    }
+    let mut rows = rows_of(case);
     let outcome = match apply_tx(&mut rows, &tx.ops, &now) {
         Ok(outcome) => outcome,
         Err(e) => return json!({"error": {"code": e.error.code(), "index": e.index}}),
@@ -265,8 +263,8 @@ fn javascript_results(cases: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn core_and_javascript_agree_on_random_transactions() {
+/// The number of cases and the seed, from the environment.
+fn cases() -> (Vec<Value>, u64) {
     let count: usize = std::env::var("ROWSYNC_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -276,7 +274,13 @@ fn core_and_javascript_agree_on_random_transactions() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_2026_1130);
     let mut random = Random(seed.max(1));
-    let cases: Vec<Value> = (0..count).map(|_| case(&mut random)).collect();
+    ((0..count).map(|_| case(&mut random)).collect(), seed)
+}
+
+#[test]
+fn core_and_javascript_agree_on_random_transactions() {
+    let (cases, seed) = cases();
+    let count = cases.len();
     let javascript = javascript_results(&cases);
     assert_eq!(javascript.len(), cases.len());
     let differences: Vec<String> = cases
@@ -299,4 +303,83 @@ fn core_and_javascript_agree_on_random_transactions() {
         kinds("error"),
         kinds("parse_error")
     );
+}
+
+/// Rows as compared by the properties: versions aside, and a null column the same as a
+/// missing one (the generated rows leave columns out; a table row has them all).
+fn without_versions(rows: &Rows) -> Value {
+    let mut map = rows_json(rows);
+    for row in map.values_mut() {
+        if let Value::Object(fields) = row {
+            fields.remove("version");
+            fields.retain(|_, v| !v.is_null());
+        }
+    }
+    present(map)
+}
+
+fn rows_of(case: &Value) -> Rows {
+    let mut rows = Rows::new();
+    for (key, row) in case["rows"].as_object().into_iter().flatten() {
+        let (table, id) = key.split_once(':').unwrap_or_default();
+        rows.insert((table.into(), id.into()), row.as_object().cloned());
+    }
+    rows
+}
+
+/// Properties of the semantics on the same random transactions: applying a transaction
+/// and then its inverse gives back every row as it was (versions aside), and a list op
+/// applied twice changes nothing the second time.
+#[test]
+fn inverses_restore_and_list_ops_are_idempotent() {
+    let (cases, seed) = cases();
+    let now = json!(NOW);
+    let (mut round_trips, mut repeats) = (0, 0);
+    for case in &cases {
+        let Ok(tx) = Transaction::parse(&case["tx"], 1000) else {
+            continue;
+        };
+        let before = rows_of(case);
+        let mut rows = before.clone();
+        let Ok(outcome) = apply_tx(&mut rows, &tx.ops, &now) else {
+            continue;
+        };
+        let inverse: Vec<Value> = outcome.inverse.iter().map(|op| op.to_json()).collect();
+        let undo = Transaction::parse(&json!({ "ops": inverse }), 1000).expect("inverse parses");
+        apply_tx(&mut rows, &undo.ops, &now).expect("inverse applies");
+        assert_eq!(
+            without_versions(&rows),
+            without_versions(&before),
+            "seed {seed}: apply then inverse of {case}"
+        );
+        round_trips += 1;
+
+        for op in case["tx"]["ops"].as_array().into_iter().flatten() {
+            if !matches!(op["type"].as_str(), Some("listInsert" | "listRemove")) {
+                continue;
+            }
+            let single = Transaction::parse(&json!({ "ops": [op] }), 1000).expect("op parses");
+            let mut rows = before.clone();
+            if apply_tx(&mut rows, &single.ops, &now).is_err() {
+                continue;
+            }
+            let once = without_versions(&rows);
+            let again = apply_tx(&mut rows, &single.ops, &now).expect("applies twice");
+            assert_eq!(
+                without_versions(&rows),
+                once,
+                "seed {seed}: {op} applied twice"
+            );
+            assert!(
+                again.inverse.is_empty(),
+                "seed {seed}: {op} twice changed something"
+            );
+            repeats += 1;
+        }
+    }
+    assert!(
+        round_trips > cases.len() / 4 && repeats > cases.len() / 20,
+        "too few cases applied: {round_trips} round trips, {repeats} repeats"
+    );
+    eprintln!("{round_trips} round trips restored, {repeats} list ops idempotent");
 }
