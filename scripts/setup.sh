@@ -13,6 +13,8 @@ as_root() {
 }
 
 apt_packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config libssl-dev curl chromium nodejs)
+# Debian's nodejs comes without npm; NodeSource's bundles it (and conflicts with Debian's npm).
+command -v npm >/dev/null || apt_packages+=(npm)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -39,3 +41,7 @@ if ! grep -q "pg15 = \"$PG_BIN/pg_config\"" "$PGRX_HOME/config.toml" 2>/dev/null
 else
   log "pgrx already initialised for pg15"
 fi
+
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+log "npm packages of the client (TypeScript, React, fake-indexeddb)"
+npm_install "$ROOT/client"

@@ -29,5 +29,8 @@ install_extension
 step "client unit tests and shared vectors (node's test runner)"
 node --test client/test/
 
+step "client types: declarations from the JSDoc, a typed app compiles, misuses do not"
+(cd client && npm run --silent check)
+
 step "core and bridge unit tests, shared vectors, end-to-end and browser tests"
 cargo test --workspace --exclude rowsync

@@ -4,6 +4,36 @@
 /** @typedef {'idle'|'connecting'|'open'|'offline'|'closed'} ConnectionState */
 
 /**
+ * A frame from the server: one JSON object with a string `type`; the other fields depend
+ * on the type (docs/protocol.md), so they stay open here.
+ * @typedef {Record<string, any>} Frame
+ */
+
+/**
+ * A frame to the server; `request()` adds its `ref`.
+ * @typedef {{type: string, [field: string]: unknown}} OutgoingFrame
+ */
+
+/**
+ * The first frame of an accepted connection.
+ * @typedef {object} Welcome
+ * @property {'welcome'} type
+ * @property {number} protocol
+ * @property {string|null} user          the token's `sub`, null when anonymous
+ * @property {string} role                the database role requests run as
+ * @property {number} heartbeat_ms
+ * @property {{max_frame_bytes: number, max_subscriptions: number, messages_per_second: number}} limits
+ */
+
+/**
+ * A request waiting for its reply.
+ * @typedef {object} PendingRequest
+ * @property {(reply: Frame) => void} resolve
+ * @property {(error: RowsyncError) => void} reject
+ * @property {ReturnType<typeof setTimeout>} timer
+ */
+
+/**
  * @typedef {object} ConnectionOptions
  * @property {string} url                 ws(s)://host/v1/ws
  * @property {() => Promise<string>|string} getToken
@@ -29,20 +59,23 @@ export class Connection {
     /** @type {WebSocket|null} */
     this.socket = null;
     this.nextRef = 1;
-    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Map<number, PendingRequest>} */
     this.pending = new Map();
     /** @type {Set<(state: ConnectionState, reason: string) => void>} */
     this.stateListeners = new Set();
-    /** @type {Set<(frame: any) => void>} */
+    /** @type {Set<(frame: Frame) => void>} */
     this.pushListeners = new Set();
-    /** @type {Set<(welcome: any) => void>} */
+    /** @type {Set<(welcome: Welcome) => void>} */
     this.openListeners = new Set();
     this.attempt = 0;
     this.lastHeard = 0;
     this.heartbeatMs = 25000;
-    this.retryTimer = null;
-    this.refreshTimer = null;
-    this.checkTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.retryTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.refreshTimer = undefined;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.checkTimer = undefined;
     this.stopped = false;
     this.token = '';
   }
@@ -55,10 +88,23 @@ export class Connection {
     for (const listener of this.stateListeners) listener(state, reason);
   }
 
+  /**
+   * @param {(state: ConnectionState, reason: string) => void} listener
+   * @returns {() => boolean} removes the listener
+   */
   onState(listener) { this.stateListeners.add(listener); return () => this.stateListeners.delete(listener); }
+  /**
+   * @param {(frame: Frame) => void} listener  gets the frames that answer no request
+   * @returns {() => boolean} removes the listener
+   */
   onPush(listener) { this.pushListeners.add(listener); return () => this.pushListeners.delete(listener); }
+  /**
+   * @param {(welcome: Welcome) => void} listener  called on every (re)connect
+   * @returns {() => boolean} removes the listener
+   */
   onOpen(listener) { this.openListeners.add(listener); return () => this.openListeners.delete(listener); }
 
+  /** @returns {void} */
   start() {
     this.stopped = false;
     if (this.state === 'idle' || this.state === 'closed' || this.state === 'offline') this.connect('start');
@@ -67,19 +113,24 @@ export class Connection {
     this.checkTimer ??= setInterval(() => this.check(), 5000);
   }
 
+  /** @returns {void} */
   stop() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.refreshTimer);
     clearInterval(this.checkTimer);
-    this.checkTimer = null;
+    this.checkTimer = undefined;
     this.socket?.close(1000, 'client stopped');
     this.socket = null;
     this.failAll('connection stopped');
     this.setState('closed', 'stopped by the application');
   }
 
-  /** Reconnects now: the page came back, the network came back. */
+  /**
+   * Reconnects now: the page came back, the network came back.
+   * @param {string} reason
+   * @returns {void}
+   */
   wake(reason) {
     if (this.stopped) return;
     // An attempt under way may have started while offline: if it fails, retry at once.
@@ -93,6 +144,7 @@ export class Connection {
     }
   }
 
+  /** @returns {void} */
   check() {
     if (this.state === 'open' && Date.now() - this.lastHeard > this.heartbeatMs * 2.5) {
       this.socket?.close(4103, 'heartbeat');
@@ -102,6 +154,10 @@ export class Connection {
     }
   }
 
+  /**
+   * @param {string} reason
+   * @returns {Promise<void>}
+   */
   async connect(reason) {
     if (this.stopped) return;
     this.setState('connecting', reason);
@@ -126,6 +182,7 @@ export class Connection {
     let welcomed = false;
     socket.onmessage = (event) => {
       this.lastHeard = Date.now();
+      /** @type {Frame} */
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
       if (!welcomed && frame.type === 'welcome') {
@@ -135,11 +192,14 @@ export class Connection {
         this.heartbeatMs = frame.heartbeat_ms ?? this.heartbeatMs;
         this.scheduleRefresh(token);
         this.setState('open', 'connected');
-        for (const listener of this.openListeners) listener(frame);
+        const welcome = /** @type {Welcome} */ (frame);
+        for (const listener of this.openListeners) listener(welcome);
         return;
       }
-      if (frame.ref !== undefined && this.pending.has(frame.ref)) {
-        const { resolve, reject, timer } = this.pending.get(frame.ref);
+      // Refs are numbers, so a frame without one finds nothing.
+      const waiting = this.pending.get(frame.ref);
+      if (waiting) {
+        const { resolve, reject, timer } = waiting;
         clearTimeout(timer);
         this.pending.delete(frame.ref);
         if (frame.type === 'error') reject(new RowsyncError(frame.error));
@@ -165,13 +225,22 @@ export class Connection {
     socket.onerror = () => {};
   }
 
+  /**
+   * @param {string} reason
+   * @returns {void}
+   */
   dropped(reason) {
     this.socket = null;
     this.failAll('connection lost');
     this.retry(reason);
   }
 
-  /** Capped exponential backoff with full jitter. */
+  /**
+   * Capped exponential backoff with full jitter.
+   * @param {string} reason
+   * @param {boolean} [immediate]  the first retry goes at once (a refused token)
+   * @returns {void}
+   */
   retry(reason, immediate = false) {
     if (this.stopped) return;
     clearTimeout(this.refreshTimer);
@@ -187,7 +256,11 @@ export class Connection {
     this.retryTimer = setTimeout(() => this.connect('retry'), delay);
   }
 
-  /** Sends a fresh token before this one expires. */
+  /**
+   * Sends a fresh token before this one expires.
+   * @param {string} token
+   * @returns {void}
+   */
   scheduleRefresh(token) {
     clearTimeout(this.refreshTimer);
     const exp = tokenExpiry(token);
@@ -207,6 +280,10 @@ export class Connection {
     }, inMs);
   }
 
+  /**
+   * @param {string} message
+   * @returns {void}
+   */
   failAll(message) {
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
@@ -215,15 +292,25 @@ export class Connection {
     this.pending.clear();
   }
 
+  /**
+   * Sends a frame without waiting for its reply.
+   * @param {OutgoingFrame} frame
+   * @returns {boolean} false when not connected: nothing was sent
+   */
   send(frame) {
     if (this.state !== 'open' || !this.socket) return false;
     this.socket.send(JSON.stringify(frame));
     return true;
   }
 
-  /** Sends a request; resolves with its reply, rejects with its error or on timeout. */
+  /**
+   * Sends a request; resolves with its reply, rejects with its error or on timeout.
+   * @param {OutgoingFrame} frame
+   * @returns {Promise<Frame>} rejects with a RowsyncError
+   */
   request(frame) {
-    if (this.state !== 'open' || !this.socket) {
+    const socket = this.socket;
+    if (this.state !== 'open' || !socket) {
       return Promise.reject(new RowsyncError({ code: 'disconnected', message: 'not connected', temporary: true }));
     }
     const ref = this.nextRef++;
@@ -233,7 +320,7 @@ export class Connection {
         reject(new RowsyncError({ code: 'request_timeout', message: 'no reply in time', temporary: true }));
       }, this.options.requestTimeoutMs ?? 10000);
       this.pending.set(ref, { resolve, reject, timer });
-      this.socket.send(JSON.stringify({ ...frame, ref }));
+      socket.send(JSON.stringify({ ...frame, ref }));
     });
   }
 }
@@ -251,7 +338,11 @@ export class RowsyncError extends Error {
   }
 }
 
-/** The `exp` claim of a JWT, or 0. */
+/**
+ * The `exp` claim of a JWT, or 0.
+ * @param {string} token
+ * @returns {number} seconds since the epoch
+ */
 export function tokenExpiry(token) {
   try {
     const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');

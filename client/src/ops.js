@@ -61,6 +61,22 @@
 
 /** @typedef {{[field: string]: Json}} OpJson  An op in its wire form. */
 
+/**
+ * A key as apps write it: a dotted path into the column (`"meta.color"`), or the path as
+ * an array when a name holds a dot (`["meta", "size.px"]`).
+ * @typedef {string | string[]} KeyInput
+ */
+
+/**
+ * An op as apps write it (docs/sql/operations.md), before parsing.
+ * @typedef {{type: 'set', table: string, id: string | number, key: KeyInput, value?: Json, remove?: boolean, expect?: Json, version?: number}
+ *   | {type: 'set-now', table: string, id: string | number, key: KeyInput, version?: number}
+ *   | {type: 'listInsert', table: string, id: string | number, key: KeyInput, value: Json, position?: Position, version?: number}
+ *   | {type: 'listRemove', table: string, id: string | number, key: KeyInput, value: Json, version?: number}
+ *   | {type: 'create', table: string, id: string | number, value: Row, expect_absent?: boolean}
+ *   | {type: 'delete', table: string, id: string | number, expect_version?: number, version?: number}} WriteOp
+ */
+
 /** @typedef {'changed' | 'gone' | 'exists'} SkipReason */
 
 /**

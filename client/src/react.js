@@ -1,44 +1,156 @@
-// Optional React bindings (React is a peer dependency; import this module only with it).
+// React bindings: a provider at the root of the app, and hooks that read the client from
+// it. Every hook reads through useSyncExternalStore with snapshots that keep their identity
+// until their own data changes, so a component re-renders only for its own rows. React is
+// a peer dependency: import this module only with it.
 
-import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from 'react';
+import {
+  createContext,
+  createElement,
+  useCallback,
+  useContext,
+  useEffect,
+  useMemo,
+  useRef,
+  useSyncExternalStore,
+} from 'react';
+import { bindUndoKeys } from './index.js';
 
-/** The live row `table:id`: undefined while loading, null when gone or hidden. */
-export function useRecord(client, table, id) {
+/** @typedef {import('./index.js').RowsyncClient} RowsyncClient */
+/** @typedef {import('./index.js').Row} Row */
+/** @typedef {import('./index.js').WriteOp} WriteOp */
+/** @typedef {import('./index.js').TransactionResult} TransactionResult */
+/** @typedef {import('./connection.js').ConnectionState} ConnectionState */
+/** @typedef {import('./presence.js').Member} Member */
+
+/** @type {import('react').Context<RowsyncClient | null>} */
+const ClientContext = createContext(/** @type {RowsyncClient | null} */ (null));
+
+/**
+ * Makes `client` available to the hooks below it.
+ * @param {{client: RowsyncClient, children?: import('react').ReactNode}} props
+ * @returns {import('react').ReactElement}
+ */
+export function RowsyncProvider({ client, children }) {
+  return createElement(ClientContext.Provider, { value: client }, children);
+}
+
+/**
+ * The client of the nearest RowsyncProvider.
+ * @returns {RowsyncClient}
+ */
+export function useClient() {
+  const client = useContext(ClientContext);
+  if (client === null) throw new Error('rowsync: a hook was used outside <RowsyncProvider client={…}>');
+  return client;
+}
+
+/**
+ * The live row `table:id`: undefined while loading, null when gone or hidden.
+ * @template {object} [T=Row]
+ * @param {string} table
+ * @param {string | number} id
+ * @returns {T | null | undefined}
+ */
+export function useRecord(table, id) {
+  const client = useClient();
   const view = useMemo(() => client.record(table, id), [client, table, id]);
-  return useSyncExternalStore(view.subscribe, view.getSnapshot);
+  return /** @type {T | null | undefined} */ (useSyncExternalStore(view.subscribe, view.getSnapshot));
 }
 
-/** The live rows of a scope, e.g. useRecords(client, 'tasks', {board_id}). */
-export function useRecords(client, table, scope, order) {
-  const [[column, value]] = Object.entries(scope);
-  const view = useMemo(() => client.query(table, { [column]: value }, order), [client, table, column, value, order]);
-  return useSyncExternalStore(view.subscribe, view.getSnapshot);
+/**
+ * The live rows of a scope, `useRecords('tasks', {board_id: id})`, or with no scope every
+ * row of the table the user may see. Pass a stable `order` (defined outside the component,
+ * or with useCallback) for a stable array.
+ * @template {object} [T=Row]
+ * @param {string} table
+ * @param {Record<string, string | number>} [scope] one column and its value
+ * @param {(a: T, b: T) => number} [order]
+ * @returns {T[]}
+ */
+export function useRecords(table, scope, order) {
+  const client = useClient();
+  const entries = Object.entries(scope ?? {});
+  if (entries.length > 1) throw new TypeError('useRecords: one scope column at a time');
+  const [column, value] = entries[0] ?? [null, null];
+  const view = useMemo(
+    () => client.query(table, column === null ? {} : { [column]: value ?? '' }),
+    [client, table, column, value],
+  );
+  const rows = /** @type {T[]} */ (useSyncExternalStore(view.subscribe, view.getSnapshot));
+  return useMemo(() => (order ? [...rows].sort(order) : rows), [rows, order]);
 }
 
-/** `write(ops)`, stable across renders. */
-export function useWrite(client) {
+/**
+ * `write(ops)`: applies at once, syncs, and resolves with the server's result. Stable.
+ * @returns {(ops: WriteOp[]) => Promise<TransactionResult>}
+ */
+export function useWrite() {
+  const client = useClient();
   return useCallback((ops) => client.write(ops), [client]);
 }
 
-/** {undo, redo, canUndo, canRedo}, re-rendering when the history changes. */
-export function useUndoRedo(client) {
-  const [, bump] = useState(0);
-  useEffect(() => client.on('history', () => bump((n) => n + 1)), [client]);
-  return {
-    undo: () => client.undo(),
-    redo: () => client.redo(),
-    canUndo: client.canUndo,
-    canRedo: client.canRedo,
-  };
+/**
+ * Undo and redo of this client's writes; with `keyboard`, Cmd/Ctrl+Z and
+ * Cmd/Ctrl+Shift+Z (and Ctrl+Y) while mounted, leaving text fields their own undo.
+ * @param {{keyboard?: boolean}} [options]
+ * @returns {{undo: () => Promise<TransactionResult | null>, redo: () => Promise<TransactionResult | null>, canUndo: boolean, canRedo: boolean}}
+ */
+export function useUndoRedo({ keyboard = false } = {}) {
+  const client = useClient();
+  /** @type {import('react').MutableRefObject<{canUndo: boolean, canRedo: boolean}>} */
+  const last = useRef({ canUndo: client.canUndo, canRedo: client.canRedo });
+  const subscribe = useCallback((/** @type {() => void} */ listener) => client.on('history', listener), [client]);
+  const getSnapshot = useCallback(() => {
+    const { canUndo, canRedo } = client;
+    if (last.current.canUndo !== canUndo || last.current.canRedo !== canRedo) last.current = { canUndo, canRedo };
+    return last.current;
+  }, [client]);
+  const { canUndo, canRedo } = useSyncExternalStore(subscribe, getSnapshot);
+  useEffect(() => (keyboard ? bindUndoKeys(client) : undefined), [client, keyboard]);
+  const undo = useCallback(() => client.undo(), [client]);
+  const redo = useCallback(() => client.redo(), [client]);
+  return useMemo(() => ({ undo, redo, canUndo, canRedo }), [undo, redo, canUndo, canRedo]);
 }
 
-/** The members of a presence room, joined with `state` while mounted. */
-export function usePresence(client, roomName, state) {
-  const room = useMemo(() => client.room(roomName), [client, roomName]);
+/**
+ * The members of presence room `name`, this client joined with `state` while mounted (a
+ * changed state is sent as an update).
+ * @param {string} name a key the user may follow, such as `boards:<id>`
+ * @param {import('./index.js').Json} [state]
+ * @returns {Member[]}
+ */
+export function usePresence(name, state) {
+  const client = useClient();
+  const room = useMemo(() => client.room(name), [client, name]);
   const json = JSON.stringify(state ?? {});
   useEffect(() => {
     room.join(JSON.parse(json)).catch(() => {});
   }, [room, json]);
-  useEffect(() => () => { room.leave(); }, [room]);
-  return useSyncExternalStore((l) => room.subscribe(l), () => room.getSnapshot());
+  useEffect(
+    () => () => {
+      room.leave();
+    },
+    [room],
+  );
+  return useSyncExternalStore(
+    useCallback((/** @type {() => void} */ listener) => room.subscribe(listener), [room]),
+    useCallback(() => room.getSnapshot(), [room]),
+  );
+}
+
+/**
+ * The connection's state and why, for an online/offline badge.
+ * @returns {{state: ConnectionState, reason: string}}
+ */
+export function useConnectionState() {
+  const client = useClient();
+  /** @type {import('react').MutableRefObject<{state: ConnectionState, reason: string}>} */
+  const last = useRef({ state: client.state, reason: client.stateReason });
+  const subscribe = useCallback((/** @type {() => void} */ listener) => client.on('state', listener), [client]);
+  const getSnapshot = useCallback(() => {
+    const { state, stateReason: reason } = client;
+    if (last.current.state !== state || last.current.reason !== reason) last.current = { state, reason };
+    return last.current;
+  }, [client]);
+  return useSyncExternalStore(subscribe, getSnapshot);
 }
