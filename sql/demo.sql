@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS app.comments (
     version    bigint NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS comments_task ON app.comments (task_id);
+-- Emoji reactions: {"👍": ["alice", "bob"]}, an ordered set of users per emoji, so that two
+-- people reacting at once both count (each is a listInsert of their own id).
+ALTER TABLE app.comments ADD COLUMN IF NOT EXISTS reactions jsonb NOT NULL DEFAULT '{}';
 
 -- The boards where the caller holds one of `roles`. Read with the owner's rights, so that
 -- the policies on board_members itself do not recurse. Policies ask
@@ -98,6 +101,43 @@ END
 $$;
 DROP TRIGGER IF EXISTS add_owner ON app.boards;
 CREATE TRIGGER add_owner AFTER INSERT ON app.boards FOR EACH ROW EXECUTE FUNCTION app.add_owner();
+
+-- Whoever sees a comment may react to it, so the update policy lets them change the row;
+-- this trigger narrows that to what is theirs: only the author changes anything but the
+-- reactions, and a user adds or removes only their own reactions. Writers without claims
+-- (backends, as postgres) are not app users and are not checked.
+CREATE OR REPLACE FUNCTION app.comments_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    me text := rowsync.user_id();
+BEGIN
+    IF me IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.author_id IS DISTINCT FROM me
+       AND (NEW.task_id, NEW.author_id, NEW.body, NEW.created_at)
+           IS DISTINCT FROM (OLD.task_id, OLD.author_id, OLD.body, OLD.created_at) THEN
+        RAISE EXCEPTION 'only its author may edit a comment' USING ERRCODE = '42501';
+    END IF;
+    IF jsonb_typeof(NEW.reactions) <> 'object' OR EXISTS (
+        SELECT FROM jsonb_each(NEW.reactions) e WHERE jsonb_typeof(e.value) <> 'array'
+    ) THEN
+        RAISE EXCEPTION 'reactions are {"emoji": ["user", …]}' USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (
+        WITH old AS (SELECT e.key, u.value FROM jsonb_each(OLD.reactions) e, jsonb_array_elements(e.value) u),
+             new AS (SELECT e.key, u.value FROM jsonb_each(NEW.reactions) e, jsonb_array_elements(e.value) u),
+             changed AS ((SELECT * FROM new EXCEPT ALL SELECT * FROM old)
+                         UNION ALL (SELECT * FROM old EXCEPT ALL SELECT * FROM new))
+        SELECT FROM changed WHERE value IS DISTINCT FROM to_jsonb(me)
+    ) THEN
+        RAISE EXCEPTION 'a user adds and removes only their own reactions' USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS comments_guard ON app.comments;
+CREATE TRIGGER comments_guard BEFORE UPDATE ON app.comments FOR EACH ROW EXECUTE FUNCTION app.comments_guard();
 
 ALTER TABLE app.users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.boards ENABLE ROW LEVEL SECURITY;
@@ -157,13 +197,16 @@ CREATE POLICY tasks_delete ON app.tasks FOR DELETE TO app_user
 DROP POLICY IF EXISTS comments_read ON app.comments;
 DROP POLICY IF EXISTS comments_create ON app.comments;
 DROP POLICY IF EXISTS comments_own ON app.comments;
+DROP POLICY IF EXISTS comments_update ON app.comments;
 DROP POLICY IF EXISTS comments_delete ON app.comments;
 CREATE POLICY comments_read ON app.comments FOR SELECT TO app_user
     USING (EXISTS (SELECT 1 FROM app.tasks t WHERE t.id = task_id));
 CREATE POLICY comments_create ON app.comments FOR INSERT TO app_user
     WITH CHECK (author_id = (SELECT rowsync.user_id()) AND EXISTS (SELECT 1 FROM app.tasks t WHERE t.id = task_id));
-CREATE POLICY comments_own ON app.comments FOR UPDATE TO app_user
-    USING (author_id = (SELECT rowsync.user_id())) WITH CHECK (author_id = (SELECT rowsync.user_id()));
+-- Anyone who sees a comment may react to it; app.comments_guard keeps the rest the author's.
+CREATE POLICY comments_update ON app.comments FOR UPDATE TO app_user
+    USING (EXISTS (SELECT 1 FROM app.tasks t WHERE t.id = task_id))
+    WITH CHECK (EXISTS (SELECT 1 FROM app.tasks t WHERE t.id = task_id));
 CREATE POLICY comments_delete ON app.comments FOR DELETE TO app_user
     USING (author_id = (SELECT rowsync.user_id()));
 

@@ -241,3 +241,82 @@ async fn policy_helpers_are_inlined_and_run_once_per_statement() {
         "membership once per statement: {text}"
     );
 }
+
+/// Reactions: whoever sees a comment reacts to it, both of two reactions at once count,
+/// and nobody changes another user's reaction, or a comment that is not theirs.
+#[tokio::test]
+async fn reactions_are_each_users_own() {
+    const COMMENT: &str = "00000000-0000-4000-8000-0000000000c1"; // bob's, on the Launch board
+    let db = Cluster::shared().database("rls_reactions").await;
+    let mut alice = rowsync_tests::authenticator(&db).await;
+    let mut carol = rowsync_tests::authenticator(&db).await;
+    let react = |kind: &str, emoji: &str, user: &str| {
+        json!({"ops": [{"type": kind, "table": "comments", "id": COMMENT,
+                        "key": ["reactions", emoji], "value": user}]})
+    };
+    apply_as(&mut alice, "alice", react("listInsert", "👍", "alice"))
+        .await
+        .expect("alice reacts");
+    apply_as(&mut carol, "carol", react("listInsert", "👍", "carol"))
+        .await
+        .expect("carol, a viewer, reacts");
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    let reactions = || async {
+        scalar::<Value>(
+            &admin,
+            "SELECT reactions FROM app.comments WHERE id = $1::text::uuid",
+            &[&COMMENT],
+        )
+        .await
+    };
+    assert_eq!(reactions().await, json!({"👍": ["alice", "carol"]}));
+
+    let refusals = [
+        (
+            "a reaction in another's name",
+            react("listInsert", "🎉", "alice"),
+        ),
+        (
+            "removing another's reaction",
+            react("listRemove", "👍", "alice"),
+        ),
+        (
+            "editing another's comment",
+            json!({"ops": [{"type": "set", "table": "comments", "id": COMMENT, "key": "body", "value": "carol was here"}]}),
+        ),
+        (
+            "replacing the reactions",
+            json!({"ops": [{"type": "set", "table": "comments", "id": COMMENT, "key": "reactions", "value": {"👍": ["carol"]}}]}),
+        ),
+    ];
+    for (what, tx) in refusals {
+        let error = apply_as(&mut carol, "carol", tx).await.expect_err(what);
+        assert_eq!(sqlstate(&error), "42501", "{what}: {error:?}");
+    }
+    let error = apply_as(
+        &mut carol,
+        "carol",
+        json!({"ops": [{"type": "set", "table": "comments", "id": COMMENT, "key": "reactions", "value": {"👍": "carol"}}]}),
+    )
+    .await
+    .expect_err("not a list");
+    assert_eq!(sqlstate(&error), "22023");
+    assert_eq!(
+        reactions().await,
+        json!({"👍": ["alice", "carol"]}),
+        "nothing changed"
+    );
+
+    apply_as(&mut carol, "carol", react("listRemove", "👍", "carol"))
+        .await
+        .expect("carol takes hers back");
+    assert_eq!(reactions().await, json!({"👍": ["alice"]}));
+    let mut bob = rowsync_tests::authenticator(&db).await;
+    apply_as(
+        &mut bob,
+        "bob",
+        json!({"ops": [{"type": "set", "table": "comments", "id": COMMENT, "key": "body", "value": "Repro: submit twice, fast."}]}),
+    )
+    .await
+    .expect("the author edits");
+}
