@@ -7,6 +7,7 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 bash scripts/setup.sh
 install_extension
+build_board
 cargo build -p rowsync-bridge
 bridge_bin=$CARGO_TARGET_DIR/debug/rowsync-bridge
 
@@ -41,7 +42,7 @@ if ! python3 -c "import socket; socket.socket().bind(('127.0.0.1', $bridge_port)
   bridge_port=$(free_port)
 fi
 export ROWSYNC_LISTEN="127.0.0.1:$bridge_port"
-[ -d "$ROOT/client" ] && export ROWSYNC_STATIC_DIR="$ROOT/client"
+export ROWSYNC_STATIC_DIR="$ROOT/examples/react-board/dist"
 "$bridge_bin" > "$run/bridge.log" 2>&1 &
 bridge_pid=$!
 for _ in $(seq 1 100); do

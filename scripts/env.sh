@@ -21,6 +21,13 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Builds the React board (examples/react-board/dist), the demo the bridge serves at /demo/:
+# the client's type declarations first, which the board's type check reads.
+build_board() {
+  (cd "$ROOT/client" && npm run --silent types)
+  (cd "$ROOT/examples/react-board" && npm run --silent check && npm run --silent build -- --logLevel warn)
+}
+
 # Installs a folder's npm packages exactly as its lock says, only when the lock changed
 # since the last install.
 npm_install() {

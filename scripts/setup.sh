@@ -43,5 +43,6 @@ else
 fi
 
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-log "npm packages of the client (TypeScript, React, fake-indexeddb)"
+log "npm packages of the client (TypeScript, React, fake-indexeddb) and of the React board (Vite)"
 npm_install "$ROOT/client"
+npm_install "$ROOT/examples/react-board"

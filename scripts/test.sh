@@ -32,5 +32,8 @@ node --test client/test/
 step "client types: declarations from the JSDoc, a typed app compiles, misuses do not"
 (cd client && npm run --silent check)
 
+step "the React board: type-checked and built with Vite"
+build_board
+
 step "core and bridge unit tests, shared vectors, end-to-end and browser tests"
 cargo test --workspace --exclude rowsync

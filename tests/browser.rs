@@ -1,6 +1,7 @@
-//! The demo app and the client in Debian's Chromium, driven by client/e2e (node's test
-//! runner speaking the DevTools protocol): two users on a real bridge and Postgres.
-//! Screenshots go to `$CARGO_TARGET_TMPDIR/screenshots`.
+//! The React board (examples/react-board, built by the test command with Vite) and the
+//! client in Debian's Chromium, driven by examples/react-board/e2e (node's test runner
+//! speaking the DevTools protocol): two users on a real bridge and Postgres. Screenshots go
+//! to `$CARGO_TARGET_TMPDIR/screenshots`.
 
 use rowsync_tests::bridge::{token, Bridge};
 use rowsync_tests::Cluster;
@@ -12,14 +13,20 @@ async fn the_demo_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cluster = Cluster::shared();
     let db = cluster.database("browser").await;
-    let client_dir = root.join("client");
-    let bridge = Bridge::start(cluster, &db, |c| c.static_dir = Some(client_dir)).await;
+    let board = root.join("examples/react-board");
+    let dist = board.join("dist");
+    assert!(
+        dist.join("demo/index.html").exists(),
+        "build the board first: (cd examples/react-board && npm run build), as scripts/test.sh does"
+    );
+    let bridge = Bridge::start(cluster, &db, |c| c.static_dir = Some(dist.clone())).await;
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let tokens = json!({"alice": token("alice", 3600), "bob": token("bob", 3600), "carol": token("carol", 3600)});
     let output = tokio::process::Command::new("node")
         .args(["--experimental-websocket", "--test", "--test-reporter=spec"])
-        .arg(root.join("client/e2e/demo.test.mjs"))
+        .arg(board.join("e2e/board.test.mjs"))
+        .env("ROWSYNC_BOARD_DIST", &dist)
         .env("ROWSYNC_BRIDGE", format!("http://{}", bridge.addr))
         .env("ROWSYNC_TOKENS", tokens.to_string())
         .env("ROWSYNC_SCREENSHOTS", &shots)

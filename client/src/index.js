@@ -266,7 +266,7 @@ export class RowsyncClient {
       refresh: () => {
         const next = compute();
         if (!sameSnapshot(snapshot, next)) {
-          snapshot = next;
+          snapshot = keepUnchangedRows(snapshot, next);
           for (const listener of listeners) listener();
         }
       },
@@ -701,6 +701,25 @@ export function membersDigest(rows) {
     sum = (sum + hash) & mask;
   }
   return sum.toString();
+}
+
+/**
+ * A new list snapshot whose rows equal to rows of the old one are the old objects, so that
+ * a memoised component of an unchanged row does not re-render when another row changes.
+ * @template T
+ * @param {T} old
+ * @param {T} next
+ * @returns {T}
+ */
+function keepUnchangedRows(old, next) {
+  if (!Array.isArray(old) || !Array.isArray(next)) return next;
+  const byId = new Map(old.map((row) => [row?.id, row]));
+  return /** @type {T} */ (
+    next.map((row) => {
+      const before = byId.get(row?.id);
+      return before !== undefined && (before === row || deepEqual(before, row)) ? before : row;
+    })
+  );
 }
 
 /**

@@ -27,6 +27,7 @@
  * @property {() => void} stop
  * @property {(listener: () => void) => () => boolean} subscribe  returns the unsubscribe
  * @property {() => string[]} getSnapshot  users typing now (or member ids, for anonymous ones)
+ * @property {() => void} close  stops listening to the room
  */
 
 export class Presence {
@@ -206,7 +207,7 @@ export function typing(room, { idleMs = 3000 } = {}) {
     snapshot = [...typers.keys()];
     for (const listener of listeners) listener();
   };
-  room.onEvent((event) => {
+  const unlisten = room.onEvent((event) => {
     if (event.event !== 'typing') return;
     const who = event.from.user ?? event.from.id;
     clearTimeout(typers.get(who));
@@ -236,6 +237,12 @@ export function typing(room, { idleMs = 3000 } = {}) {
     /** Users typing now. */
     getSnapshot() {
       return snapshot;
+    },
+    close() {
+      unlisten();
+      for (const timer of typers.values()) clearTimeout(timer);
+      typers.clear();
+      listeners.clear();
     },
   };
 }

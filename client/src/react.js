@@ -13,7 +13,7 @@ import {
   useRef,
   useSyncExternalStore,
 } from 'react';
-import { bindUndoKeys } from './index.js';
+import { bindUndoKeys, typing } from './index.js';
 
 /** @typedef {import('./index.js').RowsyncClient} RowsyncClient */
 /** @typedef {import('./index.js').Row} Row */
@@ -153,4 +153,21 @@ export function useConnectionState() {
     return last.current;
   }, [client]);
   return useSyncExternalStore(subscribe, getSnapshot);
+}
+
+/**
+ * Who is typing in room `name` (others and this client), and `start`/`stop` to say this
+ * client is: call `start` on each keystroke (it is sent at most once a second) and `stop`
+ * when the text is sent. The room must be joined (usePresence) for events to flow.
+ * @param {string} name
+ * @param {{idleMs?: number}} [options] how long a user shows as typing after their last event (3000)
+ * @returns {{typing: string[], start: () => void, stop: () => void}}
+ */
+export function useTyping(name, options) {
+  const client = useClient();
+  const idleMs = options?.idleMs;
+  const typers = useMemo(() => typing(client.room(name), { idleMs }), [client, name, idleMs]);
+  useEffect(() => () => typers.close(), [typers]);
+  const who = useSyncExternalStore(typers.subscribe, typers.getSnapshot);
+  return useMemo(() => ({ typing: who, start: typers.start, stop: typers.stop }), [who, typers]);
 }

@@ -1,4 +1,5 @@
-// The demo in a real browser: two users collaborating through a real bridge and Postgres.
+// The React board in a real browser: two users collaborating through a real bridge and
+// Postgres.
 // Started by the Rust test suite (tests/browser.rs), which provides the bridge and tokens:
 // ROWSYNC_BRIDGE, ROWSYNC_TOKENS (JSON by user), ROWSYNC_SCREENSHOTS (a folder).
 
@@ -42,11 +43,12 @@ async function open(user, query = '') {
 const titleOf = (id) => `document.querySelector('.card[data-id="${id}"] input.title')?.value`;
 const statusColumnOf = (id) => `document.querySelector('.card[data-id="${id}"]')?.closest('.column')?.dataset.status`;
 
+/** Types a title and leaves the field, as a user does (React listens to focusout). */
 function setTitle(page, id, title) {
   return page.eval(`(() => {
     const input = document.querySelector('.card[data-id="${id}"] input.title');
     input.value = ${JSON.stringify(title)};
-    input.dispatchEvent(new Event('blur'));
+    input.dispatchEvent(new FocusEvent('focusout', { bubbles: true }));
     return true;
   })()`);
 }
@@ -97,14 +99,14 @@ test('two users see each other\'s edits within the bound', async () => {
 });
 
 test('presence shows who is here, typing shows in the other page', async () => {
-  await pages.alice.waitFor(`document.querySelector('#presence .avatar[data-user="bob"]')`, 'bob\'s avatar for alice');
-  await pages.bob.waitFor(`document.querySelector('#presence .avatar[data-user="alice"]')`, 'alice\'s avatar for bob');
+  await pages.alice.waitFor(`!!document.querySelector('#presence .avatar[data-user="bob"]')`, 'bob\'s avatar for alice');
+  await pages.bob.waitFor(`!!document.querySelector('#presence .avatar[data-user="alice"]')`, 'alice\'s avatar for bob');
   await click(pages.alice, `.card[data-id="${VENUE}"] button.talk`);
   await click(pages.bob, `.card[data-id="${VENUE}"] button.talk`);
   // Joining the thread's room goes through Postgres when bridges differ; here it is one.
   await pages.bob.waitFor(`window.rowsync.room('comments?task_id=${VENUE}').joined`, 'bob in the thread');
   await pages.alice.waitFor(`window.rowsync.room('comments?task_id=${VENUE}').getSnapshot().length === 2`, 'both in the thread');
-  await pages.alice.eval(`(() => { const i = document.querySelector('#comment-input'); i.value = 'Booked for Friday'; i.dispatchEvent(new Event('input')); return true; })()`);
+  await pages.alice.eval(`(() => { const i = document.querySelector('#comment-input'); i.value = 'Booked for Friday'; i.dispatchEvent(new Event('input', { bubbles: true })); return true; })()`);
   await pages.bob.waitFor(`document.querySelector('#typing').textContent.includes('alice is typing')`, 'alice typing, in bob\'s page');
   await shot(pages.bob, 'typing');
   await pages.alice.eval(`(document.querySelector('#comment-form').requestSubmit(), true)`);
