@@ -19,7 +19,16 @@ async fn the_demo_in_chromium() {
         dist.join("demo/index.html").exists(),
         "build the board first: (cd examples/react-board && npm run build), as scripts/test.sh does"
     );
-    let bridge = Bridge::start(cluster, &db, |c| c.static_dir = Some(dist.clone())).await;
+    // The offline test serves the board from an origin of its own, which it then stops.
+    let origin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.static_dir = Some(dist.clone());
+        c.allowed_origins = vec![format!("http://127.0.0.1:{origin_port}")];
+    })
+    .await;
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let tokens = json!({"alice": token("alice", 3600), "bob": token("bob", 3600), "carol": token("carol", 3600)});
@@ -27,6 +36,7 @@ async fn the_demo_in_chromium() {
         .args(["--experimental-websocket", "--test", "--test-reporter=spec"])
         .arg(board.join("e2e/board.test.mjs"))
         .env("ROWSYNC_BOARD_DIST", &dist)
+        .env("ROWSYNC_ORIGIN_PORT", origin_port.to_string())
         .env("ROWSYNC_BRIDGE", format!("http://{}", bridge.addr))
         .env("ROWSYNC_TOKENS", tokens.to_string())
         .env("ROWSYNC_SCREENSHOTS", &shots)

@@ -5,12 +5,16 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, normalize } from 'node:path';
 import { launch } from './browser.mjs';
 
 const BRIDGE = process.env.ROWSYNC_BRIDGE;
 const TOKENS = JSON.parse(process.env.ROWSYNC_TOKENS ?? '{}');
 const SHOTS = process.env.ROWSYNC_SCREENSHOTS;
+const DIST = process.env.ROWSYNC_BOARD_DIST;
+const ORIGIN_PORT = Number(process.env.ROWSYNC_ORIGIN_PORT);
 /** The bound we promise for an edit to reach the other page. */
 const SYNC_BOUND_MS = 3000;
 
@@ -224,4 +228,117 @@ test('a member removed from a board sees it empty', async () => {
   assert.ok(!(await carol.eval(`document.body.textContent.includes('Write')`)));
   await shot(carol, 'revoked');
   assert.deepEqual(carol.consoleErrors, []);
+});
+
+test('two people reacting at once both count', async () => {
+  const COMMENT = '00000000-0000-4000-8000-0000000000c1';
+  const thumbs = (page) => page.eval(`document.querySelector('#comments li[data-id="${COMMENT}"] .reaction[data-emoji="👍"]')?.dataset.count`);
+  await click(pages.alice, `.card[data-id="${SIGNUP}"] button.talk`);
+  await click(pages.bob, `.card[data-id="${SIGNUP}"] button.talk`);
+  for (const page of [pages.alice, pages.bob]) {
+    await page.waitFor(`!!document.querySelector('#comments li[data-id="${COMMENT}"]')`, 'the comment');
+  }
+  const button = `#comments li[data-id="${COMMENT}"] .reaction[data-emoji="👍"]`;
+  await Promise.all([click(pages.alice, button), click(pages.bob, button)]);
+  for (const page of [pages.alice, pages.bob]) {
+    await page.waitFor(`document.querySelector('${button}').dataset.count === '2'`, 'both reactions', SYNC_BOUND_MS);
+  }
+  assert.equal(await thumbs(pages.alice), '2');
+  await shot(pages.bob, 'reactions');
+  await click(pages.bob, button);
+  await pages.alice.waitFor(`document.querySelector('${button}').dataset.count === '1'`, 'bob takes his back', SYNC_BOUND_MS);
+});
+
+test('a card renders again only when its own task changes', async () => {
+  const renders = (page) => page.eval(`Object.fromEntries([...document.querySelectorAll('.card')].map((c) => [c.dataset.id, Number(c.dataset.renders)]))`);
+  const before = await renders(pages.alice);
+  await setTitle(pages.bob, ANNOUNCE, 'Rendered once more');
+  await pages.alice.waitFor(`${titleOf(ANNOUNCE)} === 'Rendered once more'`, 'the edit in alice\'s page', SYNC_BOUND_MS);
+  const after = await renders(pages.alice);
+  assert.ok(after[ANNOUNCE] > before[ANNOUNCE], 'the edited card rendered');
+  for (const id of Object.keys(before).filter((id) => id !== ANNOUNCE)) {
+    assert.equal(after[id], before[id], `card ${id} rendered again for another task's change`);
+  }
+});
+
+/** Serves the built board on an origin of its own, to take it away later. */
+async function serveBoard() {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+  const server = createServer(async (request, response) => {
+    const path = normalize(decodeURIComponent(new URL(request.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    const file = join(DIST, path.endsWith('/') ? `${path}index.html` : path);
+    try {
+      const body = await readFile(file);
+      response.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
+      response.end(body);
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(ORIGIN_PORT, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${ORIGIN_PORT}`,
+    stop: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(resolve);
+    }),
+  };
+}
+
+const WS = `${BRIDGE?.replace(/^http/, 'ws')}/v1/ws`;
+const UNREACHABLE = 'ws://127.0.0.1:9/v1/ws';
+/** The client has written every row it holds to IndexedDB. */
+const cached = `window.rowsync.unsaved.size === 0 && window.rowsync.saveTimer === undefined`;
+
+test('the board opens with no network at all, and an edit made then syncs', async () => {
+  const origin = await serveBoard();
+  const page = await browser.newPage();
+  const at = (ws) => `${origin.url}/demo/?token=${TOKENS.bob}&board=${LAUNCH}&ws=${ws}`;
+  await page.goto(at(WS));
+  await page.waitFor(`document.querySelector('#status').textContent === 'online'`, 'online');
+  await page.waitFor(`document.querySelectorAll('.card').length > 0 && ${cached}`, 'the board, cached');
+  await page.waitFor(`navigator.serviceWorker.ready.then(() => !!navigator.serviceWorker.controller)`, 'the service worker');
+  const titles = await page.eval(`[...document.querySelectorAll('.card input.title')].map((i) => i.value).sort()`);
+
+  // No server for the page, none for the data.
+  await origin.stop();
+  assert.equal(await fetch(`${origin.url}/demo/`).then(() => 'served', () => 'unreachable'), 'unreachable');
+  await page.goto(at(UNREACHABLE));
+  await page.waitFor(`document.querySelectorAll('.card').length === ${titles.length}`, 'the board from the cache');
+  assert.deepEqual(await page.eval(`[...document.querySelectorAll('.card input.title')].map((i) => i.value).sort()`), titles);
+  assert.equal(await page.eval(`document.querySelector('#status').textContent`), 'offline');
+  await setTitle(page, VENUE, 'Edited with no network');
+  await page.waitFor(`window.rowsync.pending.length === 1`, 'the queued edit');
+  await shot(page, 'offline-start');
+
+  // The page still comes from the service worker; the bridge is back.
+  await page.goto(at(WS));
+  await page.waitFor(`document.querySelector('#status').textContent === 'online'`, 'online again');
+  const deadline = Date.now() + 10000;
+  while ((await serverRow('bob', VENUE)).title !== 'Edited with no network') {
+    assert.ok(Date.now() < deadline, 'the edit made offline reached the server');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await pages.alice.waitFor(`${titleOf(VENUE)} === 'Edited with no network'`, 'and alice\'s page', SYNC_BOUND_MS);
+  assert.deepEqual(page.consoleErrors, []);
+});
+
+test('a row hidden from the user while offline is gone after revalidation', async () => {
+  const NOTE = '00000000-0000-4000-8000-0000000000d8';
+  await pages.alice.eval(`window.rowsync.write([{ type: 'create', table: 'tasks', id: '${NOTE}', value: { board_id: '${LAUNCH}', title: 'shared, for now', rank: 20 } }])`);
+  const bob = await open('bob');
+  await bob.waitFor(`${titleOf(NOTE)} === 'shared, for now' && ${cached}`, 'the task, cached in bob\'s page');
+  await goOffline(bob);
+  await pages.alice.eval(`window.rowsync.write([{ type: 'set', table: 'tasks', id: '${NOTE}', key: 'private_to', value: 'alice' }])`);
+  // Still cut off from the bridge, the cache shows what bob saw.
+  await bob.offline(false);
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}&ws=${UNREACHABLE}`);
+  await bob.waitFor(`${titleOf(NOTE)} === 'shared, for now'`, 'the cached task while offline');
+  // Online: revalidation takes it away, from the page and from the cache.
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}`);
+  await bob.waitFor(`document.querySelector('#status').textContent === 'online'`, 'online');
+  await bob.waitFor(`!document.querySelector('.card[data-id="${NOTE}"]')`, 'the hidden task gone', SYNC_BOUND_MS);
+  await bob.waitFor(`${cached} && window.rowsync.storage.loadRows().then((rows) => !rows.some(([key]) => key.endsWith('${NOTE}')))`, 'and gone from the cache');
+  assert.ok(!(await bob.eval(`document.body.textContent.includes('shared, for now')`)));
+  await shot(bob, 'revalidated');
 });
