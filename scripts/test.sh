@@ -32,6 +32,9 @@ node --test client/test/
 step "client types: declarations from the JSDoc, a typed app compiles, misuses do not"
 (cd client && npm run --silent check)
 
+step "the client as a package: npm pack, installed in a fresh project, imported in node, tsc and Vite"
+node client/pack-test/run.mjs
+
 step "the React board: type-checked and built with Vite"
 build_board
 
