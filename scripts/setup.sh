@@ -43,6 +43,7 @@ else
 fi
 
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-log "npm packages of the client (TypeScript, React, fake-indexeddb) and of the React board (Vite)"
+log "npm packages: the client (TypeScript, React, fake-indexeddb), the React board (Vite), the Yjs tests (yjs, y-websocket)"
 npm_install "$ROOT/client"
 npm_install "$ROOT/examples/react-board"
+npm_install "$ROOT/tests/yjs"

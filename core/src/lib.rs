@@ -14,6 +14,7 @@ pub mod list;
 pub mod op;
 pub mod tx;
 pub mod vectors;
+pub mod ydoc;
 
 pub use apply::{apply_op, Outcome, Skip, SkipReason};
 pub use error::{ApplyError, OpError};
