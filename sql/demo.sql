@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS app.tasks (
 );
 -- A task with private_to set is a private note on a shared board: only that user sees it.
 ALTER TABLE app.tasks ADD COLUMN IF NOT EXISTS private_to text REFERENCES app.users;
+-- The task's description is a collaborative document (rowsync.enable_doc below): its text
+-- lives in rowsync's document tables; the column names it and its privileges govern it.
+ALTER TABLE app.tasks ADD COLUMN IF NOT EXISTS description text;
 CREATE INDEX IF NOT EXISTS tasks_board ON app.tasks (board_id);
 
 CREATE TABLE IF NOT EXISTS app.comments (
@@ -219,6 +222,7 @@ SELECT rowsync.enable('app.boards');
 SELECT rowsync.enable('app.board_members', '{board_id,user_id}', access => true);
 SELECT rowsync.enable('app.tasks', '{board_id}');
 SELECT rowsync.enable('app.comments', '{task_id}');
+SELECT rowsync.enable_doc('app.tasks', 'description');
 
 INSERT INTO app.users (id, name, color) VALUES
     ('alice', 'Alice', '#e4572e'), ('bob', 'Bob', '#17bebb'), ('carol', 'Carol', '#76b041')

@@ -10,6 +10,7 @@ mod bridge_presence;
 mod bridge_resume;
 mod bridge_visibility;
 mod docs;
+mod documents;
 mod feed;
 mod golden;
 mod input;

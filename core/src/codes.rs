@@ -71,6 +71,27 @@ pub const PRIMARY_ONLY: Code = code(
     true,
     "ticks are taken on the primary only",
 );
+pub const INVALID_UPDATE: Code = code(
+    "RS013",
+    "invalid_update",
+    400,
+    false,
+    "bytes that are not a well-formed Yjs update",
+);
+pub const UPDATE_TOO_LARGE: Code = code(
+    "RS014",
+    "update_too_large",
+    413,
+    false,
+    "a Yjs update larger than doc_max_update_bytes",
+);
+pub const DOCUMENT_TOO_LARGE: Code = code(
+    "RS015",
+    "document_too_large",
+    413,
+    false,
+    "a document would grow past its max_bytes",
+);
 pub const NOT_FOUND: Code = code(
     "RS404",
     "not_found",
@@ -101,13 +122,16 @@ pub const EVENT_TOO_LARGE: Code = code(
 );
 
 /// Every code, in SQLSTATE order.
-pub const ALL: [Code; 10] = [
+pub const ALL: [Code; 13] = [
     INVALID_OP,
     TABLE_NOT_SYNCED,
     UNKNOWN_COLUMN,
     WRONG_TYPE,
     CANNOT_SYNC,
     PRIMARY_ONLY,
+    INVALID_UPDATE,
+    UPDATE_TOO_LARGE,
+    DOCUMENT_TOO_LARGE,
     NOT_FOUND,
     CONFLICT,
     RESYNC,

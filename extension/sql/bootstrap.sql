@@ -41,6 +41,9 @@ CREATE TABLE rowsync.settings (
     -- Largest payload of one rowsync.send event, in bytes of its JSON text (the bridge's
     -- default max_frame_bytes: an event must fit in one frame).
     max_event_bytes   integer  NOT NULL DEFAULT 65536 CHECK (max_event_bytes > 0),
+    -- Largest Yjs update rowsync.doc_append stores (a whole document sent by a client that
+    -- was offline is one update).
+    doc_max_update_bytes integer NOT NULL DEFAULT 8388608 CHECK (doc_max_update_bytes > 0),
     -- Names this change log in resume tokens: a token from another database or cluster
     -- (or from before rowsync.reset_feed()) resyncs instead of resuming in the wrong place.
     feed_id           uuid     NOT NULL DEFAULT pg_catalog.gen_random_uuid()
@@ -101,7 +104,8 @@ CREATE TABLE rowsync.changes (
     tbl        text,
     row_id     text,
     version    bigint,
-    -- insert, update, delete, truncate or event. No CHECK: only rowsync's own functions
+    -- insert, update, delete, truncate, event, or doc (updates of a document: tbl and
+    -- row_id name its row, topic its column, rowsync.doc_updates holds them). No CHECK: only rowsync's own functions
     -- write here, and a CHECK's expression is rebuilt from its stored text at every insert.
     kind       text NOT NULL,
     old_scopes jsonb,

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod apply;
 mod capture;
 mod catalog;
+mod docs;
 mod failure;
 mod get;
 mod sql;
@@ -59,6 +60,16 @@ extension_sql_file!(
     "../sql/listeners.sql",
     name = "listeners",
     requires = ["feed"]
+);
+extension_sql_file!(
+    "../sql/docs.sql",
+    name = "docs",
+    requires = [
+        "listeners",
+        doc_access_entry,
+        doc_append_entry,
+        doc_parts_entry
+    ]
 );
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
@@ -117,4 +128,48 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![]
     }
+}
+
+/// What the caller may do with a document: `{"access": "write" | "read" | null}`, or an
+/// error for what is not a document. Errors as for `_apply`.
+#[pg_extern(volatile, parallel_unsafe, name = "_doc_access")]
+#[search_path(pg_catalog, pg_temp)]
+fn doc_access_entry(tbl: &str, id: &str, col: &str) -> pgrx::JsonB {
+    pgrx::JsonB(docs::access_entry(tbl, id, col))
+}
+
+/// Appends Yjs updates to a document as the caller: `{"cursor": n}` or an error, found
+/// before anything is written.
+#[pg_extern(volatile, parallel_unsafe, name = "_doc_append")]
+#[search_path(pg_catalog, pg_temp)]
+fn doc_append_entry(
+    tbl: &str,
+    id: &str,
+    col: &str,
+    updates: pgrx::Array<'_, &[u8]>,
+    origin: Option<&str>,
+) -> pgrx::JsonB {
+    let updates: Vec<Option<&[u8]>> = updates.iter().collect();
+    pgrx::JsonB(docs::append_entry(tbl, id, col, &updates, origin))
+}
+
+/// A document's snapshot and log, if the caller may read it; else one row with `error`.
+// pgrx reads the columns' names from the `name!`s in the signature, so the type stays inline.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe, name = "_doc_parts")]
+#[search_path(pg_catalog, pg_temp)]
+fn doc_parts_entry(
+    tbl: &str,
+    id: &str,
+    col: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(snapshot, Option<Vec<u8>>),
+        name!(updates, Vec<Vec<u8>>),
+        name!(error, Option<pgrx::JsonB>),
+    ),
+> {
+    let (snapshot, updates, error) = docs::parts_entry(tbl, id, col);
+    TableIterator::once((snapshot, updates, error.map(pgrx::JsonB)))
 }

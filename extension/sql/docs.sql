@@ -1,0 +1,126 @@
+-- Collaborative documents: a Yjs document is a column of a synced row, registered with
+-- rowsync.enable_doc. Reading it takes what reading the row and the column takes (its
+-- policies, SELECT on the column); editing it, what updating them takes. The bytes are
+-- stored as clients sent them, a snapshot plus an append-only log, after a structural
+-- check (rowsync-core's ydoc scanner: no CRDT engine runs in Postgres). Merging happens
+-- in the bridge. See docs/sql/documents.md.
+
+-- Which columns are documents. Anyone may read it; a table's owner registers its columns.
+CREATE TABLE rowsync.doc_columns (
+    rel       regclass NOT NULL REFERENCES rowsync.synced ON DELETE CASCADE,
+    col       name NOT NULL,
+    -- The most a document may hold, snapshot and log together.
+    max_bytes bigint NOT NULL DEFAULT 8388608 CHECK (max_bytes > 0),
+    PRIMARY KEY (rel, col)
+);
+ALTER TABLE rowsync.doc_columns ENABLE ROW LEVEL SECURITY;
+CREATE POLICY doc_columns_read ON rowsync.doc_columns FOR SELECT USING (true);
+CREATE POLICY doc_columns_owner ON rowsync.doc_columns FOR ALL
+    USING (pg_catalog.pg_has_role(current_user,
+        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role(current_user,
+        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
+GRANT SELECT, INSERT, DELETE ON rowsync.doc_columns TO PUBLIC;
+GRANT UPDATE (max_bytes) ON rowsync.doc_columns TO PUBLIC;
+
+-- One row per document written to. Nobody reads or writes these tables directly: the
+-- functions below check access as the caller, then read and write as the owner.
+CREATE TABLE rowsync.docs (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rel            oid NOT NULL,
+    tbl            text NOT NULL,
+    row_id         text NOT NULL,
+    col            name NOT NULL,
+    -- A Yjs v1 update holding what compaction merged (NULL: nothing yet).
+    snapshot       bytea,
+    snapshot_bytes bigint NOT NULL DEFAULT 0,
+    -- The log not yet in the snapshot.
+    tail_bytes     bigint NOT NULL DEFAULT 0,
+    tail_count     bigint NOT NULL DEFAULT 0,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tbl, row_id, col)
+);
+REVOKE ALL ON rowsync.docs FROM PUBLIC;
+
+CREATE TABLE rowsync.doc_updates (
+    -- The rowsync.changes row of the append that wrote it, and its place in the append.
+    cursor bigint NOT NULL,
+    n      integer NOT NULL,
+    doc    bigint NOT NULL REFERENCES rowsync.docs ON DELETE CASCADE,
+    -- Exactly the bytes a client sent.
+    update bytea NOT NULL,
+    -- Who sent it: '<bridge listener>/<connection>', or NULL for SQL writers.
+    origin text,
+    PRIMARY KEY (cursor, n)
+);
+CREATE INDEX doc_updates_doc ON rowsync.doc_updates (doc, cursor, n);
+REVOKE ALL ON rowsync.doc_updates FROM PUBLIC;
+
+-- Registers `col` of synced table `tbl` as a document; only the table's owner may.
+CREATE FUNCTION rowsync.enable_doc(tbl regclass, col name, max_bytes bigint DEFAULT 8388608)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rowsync.synced s WHERE s.rel = tbl) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS002', MESSAGE = format('table %s is not synced', tbl),
+            HINT = 'call rowsync.enable(table) first';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION USING ERRCODE = 'RS003', MESSAGE = format('table %s has no column "%s"', tbl, col),
+            HINT = 'a document is a column of the row: add one (any type: rowsync does not touch its value)';
+    END IF;
+    INSERT INTO rowsync.doc_columns (rel, col, max_bytes) VALUES (tbl, col, max_bytes)
+    ON CONFLICT ON CONSTRAINT doc_columns_pkey DO UPDATE SET max_bytes = excluded.max_bytes;
+END
+$$;
+
+CREATE FUNCTION rowsync.disable_doc(tbl regclass, col name) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM rowsync.doc_columns d WHERE d.rel = tbl AND d.col = disable_doc.col
+$$;
+
+-- What the caller may do with a document: 'write', 'read', or NULL (the row is not
+-- visible, or the column not readable). Raises RS002/RS003 for what is not a document.
+CREATE FUNCTION rowsync.doc_access(tbl text, id text, col text) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT rowsync._raise_if_error(rowsync._doc_access(tbl, id, col)) OPERATOR(pg_catalog.->>) 'access'
+$$;
+
+-- Appends Yjs v1 updates to a document, as the caller: they must be allowed to update
+-- the row and the column. Each update is checked (RS013 malformed, RS014 too large) and
+-- the document must stay under its max_bytes (RS015). Returns the change's cursor, or
+-- NULL when every update was empty.
+CREATE FUNCTION rowsync.doc_append(tbl text, id text, col text, updates bytea[], origin text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT (rowsync._raise_if_error(rowsync._doc_append(tbl, id, col, updates, origin))
+            OPERATOR(pg_catalog.->>) 'cursor')::bigint
+$$;
+
+-- A document's stored state, unmerged: the snapshot (NULL if none) and every update of
+-- the log in order. Apply them in order, or merge them (Y.mergeUpdates), to get the
+-- document. Empty for a document never written to.
+CREATE FUNCTION rowsync.doc_parts(tbl text, id text, col text)
+RETURNS TABLE (snapshot bytea, updates bytea[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parts record;
+BEGIN
+    SELECT * INTO parts FROM rowsync._doc_parts(tbl, id, col) p;
+    PERFORM rowsync._raise_if_error(parts.error);
+    RETURN QUERY SELECT parts.snapshot, parts.updates;
+END
+$$;
+
+-- For bridges: the updates of the doc changes at `cursors` (changes of kind 'doc').
+CREATE FUNCTION rowsync.read_doc_updates(cursors bigint[])
+RETURNS TABLE (cursor bigint, tbl text, row_id text, col name, updates bytea[], origin text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT u.cursor, d.tbl, d.row_id, d.col, array_agg(u.update ORDER BY u.n), min(u.origin)
+      FROM rowsync.doc_updates u JOIN rowsync.docs d ON d.id = u.doc
+     WHERE u.cursor = ANY (cursors)
+     GROUP BY u.cursor, d.tbl, d.row_id, d.col
+     ORDER BY u.cursor
+$$;
+REVOKE ALL ON FUNCTION rowsync.read_doc_updates(bigint[]) FROM PUBLIC;

@@ -1,0 +1,283 @@
+//! Collaborative documents in SQL: who may append and read, what is stored, and what is
+//! refused (malformed, oversized, hidden, read-only), against the example app's task
+//! descriptions (`rowsync.enable_doc('app.tasks', 'description')`).
+
+use rowsync_tests::{as_user, demo, scalar, sqlstate, Cluster};
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+/// `getText('t').insert(0, 'hi')` by client 7, as Yjs encodes it.
+const HI: &[u8] = &[1, 1, 7, 0, 4, 1, 1, b't', 2, b'h', b'i', 0];
+/// Client 7 appending "!" after its "hi".
+const BANG: &[u8] = &[1, 1, 7, 2, 0x84, 7, 1, 1, b'!', 0];
+
+async fn append(
+    client: &mut Client,
+    sub: &str,
+    task: &str,
+    updates: &[&[u8]],
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let claims = json!({ "sub": sub }).to_string();
+    tx.execute(
+        "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
+        &[&claims],
+    )
+    .await?;
+    let updates: Vec<Vec<u8>> = updates.iter().map(|u| u.to_vec()).collect();
+    let row = tx
+        .query_one(
+            "SELECT rowsync.doc_append('tasks', $1, 'description', $2)",
+            &[&task, &updates],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.get(0))
+}
+
+async fn parts(
+    client: &mut Client,
+    sub: &str,
+    task: &str,
+) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let claims = json!({ "sub": sub }).to_string();
+    tx.execute(
+        "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
+        &[&claims],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT snapshot, updates FROM rowsync.doc_parts('tasks', $1, 'description')",
+            &[&task],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok((
+        row.get(0),
+        row.get::<_, Option<Vec<Vec<u8>>>>(1).unwrap_or_default(),
+    ))
+}
+
+async fn access(client: &mut Client, sub: &str, task: &str) -> Value {
+    as_user(
+        client,
+        sub,
+        "SELECT coalesce(to_jsonb(rowsync.doc_access('tasks', $1::jsonb #>> '{}', 'description')), 'null')",
+        &json!(task),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn writers_append_readers_read_others_are_refused() {
+    let db = Cluster::shared().database("docs_access").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_ANNOUNCE; // on Launch: alice owns, bob edits, carol views
+
+    assert_eq!(access(&mut c, "bob", task).await, json!("write"));
+    assert_eq!(access(&mut c, "carol", task).await, json!("read"));
+    assert_eq!(access(&mut c, "bob", demo::TASK_SECRET).await, Value::Null);
+
+    let cursor = append(&mut c, "bob", task, &[HI])
+        .await
+        .unwrap()
+        .expect("a cursor");
+    append(&mut c, "alice", &task.to_uppercase(), &[BANG])
+        .await
+        .unwrap();
+    let (snapshot, updates) = parts(&mut c, "carol", task).await.unwrap();
+    assert_eq!(snapshot, None);
+    assert_eq!(
+        updates,
+        vec![HI.to_vec(), BANG.to_vec()],
+        "stored as sent, in order"
+    );
+
+    let error = append(&mut c, "carol", task, &[BANG]).await.unwrap_err();
+    assert_eq!(
+        sqlstate(&error),
+        "42501",
+        "a viewer may not edit: {error:?}"
+    );
+    for (who, hidden) in [
+        ("bob", demo::TASK_SECRET),
+        ("bob", "00000000-0000-4000-8000-0000000000ff"),
+        ("bob", "not-a-uuid"),
+    ] {
+        let error = append(&mut c, who, hidden, &[HI]).await.unwrap_err();
+        assert_eq!(sqlstate(&error), "RS404", "{hidden}: {error:?}");
+        let error = parts(&mut c, who, hidden).await.unwrap_err();
+        assert_eq!(sqlstate(&error), "RS404");
+    }
+    assert_eq!(
+        parts(&mut c, "carol", task).await.unwrap().1.len(),
+        2,
+        "nothing was added"
+    );
+
+    // The feed carries the append as a change of kind doc, naming the column.
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    let logged: Value = scalar(
+        &admin,
+        "SELECT to_jsonb(c) - 'at' - 'xid' FROM rowsync.changes c WHERE c.cursor = $1",
+        &[&cursor],
+    )
+    .await;
+    assert_eq!(logged["kind"], json!("doc"));
+    assert_eq!(logged["tbl"], json!("tasks"));
+    assert_eq!(logged["row_id"], json!(task));
+    assert_eq!(logged["topic"], json!("description"));
+    let read: Value = scalar(
+        &admin,
+        "SELECT to_jsonb(array_agg(jsonb_build_array(r.col, cardinality(r.updates), r.origin))) \
+         FROM rowsync.read_doc_updates(ARRAY[$1::bigint]) r",
+        &[&cursor],
+    )
+    .await;
+    assert_eq!(read, json!([["description", 1, null]]));
+}
+
+#[tokio::test]
+async fn bad_bytes_and_sizes_are_refused_and_change_nothing() {
+    let db = Cluster::shared().database("docs_input").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_SIGNUP;
+    append(&mut c, "bob", task, &[HI]).await.unwrap();
+    let mut deep = vec![1, 1, 1, 0, 8 | 0b0010_0000, 1, 1, b'm', 1, b'k', 1];
+    for _ in 0..10_000 {
+        deep.extend_from_slice(&[117, 1]);
+    }
+    deep.extend_from_slice(&[126, 0]);
+    for (what, bytes) in [
+        ("garbage", b"hello world".to_vec()),
+        ("truncated", HI[..HI.len() - 1].to_vec()),
+        ("trailing bytes", [HI, &[0]].concat()),
+        ("nested 10,000 deep", deep),
+    ] {
+        let error = append(&mut c, "bob", task, &[BANG, &bytes])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&error), "RS013", "{what}: {error:?}");
+    }
+    assert_eq!(
+        append(&mut c, "bob", task, &[&[0, 0]]).await.unwrap(),
+        None,
+        "an empty update writes nothing"
+    );
+
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    admin
+        .batch_execute("UPDATE rowsync.settings SET doc_max_update_bytes = 11")
+        .await
+        .unwrap();
+    let error = append(&mut c, "bob", task, &[HI]).await.unwrap_err();
+    assert_eq!(sqlstate(&error), "RS014");
+    admin
+        .batch_execute("UPDATE rowsync.settings SET doc_max_update_bytes = DEFAULT")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("UPDATE rowsync.doc_columns SET max_bytes = 25")
+        .await
+        .unwrap();
+    append(&mut c, "bob", task, &[BANG]).await.unwrap();
+    let error = append(&mut c, "bob", task, &[HI]).await.unwrap_err();
+    assert_eq!(sqlstate(&error), "RS015", "12 + 10 + 12 bytes is over 25");
+    assert_eq!(
+        parts(&mut c, "bob", task).await.unwrap().1,
+        vec![HI.to_vec(), BANG.to_vec()]
+    );
+
+    // Not a document column, not a synced table.
+    let error = as_user(
+        &mut c,
+        "bob",
+        "SELECT to_jsonb(rowsync.doc_append('tasks', ($1::jsonb #>> '{}'), 'title', ARRAY['\\x0000'::bytea]))",
+        &json!(task),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&error), "RS003");
+    let error = as_user(
+        &mut c,
+        "bob",
+        "SELECT to_jsonb(rowsync.doc_append('nosuch', ($1::jsonb #>> '{}'), 'title', ARRAY['\\x0000'::bytea]))",
+        &json!(task),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&error), "RS002");
+}
+
+#[tokio::test]
+async fn nobody_writes_the_document_tables_directly() {
+    let db = Cluster::shared().database("docs_tables").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    for sql in [
+        "SELECT to_jsonb(count(*)) FROM rowsync.docs WHERE ($1::jsonb #>> '{}') IS NOT NULL",
+        "SELECT to_jsonb(count(*)) FROM rowsync.doc_updates WHERE ($1::jsonb #>> '{}') IS NOT NULL",
+        "SELECT to_jsonb(count(*)) FROM rowsync.read_doc_updates(ARRAY[1]) WHERE ($1::jsonb #>> '{}') IS NOT NULL",
+    ] {
+        let error = as_user(&mut c, "bob", sql, &json!("x")).await.unwrap_err();
+        assert_eq!(sqlstate(&error), "42501", "{sql}");
+    }
+    // An append writes as the tables' owner only inside itself.
+    let who = as_user(
+        &mut c,
+        "bob",
+        "SELECT to_jsonb(current_user::text) FROM rowsync.doc_append('tasks', $1::jsonb #>> '{}', \
+         'description', ARRAY['\\x010107000401017402686900'::bytea]) AS appended(cursor) \
+         WHERE appended.cursor IS NOT NULL",
+        &json!(demo::TASK_ANNOUNCE),
+    )
+    .await
+    .unwrap();
+    assert_eq!(who, json!("app_user"));
+    let error = as_user(
+        &mut c,
+        "bob",
+        "SELECT to_jsonb(rowsync.enable_doc('app.tasks', ($1::jsonb #>> '{}')))",
+        &json!("title"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        sqlstate(&error),
+        "42501",
+        "only the table's owner registers documents"
+    );
+}
+
+/// Deleting the row takes the document out of reach; undoing the delete brings it back.
+#[tokio::test]
+async fn a_deleted_row_retires_its_document_and_undo_revives_it() {
+    let db = Cluster::shared().database("docs_lifecycle").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_VENUE;
+    append(&mut c, "bob", task, &[HI]).await.unwrap();
+    let deleted = rowsync_tests::apply_as(
+        &mut c,
+        "bob",
+        json!({"ops": [{"type": "delete", "table": "tasks", "id": task}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sqlstate(&parts(&mut c, "bob", task).await.unwrap_err()),
+        "RS404"
+    );
+    assert_eq!(
+        sqlstate(&append(&mut c, "bob", task, &[BANG]).await.unwrap_err()),
+        "RS404"
+    );
+    rowsync_tests::apply_as(&mut c, "bob", json!({"ops": deleted["inverse"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        parts(&mut c, "carol", task).await.unwrap().1,
+        vec![HI.to_vec()]
+    );
+}
