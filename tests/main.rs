@@ -18,3 +18,4 @@ mod rls;
 mod sql_examples;
 mod visibility;
 mod writes;
+mod yjs_documents;

@@ -212,6 +212,14 @@ settings! {
     bus_flush: Duration = Duration::from_millis(50), "bus_flush_ms", "50", ms, Positive;
     bus_max_bytes: usize = 64 * 1024, "bus_max_bytes", "65536", num, Positive;
     shutdown_grace: Duration = Duration::from_secs(10), "shutdown_grace_ms", "10000", ms, Unchecked;
+    /// Largest message on /v1/yjs: a whole document, from a client that was offline, is one.
+    yjs_max_message_bytes: usize = 8 << 20, "yjs_max_message_bytes", "8388608", num, Positive;
+    yjs_messages_per_second: u32 = 100, "yjs_messages_per_second", "100", num, Positive;
+    yjs_max_awareness_bytes: usize = 4096, "yjs_max_awareness_bytes", "4096", num, Positive;
+    /// Document updates are appended to Postgres at most this often per document.
+    yjs_flush: Duration = Duration::from_millis(50), "yjs_flush_ms", "50", ms, Positive;
+    /// Document readers are checked again this often (and when their row changes).
+    yjs_recheck: Duration = Duration::from_secs(60), "yjs_recheck_ms", "60000", ms, Positive;
 }
 
 impl Config {

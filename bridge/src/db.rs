@@ -3,12 +3,31 @@
 
 use crate::auth::Claims;
 use crate::errors::Error;
+use crate::yjs::DocKey;
 use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 const SET_CONTEXT: &str =
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)";
+
+/// Runs `sql` as the user, in a transaction of its own, and commits; returns its rows.
+async fn user_rows(
+    pool: &Pool,
+    claims: &Claims,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let context = tx.prepare_cached(SET_CONTEXT).await?;
+    tx.execute(&context, &[&claims.role, &&*claims.raw]).await?;
+    let statement = tx.prepare_cached(sql).await?;
+    let rows = tx.query(&statement, params).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
 
 /// Runs `sql` (whose one result is a jsonb value) as the user, and commits.
 pub async fn as_user(
@@ -17,15 +36,61 @@ pub async fn as_user(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Value, Error> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let context = tx.prepare_cached(SET_CONTEXT).await?;
-    tx.execute(&context, &[&claims.role, &&*claims.raw]).await?;
-    let statement = tx.prepare_cached(sql).await?;
-    let row = tx.query_one(&statement, params).await?;
-    let value: Option<Value> = row.get(0);
-    tx.commit().await?;
+    let rows = user_rows(pool, claims, sql, params).await?;
+    let value: Option<Value> = rows.first().and_then(|row| row.get(0));
     Ok(value.unwrap_or(Value::Null))
+}
+
+/// What the user may do with a document: `write`, `read`, or `None`.
+pub async fn doc_access(
+    pool: &Pool,
+    claims: &Claims,
+    doc: &DocKey,
+) -> Result<Option<String>, Error> {
+    let rows = user_rows(
+        pool,
+        claims,
+        "SELECT rowsync.doc_access($1, $2, $3)",
+        &[&doc.table, &doc.id, &doc.col],
+    )
+    .await?;
+    Ok(rows.first().and_then(|row| row.get(0)))
+}
+
+/// A document's stored parts as the user may read them: the snapshot (if any), then
+/// the log in order.
+pub async fn doc_parts(pool: &Pool, claims: &Claims, doc: &DocKey) -> Result<Vec<Vec<u8>>, Error> {
+    let rows = user_rows(
+        pool,
+        claims,
+        "SELECT snapshot, updates FROM rowsync.doc_parts($1, $2, $3)",
+        &[&doc.table, &doc.id, &doc.col],
+    )
+    .await?;
+    let mut parts = Vec::new();
+    for row in rows {
+        parts.extend(row.get::<_, Option<Vec<u8>>>(0));
+        parts.extend(row.get::<_, Option<Vec<Vec<u8>>>>(1).unwrap_or_default());
+    }
+    Ok(parts)
+}
+
+/// Appends the user's updates to a document; the change's cursor (`None`: all empty).
+pub async fn doc_append(
+    pool: &Pool,
+    claims: &Claims,
+    doc: &DocKey,
+    updates: &[Vec<u8>],
+    origin: &str,
+) -> Result<Option<i64>, Error> {
+    let rows = user_rows(
+        pool,
+        claims,
+        "SELECT rowsync.doc_append($1, $2, $3, $4, $5)",
+        &[&doc.table, &doc.id, &doc.col, &updates, &origin],
+    )
+    .await?;
+    Ok(rows.first().and_then(|row| row.get(0)))
 }
 
 pub async fn apply(pool: &Pool, claims: &Claims, tx: &Value) -> Result<Value, Error> {

@@ -8,7 +8,7 @@ use crate::errors::{self, Error};
 use crate::state::AppState;
 use crate::ws;
 use axum::body::Bytes;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,7 @@ pub fn routes(state: Arc<AppState>) -> axum::Router {
         .route("/v1/transactions", post(transactions))
         .route("/v1/records", post(records))
         .route("/v1/ws", get(websocket))
+        .route("/v1/yjs/{*doc}", get(document))
         .route("/health", get(health))
         .route("/metrics", get(metrics));
     if let Some(dir) = &state.config.static_dir {
@@ -164,6 +165,37 @@ async fn websocket(
         .max_message_size(size)
         .max_frame_size(size)
         .on_upgrade(move |socket| ws::serve(socket, state, claims))
+}
+
+/// A collaborative document over y-websocket (crate::yjs): the path names it,
+/// `table/id/column`; the token comes as on /v1/ws.
+async fn document(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(doc): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state, &headers) {
+        return Error::new(
+            errors::FORBIDDEN_ORIGIN,
+            "this origin may not open connections",
+        )
+        .into_response();
+    }
+    let token = query
+        .get("access_token")
+        .map(String::as_str)
+        .or_else(|| bearer(&headers));
+    let claims = claims_from(&state, token);
+    let key = crate::yjs::DocKey::from_path(&doc);
+    let size = state.config.yjs_max_message_bytes;
+    upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_message_size(size)
+        .max_frame_size(size)
+        .on_upgrade(move |socket| crate::yjs::serve(socket, state, claims, key))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

@@ -20,7 +20,8 @@
 //! Around that path: [`ws::subscriptions`] checks keys as the user and catches resumed
 //! clients up; [`db`] runs the user's reads and writes; [`presence`] carries rooms across
 //! bridges; [`http`] serves the HTTP API and the upgrade; [`state`] is what all of them
-//! share; [`server`] starts and stops it all; [`auth`], [`config`], [`errors`] and
+//! share; [`yjs`] serves collaborative documents to y-websocket clients; [`server`]
+//! starts and stops it all; [`auth`], [`config`], [`errors`] and
 //! [`metrics`] are what their names say.
 
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod server;
 pub mod state;
 pub mod token;
 pub mod ws;
+pub mod yjs;
 
 pub use config::Config;
 pub use server::{app, run};

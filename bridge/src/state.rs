@@ -30,6 +30,11 @@ pub struct AppState {
     /// One clone per open connection; its count tells shutdown when all are gone.
     pub connections: Arc<()>,
     pub started: Instant,
+    /// The collaborative documents open here.
+    pub docs: crate::yjs::Hub,
+    /// Names this bridge: document edits it appended carry it, so it does not relay them
+    /// twice when the feed brings them back.
+    pub bridge_id: String,
 }
 
 impl AppState {
@@ -55,13 +60,12 @@ impl AppState {
             std::process::id(),
             Instant::now().elapsed().as_nanos()
         );
+        let bridge = bridge_id(&bridge);
         Ok(AppState {
             verifier: Verifier::new(&config)?,
-            presence: Presence::new(
-                bridge_id(&bridge),
-                config.presence_timeout,
-                config.bus_max_bytes,
-            ),
+            bridge_id: bridge.clone(),
+            docs: crate::yjs::Hub::default(),
+            presence: Presence::new(bridge, config.presence_timeout, config.bus_max_bytes),
             pool,
             router: Router::default(),
             metrics: Metrics::default(),

@@ -150,6 +150,22 @@ pub fn scan_update(bytes: &[u8]) -> Result<Scan, ScanError> {
     Ok(scan)
 }
 
+/// Scans a v1 state vector (a SyncStep1's payload): pairs of client and clock.
+pub fn scan_state_vector(bytes: &[u8]) -> Result<BTreeMap<u64, u64>, ScanError> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut sv = BTreeMap::new();
+    let n = r.count(2, "state vector length")?;
+    for _ in 0..n {
+        let client = r.var_uint("client id")?;
+        let clock = r.var_uint("clock")?;
+        sv.insert(client, clock);
+    }
+    if r.at != bytes.len() {
+        return Err(r.error("bytes after the state vector"));
+    }
+    Ok(sv)
+}
+
 /// Reads an item's origins, parent and content; returns its length in clock units.
 fn item(r: &mut Reader, info: u8, content: u8) -> Result<u64, ScanError> {
     const HAS_ORIGIN: u8 = 0b1000_0000;
@@ -495,6 +511,18 @@ mod tests {
             1, 1, 7, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 5, 0,
         ];
         assert_eq!(scan_update(&bytes).unwrap_err().reason, "clock above 2^53");
+    }
+
+    #[test]
+    fn state_vectors() {
+        assert_eq!(scan_state_vector(&[0]).unwrap(), BTreeMap::new());
+        assert_eq!(
+            scan_state_vector(&[1, 7, 2]).unwrap(),
+            BTreeMap::from([(7, 2)])
+        );
+        assert!(scan_state_vector(&[1, 7]).is_err());
+        assert!(scan_state_vector(&[1, 7, 2, 0]).is_err());
+        assert!(scan_state_vector(&[0xff, 0xff, 0xff, 0x7f]).is_err());
     }
 
     #[test]

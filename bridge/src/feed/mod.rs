@@ -424,6 +424,7 @@ async fn advance(
     let mut total = 0;
     loop {
         route(state, &page, &tables.scope).await?;
+        state.docs.from_feed(state, client, &page).await;
         if page
             .iter()
             .any(|c| c.table.as_ref().is_some_and(|t| tables.access.contains(t)))

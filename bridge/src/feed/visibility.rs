@@ -35,6 +35,10 @@ pub fn coalesce(page: &[FeedChange]) -> (Vec<BatchRow>, Vec<Option<usize>>) {
     // Where each row's newest change so far is in the page.
     let mut at: Vec<usize> = Vec::new();
     for (j, change) in page.iter().enumerate() {
+        // A document's edits name its row, but the row did not change.
+        if change.kind == "doc" {
+            continue;
+        }
         let (Some(table), Some(id)) = (change.table.as_deref(), change.row_id.as_deref()) else {
             continue;
         };

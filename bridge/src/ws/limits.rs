@@ -7,6 +7,9 @@ use std::time::Instant;
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    /// The database is unavailable: reconnect later.
+    pub const UNAVAILABLE: u16 = 1013;
     pub const UNAUTHORIZED: u16 = 4001;
     pub const TOKEN_EXPIRED: u16 = 4100;
     pub const SLOW: u16 = 4101;
@@ -15,7 +18,7 @@ pub mod close {
 }
 
 /// Allows `rate` messages a second, in bursts of up to `rate`.
-pub(super) struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     refused: u32,
@@ -23,7 +26,7 @@ pub(super) struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub(super) fn new(rate: u32) -> TokenBucket {
+    pub(crate) fn new(rate: u32) -> TokenBucket {
         TokenBucket {
             rate: rate as f64,
             tokens: rate as f64,
@@ -32,7 +35,7 @@ impl TokenBucket {
         }
     }
 
-    pub(super) fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
@@ -48,7 +51,7 @@ impl TokenBucket {
     }
 
     /// A client that keeps sending after being refused a second's worth of messages.
-    pub(super) fn flooding(&self) -> bool {
+    pub(crate) fn flooding(&self) -> bool {
         self.refused as f64 > self.rate
     }
 }

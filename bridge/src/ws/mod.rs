@@ -22,7 +22,7 @@ mod requests;
 pub mod subscriptions;
 
 pub use limits::close;
-use limits::TokenBucket;
+pub(crate) use limits::TokenBucket;
 use subscriptions::Sent;
 
 struct Conn {
@@ -426,7 +426,7 @@ async fn send_error(
 /// close, for at most a second. Closing the socket with the client's frames unread would
 /// make the kernel reset the connection, and a reset can destroy the close frame on its
 /// way: a client flooding the bridge would see a reset instead of 4102.
-async fn linger(socket: &mut WebSocket) {
+pub(crate) async fn linger(socket: &mut WebSocket) {
     let drain = async {
         while let Some(Ok(message)) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
@@ -437,7 +437,11 @@ async fn linger(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
+pub(crate) async fn close_with(
+    socket: &mut WebSocket,
+    code: u16,
+    reason: &str,
+) -> Result<(), axum::Error> {
     // A close reason is at most 123 bytes.
     let reason: String = reason.chars().take(100).collect();
     socket

@@ -1,0 +1,216 @@
+//! Collaborative documents over y-websocket: `GET /v1/yjs/<table>/<id>/<column>`, spoken
+//! by the stock `WebsocketProvider`. A document is a column of a synced row
+//! (`rowsync.enable_doc`); reading and editing it take what the row's policies and the
+//! column's privileges allow, checked as the user when a connection opens, at every
+//! append, when the row changes, and every `yjs_recheck_ms`.
+//!
+//! Edits are relayed at once to the other connections of this bridge ([`room`]),
+//! appended to Postgres in batches per writer (`rowsync.doc_append`), and reach other
+//! bridges through the change feed ([`Hub::from_feed`]).
+
+mod conn;
+mod room;
+pub mod wire;
+
+pub use conn::serve;
+
+use crate::auth::Claims;
+use crate::errors::Error;
+use crate::feed::change::FeedChange;
+use crate::state::AppState;
+use room::Room;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+/// Close codes of document connections. The stock y-websocket client stops reconnecting
+/// only on 4400–4499, so refusals use that band; 4100–4199 mean "reconnect".
+pub mod close {
+    /// The token is missing or invalid.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// The row is gone or hidden, the column unreadable, or not a document.
+    pub const NOT_VISIBLE: u16 = 4404;
+    /// Messages that are not y-websocket's, three in a row.
+    pub const BAD_MESSAGES: u16 = 4400;
+    /// Edits could not be stored: reconnect, and the client sends them again.
+    pub const NOT_STORED: u16 = 4110;
+}
+
+/// A document: a synced table's name, its row's id, the column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DocKey {
+    pub table: String,
+    pub id: String,
+    pub col: String,
+}
+
+impl DocKey {
+    /// From the path after `/v1/yjs/`: `table/id/column`, each percent-decoded. Table and
+    /// column are names (letters, digits, `_`, and one `.` in a table).
+    pub fn from_path(path: &str) -> Option<DocKey> {
+        let mut parts = path.split('/');
+        let (table, id, col) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let name = |s: &str, dots: usize| {
+            !s.is_empty()
+                && s.len() <= 127
+                && s.chars().filter(|c| *c == '.').count() <= dots
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        let id = percent_decode(id)?;
+        (name(table, 1) && name(col, 0) && !id.is_empty() && id.len() <= 512).then(|| DocKey {
+            table: table.to_string(),
+            id: if rowsync_core::is_uuid(&id) {
+                id.to_ascii_lowercase()
+            } else {
+                id
+            },
+            col: col.to_string(),
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The documents open on this bridge.
+#[derive(Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<DocKey, Arc<Room>>>,
+}
+
+impl Hub {
+    /// The open room of `key`, if any.
+    async fn get(&self, key: &DocKey) -> Option<Arc<Room>> {
+        self.rooms.lock().await.get(key).cloned()
+    }
+
+    /// The room of `key`, entered (counted until it is left), loaded once with the
+    /// stored document as `claims` may read it.
+    async fn open(
+        &self,
+        app: &AppState,
+        claims: &Claims,
+        key: &DocKey,
+    ) -> Result<Arc<Room>, Error> {
+        let room = {
+            let mut rooms = self.rooms.lock().await;
+            let room = rooms
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(Room::new(key.clone())))
+                .clone();
+            room.enter();
+            room
+        };
+        let loaded = room
+            .loaded
+            .get_or_try_init(|| async {
+                let parts = crate::db::doc_parts(&app.pool, claims, key).await?;
+                room.fill(parts).await;
+                Ok::<(), Error>(())
+            })
+            .await;
+        match loaded {
+            Ok(()) => Ok(room),
+            Err(e) => {
+                room.leave_unjoined();
+                self.close_if_empty(&room).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops `room` if it is still the open one for its key and nobody is in it.
+    async fn close_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().await;
+        if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) && !room.occupied() {
+            rooms.remove(&room.key);
+        }
+    }
+
+    /// Routes a page of the feed: edits other bridges appended go to the open rooms of
+    /// their documents, and a change to a row whose document is open here re-checks who
+    /// may still read it.
+    pub async fn from_feed(&self, app: &Arc<AppState>, client: &Client, page: &[FeedChange]) {
+        if self.rooms.lock().await.is_empty() {
+            return;
+        }
+        let mut cursors = Vec::new();
+        for change in page {
+            let (Some(table), Some(id)) = (&change.table, &change.row_id) else {
+                continue;
+            };
+            if change.kind == "doc" {
+                let key = DocKey {
+                    table: table.clone(),
+                    id: id.clone(),
+                    col: change.topic.clone().unwrap_or_default(),
+                };
+                if self.get(&key).await.is_some() {
+                    cursors.push(change.cursor);
+                }
+            } else {
+                let rooms: Vec<Arc<Room>> = {
+                    let rooms = self.rooms.lock().await;
+                    rooms
+                        .iter()
+                        .filter(|(k, _)| &k.table == table && &k.id == id)
+                        .map(|(_, r)| r.clone())
+                        .collect()
+                };
+                for room in rooms {
+                    tokio::spawn(conn::recheck(app.clone(), room));
+                }
+            }
+        }
+        if cursors.is_empty() {
+            return;
+        }
+        let rows = match client
+            .query(
+                "SELECT tbl, row_id, col::text, updates, origin FROM rowsync.read_doc_updates($1)",
+                &[&cursors],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading document updates from the feed");
+                return;
+            }
+        };
+        let own = format!("{}/", app.bridge_id);
+        for row in rows {
+            let origin: Option<String> = row.get(4);
+            if origin.is_some_and(|o| o.starts_with(&own)) {
+                continue;
+            }
+            let key = DocKey {
+                table: row.get(0),
+                id: row.get(1),
+                col: row.get(2),
+            };
+            if let Some(room) = self.get(&key).await {
+                room.remote(row.get(3)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! One open document on this bridge: its state as one merged Yjs update plus the updates
+//! accepted since, the connections editing it, their awareness, and the updates waiting
+//! to be appended to Postgres. No Yjs document is built: yrs only merges and diffs bytes
+//! that rowsync-core's scanner already checked.
+
+use super::wire::{self, AwarenessEntry};
+use super::DocKey;
+use crate::auth::Claims;
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex, OnceCell};
+
+/// What a connection task is told to do.
+#[derive(Debug)]
+pub enum Out {
+    Binary(Vec<u8>),
+    /// Close with this code and reason (after sending `[2, 0, reason]`).
+    Close(u16, String),
+    /// Another writer may no longer edit: later edits are refused.
+    ReadOnly(String),
+}
+
+pub type ConnId = u64;
+
+struct Member {
+    tx: mpsc::Sender<Out>,
+    claims: Arc<Claims>,
+    /// The Yjs client ids whose awareness this connection set: the first one it sends
+    /// is bound to it, so that nobody moves another user's cursor.
+    clients: Vec<u64>,
+}
+
+/// Updates one writer made, waiting for the next append.
+struct Queued {
+    claims: Arc<Claims>,
+    conns: Vec<ConnId>,
+    updates: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The document: everything merged so far, plus what was accepted since.
+    merged: Vec<u8>,
+    pending: Vec<Vec<u8>>,
+    members: HashMap<ConnId, Member>,
+    /// Awareness by Yjs client id: its clock and its state as JSON text.
+    awareness: HashMap<u64, (u64, String)>,
+    /// By identity (role and claims): one append per writer per flush.
+    queue: Vec<Queued>,
+    flushing: bool,
+}
+
+pub struct Room {
+    pub key: DocKey,
+    state: Mutex<State>,
+    /// Set once the stored document is in: nobody gets a step 1 or 2 before, or the
+    /// client would take an empty document for the real one.
+    pub loaded: OnceCell<()>,
+    /// Connections that opened the room and have not left: it closes at zero.
+    users: AtomicUsize,
+}
+
+/// A merge or diff that failed on bytes the scanner accepted: yrs and Yjs disagree.
+fn yrs_error(e: impl std::fmt::Display) -> String {
+    format!("yrs could not merge the document: {e}")
+}
+
+impl Room {
+    /// An empty room. It is open to the feed's edits from the start, so that an edit
+    /// committed while the stored document loads is not missed.
+    pub fn new(key: DocKey) -> Room {
+        Room {
+            key,
+            // The empty update: nothing stored yet.
+            state: Mutex::new(State {
+                merged: vec![0, 0],
+                ..State::default()
+            }),
+            loaded: OnceCell::new(),
+            users: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds the stored parts (snapshot and log): merging them with what the feed brought
+    /// meanwhile loses nothing and doubles nothing.
+    pub async fn fill(&self, parts: Vec<Vec<u8>>) {
+        self.state.lock().await.pending.extend(parts);
+    }
+
+    pub fn enter(&self) {
+        self.users.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// For a connection that entered but never joined (its load failed).
+    pub fn leave_unjoined(&self) {
+        self.users.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn occupied(&self) -> bool {
+        self.users.load(Ordering::SeqCst) > 0
+    }
+
+    /// Folds the pending updates into the merged state (kept off the request path: only
+    /// a joiner's step 1 needs it).
+    async fn settle(&self, state: &mut State) -> Result<(), String> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let mut parts = vec![std::mem::take(&mut state.merged)];
+        parts.append(&mut state.pending);
+        state.merged = tokio::task::spawn_blocking(move || merge(&parts))
+            .await
+            .map_err(yrs_error)??;
+        Ok(())
+    }
+
+    /// Adds a connection; returns what to send it first: the server's step 1 and the
+    /// awareness of everyone here.
+    pub async fn join(
+        &self,
+        id: ConnId,
+        tx: mpsc::Sender<Out>,
+        claims: Arc<Claims>,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut state = self.state.lock().await;
+        self.settle(&mut state).await?;
+        let sv = yrs::encode_state_vector_from_update_v1(&state.merged).map_err(yrs_error)?;
+        state.members.insert(
+            id,
+            Member {
+                tx,
+                claims,
+                clients: Vec::new(),
+            },
+        );
+        let mut first = vec![wire::sync_step1(&sv)];
+        if !state.awareness.is_empty() {
+            first.push(awareness_of(&state.awareness, None));
+        }
+        Ok(first)
+    }
+
+    /// What a client lacks, given its state vector (its step 1).
+    pub async fn diff(&self, sv: &[u8]) -> Result<Vec<u8>, String> {
+        let mut state = self.state.lock().await;
+        self.settle(&mut state).await?;
+        let merged = state.merged.clone();
+        drop(state);
+        let sv = sv.to_vec();
+        tokio::task::spawn_blocking(move || yrs::diff_updates_v1(&merged, &sv).map_err(yrs_error))
+            .await
+            .map_err(yrs_error)?
+    }
+
+    /// An edit from connection `from`: kept, relayed to the others, queued for Postgres.
+    /// Returns whether a flush must be started.
+    pub async fn accept(&self, from: ConnId, update: &[u8]) -> bool {
+        let mut state = self.state.lock().await;
+        state.pending.push(update.to_vec());
+        let message = wire::update(update);
+        for (id, member) in &state.members {
+            if *id != from {
+                let _ = member.tx.try_send(Out::Binary(message.clone()));
+            }
+        }
+        let Some(claims) = state.members.get(&from).map(|m| m.claims.clone()) else {
+            return false;
+        };
+        match state
+            .queue
+            .iter_mut()
+            .find(|q| q.claims.role == claims.role && q.claims.raw == claims.raw)
+        {
+            Some(queued) => {
+                queued.updates.push(update.to_vec());
+                if !queued.conns.contains(&from) {
+                    queued.conns.push(from);
+                }
+            }
+            None => state.queue.push(Queued {
+                claims,
+                conns: vec![from],
+                updates: vec![update.to_vec()],
+            }),
+        }
+        !std::mem::replace(&mut state.flushing, true)
+    }
+
+    /// Edits another bridge appended (read from the feed): kept and sent to everyone here.
+    pub async fn remote(&self, updates: Vec<Vec<u8>>) {
+        let mut state = self.state.lock().await;
+        for update in updates {
+            let message = wire::update(&update);
+            for member in state.members.values() {
+                let _ = member.tx.try_send(Out::Binary(message.clone()));
+            }
+            state.pending.push(update);
+        }
+    }
+
+    /// Awareness entries from connection `from`, already size-checked. An entry for a
+    /// client id another connection set is dropped. Relayed to everyone, the sender too
+    /// (y-websocket's clients expect their own back). Returns the entries refused.
+    pub async fn awareness(&self, from: ConnId, entries: Vec<AwarenessEntry<'_>>) -> usize {
+        let mut state = self.state.lock().await;
+        let mut kept = Vec::new();
+        let mut refused = 0;
+        for entry in entries {
+            let owner = state
+                .members
+                .iter()
+                .find(|(_, m)| m.clients.contains(&entry.client))
+                .map(|(id, _)| *id);
+            if owner.is_some_and(|o| o != from) {
+                refused += 1;
+                continue;
+            }
+            if owner.is_none() {
+                if let Some(member) = state.members.get_mut(&from) {
+                    member.clients.push(entry.client);
+                }
+            }
+            let newer = state
+                .awareness
+                .get(&entry.client)
+                .is_none_or(|(clock, _)| entry.clock >= *clock);
+            if newer {
+                state
+                    .awareness
+                    .insert(entry.client, (entry.clock, entry.state.to_string()));
+                kept.push(entry);
+            }
+        }
+        if !kept.is_empty() {
+            let message = wire::awareness(kept);
+            for member in state.members.values() {
+                let _ = member.tx.try_send(Out::Binary(message.clone()));
+            }
+        }
+        refused
+    }
+
+    /// Everyone's awareness, for a client that asks.
+    pub async fn all_awareness(&self) -> Vec<u8> {
+        awareness_of(&self.state.lock().await.awareness, None)
+    }
+
+    /// Removes a connection: its awareness goes (a `null` state, one clock on).
+    pub async fn leave(&self, id: ConnId) {
+        self.users.fetch_sub(1, Ordering::SeqCst);
+        let mut state = self.state.lock().await;
+        let Some(member) = state.members.remove(&id) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        for client in member.clients {
+            if let Some((clock, _)) = state.awareness.remove(&client) {
+                gone.push((client, clock + 1));
+            }
+        }
+        if !gone.is_empty() {
+            let message = wire::awareness(gone.iter().map(|&(client, clock)| AwarenessEntry {
+                client,
+                clock,
+                state: "null",
+            }));
+            for member in state.members.values() {
+                let _ = member.tx.try_send(Out::Binary(message.clone()));
+            }
+        }
+    }
+
+    /// The connections here, with their users: for re-checking access.
+    pub async fn members(&self) -> Vec<(ConnId, Arc<Claims>)> {
+        let state = self.state.lock().await;
+        state
+            .members
+            .iter()
+            .map(|(id, m)| (*id, m.claims.clone()))
+            .collect()
+    }
+
+    /// Tells connection `id` something (a close, a downgrade).
+    pub async fn tell(&self, id: ConnId, out: Out) {
+        if let Some(member) = self.state.lock().await.members.get(&id) {
+            let _ = member.tx.try_send(out);
+        }
+    }
+
+    /// Appends the queued edits to Postgres, one `doc_append` per writer, every
+    /// `yjs_flush_ms`, until nothing is queued: typing never costs a transaction per
+    /// keystroke, and a slow database makes batches bigger instead of queueing
+    /// transactions. A writer whose append is refused loses write access here.
+    pub async fn flush(self: Arc<Self>, app: Arc<AppState>, origin_prefix: String) {
+        loop {
+            tokio::time::sleep(app.config.yjs_flush).await;
+            let batch = {
+                let mut state = self.state.lock().await;
+                if state.queue.is_empty() {
+                    state.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut state.queue)
+            };
+            let mut retry = Vec::new();
+            for queued in batch {
+                let origin = format!("{origin_prefix}/{}", queued.conns[0]);
+                let appended = crate::db::doc_append(
+                    &app.pool,
+                    &queued.claims,
+                    &self.key,
+                    &queued.updates,
+                    &origin,
+                )
+                .await;
+                let Err(error) = appended else { continue };
+                if error.body.temporary {
+                    // The database is away: the edits wait (their clients hold them too).
+                    tracing::warn!(doc = ?self.key, code = error.body.code, "document append will be retried");
+                    retry.push(queued);
+                    continue;
+                }
+                let out = |reason: &str| match error.body.code {
+                    "permission_denied" => Out::ReadOnly(reason.to_string()),
+                    "not_found" => Out::Close(super::close::NOT_VISIBLE, reason.to_string()),
+                    "document_too_large" => Out::ReadOnly(reason.to_string()),
+                    _ => Out::Close(super::close::NOT_STORED, reason.to_string()),
+                };
+                tracing::info!(doc = ?self.key, code = error.body.code, "document append refused");
+                for conn in &queued.conns {
+                    self.tell(*conn, out(&error.body.message)).await;
+                }
+            }
+            if !retry.is_empty() {
+                let mut state = self.state.lock().await;
+                retry.append(&mut state.queue);
+                state.queue = retry;
+            }
+        }
+    }
+}
+
+fn awareness_of(all: &HashMap<u64, (u64, String)>, only: Option<&[u64]>) -> Vec<u8> {
+    wire::awareness(
+        all.iter()
+            .filter(|(client, _)| only.is_none_or(|o| o.contains(client)))
+            .map(|(&client, (clock, state))| AwarenessEntry {
+                client,
+                clock: *clock,
+                state,
+            }),
+    )
+}
+
+/// One update from many, structurally (yrs merges without integrating).
+fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let parts: Vec<&[u8]> = parts
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Ok(vec![0, 0]);
+    }
+    yrs::merge_updates_v1(parts).map_err(yrs_error)
+}

@@ -1,0 +1,244 @@
+// Collaborative documents with the real npm clients: yjs and y-websocket's stock
+// WebsocketProvider, against two real bridges and Postgres (started by
+// tests/yjs_documents.rs, which passes their URLs and tokens). The documents are the
+// example app's task descriptions.
+//
+// Every provider has disableBc: Node has a global BroadcastChannel, and two providers in
+// one process would otherwise sync through it instead of through the bridge.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as Y from 'yjs';
+import { WebsocketProvider } from 'y-websocket';
+import WebSocket from 'ws';
+
+const BRIDGES = JSON.parse(process.env.ROWSYNC_YJS_BRIDGES ?? '[]');
+const TOKENS = JSON.parse(process.env.ROWSYNC_TOKENS ?? '{}');
+const HTTP = JSON.parse(process.env.ROWSYNC_HTTP ?? '[]');
+const CAROL_MEMBERSHIP = process.env.ROWSYNC_CAROL_MEMBERSHIP;
+const MAX_MESSAGE = Number(process.env.ROWSYNC_YJS_MAX_MESSAGE_BYTES);
+
+const ANNOUNCE = '00000000-0000-4000-8000-000000000001';
+const SIGNUP = '00000000-0000-4000-8000-000000000002';
+const VENUE = '00000000-0000-4000-8000-000000000003';
+const SECRET = '00000000-0000-4000-8000-000000000004';
+const MILK = '00000000-0000-4000-8000-000000000005';
+
+const providers = [];
+const sockets = [];
+after(() => {
+  // The awareness of each document runs a timer until the document is destroyed.
+  providers.forEach((p) => {
+    p.destroy();
+    p.doc.destroy();
+  });
+  sockets.forEach((ws) => ws.terminate());
+});
+
+/** A user's y-websocket client for a task's description, on bridge `bridge`. */
+function open(user, task, { bridge = 0, doc = new Y.Doc(), connect = true } = {}) {
+  const provider = new WebsocketProvider(BRIDGES[bridge], `tasks/${task}/description`, doc, {
+    params: { access_token: TOKENS[user] },
+    WebSocketPolyfill: WebSocket,
+    disableBc: true,
+    maxBackoffTime: 200,
+    connect,
+  });
+  provider.denied = [];
+  const handler = provider.messageHandlers[2];
+  provider.messageHandlers[2] = (encoder, decoder, p, emitSynced, type) => {
+    const reason = new TextDecoder().decode(decoder.arr.subarray(decoder.pos + 2));
+    provider.denied.push(reason);
+    handler(encoder, decoder, p, emitSynced, type);
+  };
+  provider.closes = [];
+  provider.on('connection-close', (event) => event && provider.closes.push(event.code));
+  providers.push(provider);
+  return { doc, provider, text: doc.getText('t') };
+}
+
+async function until(what, check, timeoutMs = 8000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const synced = (client) => until('sync', () => client.provider.synced);
+/** The document's content: its text, map and array (a Y.Doc lists only the types it asked for). */
+const content = (client) => JSON.stringify([
+  client.doc.getText('t').toString(),
+  client.doc.getMap('meta').toJSON(),
+  client.doc.getArray('steps').toJSON(),
+]);
+const same = (a, b) => content(a) === content(b);
+
+test('two clients converge, and a late joiner gets the whole document', async () => {
+  const bob = open('bob', ANNOUNCE);
+  const alice = open('alice', ANNOUNCE);
+  await Promise.all([synced(bob), synced(alice)]);
+  bob.text.insert(0, 'Hello');
+  alice.text.insert(0, '[draft] ');
+  bob.doc.getMap('meta').set('owner', 'bob');
+  alice.doc.getArray('steps').push(['write', { done: false }]);
+  await until('bob and alice to agree', () => same(bob, alice) && bob.text.toString().length === 13);
+  const carol = open('carol', ANNOUNCE);
+  await synced(carol);
+  await until('carol, a late reader, to see it all', () => same(carol, bob));
+  assert.match(carol.text.toString(), /Hello/);
+  assert.deepEqual(carol.doc.getMap('meta').toJSON(), { owner: 'bob' });
+});
+
+test('two bridges converge, and a bridge that opens the document later loads it from Postgres', async () => {
+  const bob = open('bob', SIGNUP, { bridge: 0 });
+  const alice = open('alice', SIGNUP, { bridge: 1 });
+  await Promise.all([synced(bob), synced(alice)]);
+  bob.text.insert(0, 'from bridge A. ');
+  alice.text.insert(0, 'from bridge B. ');
+  await until('both bridges to agree', () => same(bob, alice) && bob.text.length === 30);
+  bob.provider.destroy();
+  alice.provider.destroy();
+  // Nobody has it open now: bridge B loads what Postgres stored.
+  await new Promise((r) => setTimeout(r, 300));
+  const later = open('carol', SIGNUP, { bridge: 1 });
+  await synced(later);
+  await until('the stored document', () => later.text.length === 30);
+  assert.ok(later.text.toString().includes('from bridge A. ') && later.text.toString().includes('from bridge B. '));
+});
+
+test('offline edits on both sides merge on reconnect', async () => {
+  const bob = open('bob', VENUE);
+  const alice = open('alice', VENUE, { bridge: 1 });
+  await Promise.all([synced(bob), synced(alice)]);
+  bob.text.insert(0, 'shared. ');
+  await until('the shared start', () => alice.text.toString() === 'shared. ');
+  bob.provider.disconnect();
+  bob.text.insert(bob.text.length, 'bob offline. ');
+  alice.text.insert(alice.text.length, 'alice online. ');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(!alice.text.toString().includes('bob offline'));
+  bob.provider.connect();
+  await until('the offline edit to merge', () => same(bob, alice) && alice.text.toString().includes('bob offline. '));
+  assert.ok(bob.text.toString().includes('alice online. '));
+});
+
+test('a user who may not read the row is refused, and learns nothing of it', async () => {
+  const bob = open('bob', SECRET);
+  let got = 0;
+  bob.provider.on('sync', () => (got += 1));
+  await until('the refusal', () => bob.provider.closes.includes(4404));
+  assert.equal(got, 0);
+  assert.equal(bob.text.toString(), '');
+  assert.ok(bob.provider.denied.some((r) => r.includes('not found or not visible')), bob.provider.denied.join());
+  // A row that does not exist reads the same.
+  const ghost = open('bob', '00000000-0000-4000-8000-0000000000ff');
+  await until('the same refusal', () => ghost.provider.closes.includes(4404));
+  // No token, or a bad one.
+  const anonymous = new WebsocketProvider(BRIDGES[0], `tasks/${ANNOUNCE}/description`, new Y.Doc(), {
+    WebSocketPolyfill: WebSocket, disableBc: true, params: { access_token: 'not-a-token' },
+  });
+  providers.push(anonymous);
+  const codes = [];
+  anonymous.on('connection-close', (e) => e && codes.push(e.code));
+  await until('the token refused', () => codes.includes(4401));
+});
+
+test('a reader may not edit: refused, and nobody else sees the edit', async () => {
+  const bob = open('bob', MILK);
+  await synced(bob);
+  const milk = open('alice', MILK); // Bob's errands: alice is not a member
+  await until('alice refused', () => milk.provider.closes.includes(4404));
+  const carol = open('carol', ANNOUNCE);
+  const alice = open('alice', ANNOUNCE);
+  await Promise.all([synced(carol), synced(alice)]);
+  const before = alice.text.toString();
+  carol.text.insert(0, 'CAROL WAS HERE ');
+  await until('the refusal', () => carol.provider.denied.some((r) => r.startsWith('read_only')));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(alice.text.toString(), before, 'not relayed');
+  const fresh = open('alice', ANNOUNCE, { bridge: 1 });
+  await synced(fresh);
+  await until('the stored document', () => fresh.text.toString() === before);
+});
+
+test('corrupt input over a raw WebSocket is refused, and the document is unchanged', async () => {
+  const watcher = open('alice', ANNOUNCE);
+  await synced(watcher);
+  const before = content(watcher);
+  const raw = async (frames) => {
+    const ws = new WebSocket(`${BRIDGES[0]}/tasks/${ANNOUNCE}/description?access_token=${TOKENS.bob}`);
+    sockets.push(ws);
+    ws.on('error', () => {});
+    const heard = [];
+    let closed = null;
+    ws.on('message', (data) => heard.push(Buffer.from(data)));
+    ws.on('close', (code) => (closed = code));
+    await new Promise((resolve) => ws.on('open', resolve));
+    await until('the server step 1', () => heard.length > 0);
+    for (const frame of frames) ws.send(frame);
+    return { heard, closed: () => closed, ws };
+  };
+  const varUint = (n) => {
+    const out = [];
+    while (n >= 0x80) {
+      out.push((n & 0x7f) | 0x80);
+      n = Math.floor(n / 128);
+    }
+    out.push(n);
+    return Buffer.from(out);
+  };
+  const update = (bytes) => Buffer.concat([Buffer.from([0, 2]), varUint(bytes.length), Buffer.from(bytes)]);
+  const hi = [1, 1, 7, 0, 4, 1, 1, 116, 2, 104, 105, 0];
+  // One map value nested 20,000 arrays deep: Yjs's own decoder would recurse that far.
+  const deep = update(Buffer.concat([
+    Buffer.from([1, 1, 1, 0, 8 | 32, 1, 1, 109, 1, 107, 1]),
+    Buffer.alloc(40000, Buffer.from([117, 1])),
+    Buffer.from([126, 0]),
+  ]));
+  const garbage = await raw([
+    Buffer.concat([Buffer.from([0, 2]), Buffer.from('not yjs at all')]),
+    update(hi.slice(0, 11)),
+    Buffer.concat([update(hi), Buffer.from([0])]),
+  ]);
+  await until('three refusals and the close', () => garbage.closed() === 4400);
+  assert.ok(garbage.heard.filter((m) => m[0] === 2).length >= 2, 'told why');
+  const nested = await raw([deep]);
+  await until('the nesting refused', () => nested.heard.some((m) => m[0] === 2 && m.toString().includes('invalid_update')));
+  nested.ws.close();
+  const big = await raw([Buffer.alloc(MAX_MESSAGE + 1, 0)]);
+  await until('the oversized frame closed', () => big.closed() === 1009);
+  const flood = await raw(Array.from({ length: 500 }, () => Buffer.from([1, 1, 0])));
+  await until('the flood closed', () => flood.closed() === 4102);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(content(watcher), before, 'nothing reached the watcher');
+  const fresh = open('carol', ANNOUNCE, { bridge: 1 });
+  await synced(fresh);
+  await until('the stored document unchanged', () => content(fresh) === before);
+});
+
+test('awareness: cursors relay to others and leave with the connection; nobody moves another\'s', async () => {
+  const bob = open('bob', ANNOUNCE);
+  const alice = open('alice', ANNOUNCE);
+  await Promise.all([synced(bob), synced(alice)]);
+  bob.provider.awareness.setLocalStateField('user', { name: 'Bob', color: '#17bebb' });
+  await until('bob\'s cursor at alice', () => [...alice.provider.awareness.getStates().values()].some((s) => s.user?.name === 'Bob'));
+  const late = open('carol', ANNOUNCE);
+  await synced(late);
+  await until('a late joiner sees bob', () => [...late.provider.awareness.getStates().values()].some((s) => s.user?.name === 'Bob'));
+  bob.provider.destroy();
+  await until('bob gone at alice', () => ![...alice.provider.awareness.getStates().values()].some((s) => s.user?.name === 'Bob'));
+});
+
+test('losing access mid-session closes the connection', async () => {
+  const carol = open('carol', ANNOUNCE);
+  await synced(carol);
+  const response = await fetch(`${HTTP[0]}/v1/transactions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKENS.alice}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ops: [{ type: 'delete', table: 'board_members', id: CAROL_MEMBERSHIP }] }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  await until('carol closed with 4404', () => carol.provider.closes.includes(4404));
+});
