@@ -242,3 +242,60 @@ test('losing access mid-session closes the connection', async () => {
   assert.equal(response.status, 200, await response.text());
   await until('carol closed with 4404', () => carol.provider.closes.includes(4404));
 });
+
+test('differential: the document a bridge loads from Postgres equals Yjs\'s own merge of every update', async () => {
+  let seed = 42;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  // A task of its own, so that every update of its description is in `raw`.
+  const task = '00000000-0000-4000-8000-0000000000e7';
+  const created = await fetch(`${HTTP[0]}/v1/transactions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKENS.alice}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ops: [{ type: 'create', table: 'tasks', id: task, value: { board_id: '00000000-0000-4000-8000-0000000000b1', title: 'differential' } }] }),
+  });
+  assert.equal(created.status, 200, await created.text());
+  const writers = [open('alice', task, { bridge: 0 }), open('bob', task, { bridge: 1 })];
+  await Promise.all(writers.map(synced));
+  const raw = [];
+  for (const w of writers) w.doc.on('update', (update, origin) => origin !== w.provider && raw.push(update));
+  for (let step = 0; step < 120; step++) {
+    const w = writers[Math.floor(random() * 2)];
+    const text = w.doc.getText('t');
+    const xml = w.doc.getXmlFragment('x');
+    switch (Math.floor(random() * 6)) {
+      // Whole code points: a lone surrogate stays in its writer's memory but reaches
+      // everyone else as U+FFFD (UTF-8 cannot carry it), in Yjs with any server.
+      case 0: text.insert(Math.floor(random() * (text.length + 1)), ['a', 'bc', '😀'][Math.floor(random() * 3)]); break;
+      case 1: if (text.length > 2 && text.toString().codePointAt(0) < 0x10000) text.delete(0, 1); break;
+      case 2: text.format(0, text.toString().startsWith('a') ? 1 : 0, { bold: random() > 0.5 ? true : null }); break;
+      case 3: { const p = new Y.XmlElement('p'); p.insert(0, [new Y.XmlText(`para ${step}`)]); xml.insert(Math.floor(random() * (xml.length + 1)), [p]); break; }
+      case 4: if (xml.length > 0) xml.delete(Math.floor(random() * xml.length), 1); break;
+      default: w.doc.getMap('meta').set(`k${step % 5}`, { step, list: [step, null, 'x'] }); break;
+    }
+    if (step % 10 === 0) await new Promise((r) => setTimeout(r, 5));
+  }
+  // Objects with their keys sorted: yrs, which merges on the bridge, keeps the keys of a
+  // JSON object in a hash map, so their order (and only their order) can change.
+  const sorted = (value) => Array.isArray(value) ? value.map(sorted)
+    : value && typeof value === 'object' ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sorted(value[k])]))
+    : value;
+  const view = (doc) => JSON.stringify(sorted([
+    doc.getText('t').toDelta(),
+    doc.getXmlFragment('x').toString(),
+    doc.getMap('meta').toJSON(),
+  ]));
+  await until('the writers to agree', () => view(writers[0].doc) === view(writers[1].doc));
+  writers.forEach((w) => w.provider.destroy());
+  await new Promise((r) => setTimeout(r, 300));
+  const reference = new Y.Doc();
+  Y.applyUpdate(reference, Y.mergeUpdates(raw));
+  assert.equal(view(reference), view(writers[0].doc), 'the raw updates hold the whole document');
+  for (const bridge of [0, 1]) {
+    const loaded = open('alice', task, { bridge });
+    await synced(loaded);
+    await until(`bridge ${bridge}'s document`, () => view(loaded.doc) === view(reference));
+  }
+});

@@ -159,12 +159,7 @@ impl Room {
     pub async fn accept(&self, from: ConnId, update: &[u8]) -> bool {
         let mut state = self.state.lock().await;
         state.pending.push(update.to_vec());
-        let message = wire::update(update);
-        for (id, member) in &state.members {
-            if *id != from {
-                let _ = member.tx.try_send(Out::Binary(message.clone()));
-            }
-        }
+        deliver(&mut state.members, &wire::update(update), Some(from));
         let Some(claims) = state.members.get(&from).map(|m| m.claims.clone()) else {
             return false;
         };
@@ -192,10 +187,7 @@ impl Room {
     pub async fn remote(&self, updates: Vec<Vec<u8>>) {
         let mut state = self.state.lock().await;
         for update in updates {
-            let message = wire::update(&update);
-            for member in state.members.values() {
-                let _ = member.tx.try_send(Out::Binary(message.clone()));
-            }
+            deliver(&mut state.members, &wire::update(&update), None);
             state.pending.push(update);
         }
     }
@@ -234,10 +226,7 @@ impl Room {
             }
         }
         if !kept.is_empty() {
-            let message = wire::awareness(kept);
-            for member in state.members.values() {
-                let _ = member.tx.try_send(Out::Binary(message.clone()));
-            }
+            deliver(&mut state.members, &wire::awareness(kept), None);
         }
         refused
     }
@@ -266,9 +255,7 @@ impl Room {
                 clock,
                 state: "null",
             }));
-            for member in state.members.values() {
-                let _ = member.tx.try_send(Out::Binary(message.clone()));
-            }
+            deliver(&mut state.members, &message, None);
         }
     }
 
@@ -284,8 +271,14 @@ impl Room {
 
     /// Tells connection `id` something (a close, a downgrade).
     pub async fn tell(&self, id: ConnId, out: Out) {
-        if let Some(member) = self.state.lock().await.members.get(&id) {
-            let _ = member.tx.try_send(out);
+        let mut state = self.state.lock().await;
+        if state
+            .members
+            .get(&id)
+            .is_some_and(|m| m.tx.try_send(out).is_err())
+        {
+            // Its queue is full: dropped, it closes as too slow.
+            state.members.remove(&id);
         }
     }
 
@@ -340,6 +333,15 @@ impl Room {
             }
         }
     }
+}
+
+/// Queues `message` for every member but `except`. A member whose queue is full is
+/// dropped from the room: its connection then closes (4101) and the client, on
+/// reconnecting, syncs by state vector; nothing is skipped silently.
+fn deliver(members: &mut HashMap<ConnId, Member>, message: &[u8], except: Option<ConnId>) {
+    members.retain(|id, member| {
+        Some(*id) == except || member.tx.try_send(Out::Binary(message.to_vec())).is_ok()
+    });
 }
 
 fn awareness_of(all: &HashMap<u64, (u64, String)>, only: Option<&[u64]>) -> Vec<u8> {
