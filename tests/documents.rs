@@ -281,3 +281,90 @@ async fn a_deleted_row_retires_its_document_and_undo_revives_it() {
         vec![HI.to_vec()]
     );
 }
+
+/// Compaction: a bridge merges the log into the snapshot, and Postgres keeps the result
+/// only if it carries everything it replaces.
+#[tokio::test]
+async fn compaction_keeps_only_snapshots_that_lose_nothing() {
+    let db = Cluster::shared().database("docs_compaction").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_ANNOUNCE;
+    append(&mut c, "bob", task, &[HI]).await.unwrap();
+    append(&mut c, "bob", task, &[BANG]).await.unwrap();
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    admin
+        .batch_execute(
+            "UPDATE rowsync.settings SET doc_compact_updates = 2, doc_update_min_age = '0'",
+        )
+        .await
+        .unwrap();
+    // The bridge's role (granted the feed) claims the due document.
+    let feed = rowsync_tests::authenticator(&db).await;
+    let claimed = feed
+        .query_one(
+            "SELECT doc, snapshot, cursors, ns, updates FROM rowsync.doc_compaction_claim()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (doc, cursors, ns): (i64, Vec<i64>, Vec<i32>) =
+        (claimed.get(0), claimed.get(2), claimed.get(3));
+    assert_eq!(
+        claimed.get::<_, Vec<Vec<u8>>>(4),
+        vec![HI.to_vec(), BANG.to_vec()]
+    );
+    assert!(
+        feed.query("SELECT 1 FROM rowsync.doc_compaction_claim()", &[])
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased: a second claim does not get it"
+    );
+    let finish = "SELECT rowsync.doc_compaction_finish($1, $2, $3, $4)";
+    // A snapshot that dropped "!" is refused, and so is one that names another log.
+    let error = feed
+        .query_one(finish, &[&doc, &HI.to_vec(), &cursors, &ns])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "RS016", "{error:?}");
+    let merged: Vec<u8> = [&[1, 2, 7, 0][..], &HI[4..11], &BANG[4..9], &[0]].concat();
+    let error = feed
+        .query_one(
+            finish,
+            &[&doc, &merged, &vec![cursors[0] + 1000], &vec![1i32]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "RS016");
+    let done: Value = feed
+        .query_one(finish, &[&doc, &merged, &cursors, &ns])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, json!({"replaced": 2, "bytes": merged.len()}));
+    let (snapshot, updates) = parts(&mut c, "carol", task).await.unwrap();
+    assert_eq!((snapshot, updates), (Some(merged.clone()), vec![]));
+    append(
+        &mut c,
+        "bob",
+        task,
+        &[&[1, 1, 8, 0, 4, 1, 1, b't', 1, b'x', 0]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parts(&mut c, "carol", task).await.unwrap().1.len(),
+        1,
+        "the log grows on after it"
+    );
+    // Only feed roles compact.
+    let error = as_user(
+        &mut c,
+        "bob",
+        "SELECT to_jsonb(count(*)) FROM rowsync.doc_compaction_claim() WHERE $1::jsonb IS NOT NULL",
+        &json!(1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&error), "42501");
+}

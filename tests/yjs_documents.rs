@@ -1,5 +1,6 @@
 //! Collaborative documents end to end: tests/yjs/documents.test.mjs drives the real npm
-//! `yjs` and `y-websocket` clients against two bridges on one database, here.
+//! `yjs` and `y-websocket` clients against two bridges on one database, here, while the
+//! bridges compact the documents every 100 ms.
 
 use rowsync_tests::bridge::{token, Bridge};
 use rowsync_tests::{scalar, Cluster};
@@ -16,7 +17,17 @@ async fn yjs_clients_against_two_bridges() {
     let tweak = |c: &mut rowsync_bridge::Config| {
         c.yjs_max_message_bytes = MAX_MESSAGE;
         c.yjs_flush = std::time::Duration::from_millis(20);
+        // Compaction all the time, under every test's edits: nothing may be lost to it.
+        c.doc_compact_interval = std::time::Duration::from_millis(100);
     };
+    cluster
+        .connect("postgres", &db)
+        .await
+        .batch_execute(
+            "UPDATE rowsync.settings SET doc_compact_updates = 3, doc_update_min_age = '0'",
+        )
+        .await
+        .unwrap();
     let a = Bridge::start(cluster, &db, tweak).await;
     let b = Bridge::start(cluster, &db, tweak).await;
     let admin = cluster.connect("postgres", &db).await;
@@ -65,6 +76,13 @@ async fn yjs_clients_against_two_bridges() {
     );
     println!("{report}");
     assert!(output.status.success(), "the Yjs tests failed:\n{report}");
+    let compacted: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM rowsync.docs WHERE snapshot IS NOT NULL",
+        &[],
+    )
+    .await;
+    assert!(compacted > 0, "the bridges compacted documents meanwhile");
     a.stop().await;
     b.stop().await;
 }

@@ -220,6 +220,8 @@ settings! {
     yjs_flush: Duration = Duration::from_millis(50), "yjs_flush_ms", "50", ms, Positive;
     /// Document readers are checked again this often (and when their row changes).
     yjs_recheck: Duration = Duration::from_secs(60), "yjs_recheck_ms", "60000", ms, Positive;
+    /// How often documents due for compaction are compacted; 0 turns it off here.
+    doc_compact_interval: Duration = Duration::from_secs(10), "doc_compact_interval_ms", "10000", ms, Unchecked;
 }
 
 impl Config {

@@ -28,6 +28,7 @@ pub async fn run(
     let state = Arc::new(AppState::new(config, stop_rx.clone())?);
     let feed = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
     let bus = tokio::spawn(publish_presence(state.clone(), stop_rx.clone()));
+    let compaction = tokio::spawn(crate::yjs::compaction::run(state.clone(), stop_rx.clone()));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, "rowsync-bridge listening");
     let mut stopped = stop_rx.clone();
@@ -50,6 +51,7 @@ pub async fn run(
     }
     let _ = feed.await;
     let _ = bus.await;
+    let _ = compaction.await;
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())

@@ -92,6 +92,13 @@ pub const DOCUMENT_TOO_LARGE: Code = code(
     false,
     "a document would grow past its max_bytes",
 );
+pub const COMPACTION_REFUSED: Code = code(
+    "RS016",
+    "compaction_refused",
+    409,
+    false,
+    "a compacted snapshot would lose updates it replaces",
+);
 pub const NOT_FOUND: Code = code(
     "RS404",
     "not_found",
@@ -122,7 +129,7 @@ pub const EVENT_TOO_LARGE: Code = code(
 );
 
 /// Every code, in SQLSTATE order.
-pub const ALL: [Code; 13] = [
+pub const ALL: [Code; 14] = [
     INVALID_OP,
     TABLE_NOT_SYNCED,
     UNKNOWN_COLUMN,
@@ -132,6 +139,7 @@ pub const ALL: [Code; 13] = [
     INVALID_UPDATE,
     UPDATE_TOO_LARGE,
     DOCUMENT_TOO_LARGE,
+    COMPACTION_REFUSED,
     NOT_FOUND,
     CONFLICT,
     RESYNC,

@@ -44,6 +44,14 @@ CREATE TABLE rowsync.settings (
     -- Largest Yjs update rowsync.doc_append stores (a whole document sent by a client that
     -- was offline is one update).
     doc_max_update_bytes integer NOT NULL DEFAULT 8388608 CHECK (doc_max_update_bytes > 0),
+    -- A document is due for compaction (its log merged into its snapshot) when its log
+    -- holds this many updates or bytes, or has been idle this long.
+    doc_compact_updates integer NOT NULL DEFAULT 500 CHECK (doc_compact_updates > 0),
+    doc_compact_bytes   bigint NOT NULL DEFAULT 1048576 CHECK (doc_compact_bytes > 0),
+    doc_compact_idle    interval NOT NULL DEFAULT '1 minute',
+    -- Updates younger than this stay in the log: bridges read new updates from it (through
+    -- the feed), and a bridge that finds one compacted away reloads the whole document.
+    doc_update_min_age  interval NOT NULL DEFAULT '1 minute',
     -- Names this change log in resume tokens: a token from another database or cluster
     -- (or from before rowsync.reset_feed()) resyncs instead of resuming in the wrong place.
     feed_id           uuid     NOT NULL DEFAULT pg_catalog.gen_random_uuid()

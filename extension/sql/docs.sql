@@ -38,6 +38,8 @@ CREATE TABLE rowsync.docs (
     tail_bytes     bigint NOT NULL DEFAULT 0,
     tail_count     bigint NOT NULL DEFAULT 0,
     updated_at     timestamptz NOT NULL DEFAULT now(),
+    -- A bridge compacting the document holds it until then.
+    compaction_lease timestamptz,
     UNIQUE (tbl, row_id, col)
 );
 REVOKE ALL ON rowsync.docs FROM PUBLIC;
@@ -49,8 +51,9 @@ CREATE TABLE rowsync.doc_updates (
     doc    bigint NOT NULL REFERENCES rowsync.docs ON DELETE CASCADE,
     -- Exactly the bytes a client sent.
     update bytea NOT NULL,
-    -- Who sent it: '<bridge listener>/<connection>', or NULL for SQL writers.
+    -- Who sent it: '<bridge>/<connection>', or NULL for SQL writers.
     origin text,
+    at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (cursor, n)
 );
 CREATE INDEX doc_updates_doc ON rowsync.doc_updates (doc, cursor, n);
@@ -124,3 +127,50 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY u.cursor
 $$;
 REVOKE ALL ON FUNCTION rowsync.read_doc_updates(bigint[]) FROM PUBLIC;
+
+-- ── Compaction ────────────────────────────────────────────────────────────────────────
+-- A bridge merges a document's log into its snapshot (with yrs, off the write path), and
+-- Postgres accepts the result only if it provably loses nothing (_doc_compaction_finish).
+-- No merge runs here.
+
+-- Picks up to `max_docs` documents due for compaction, leases them to the caller for
+-- `lease`, and returns each one's snapshot and the log updates old enough to replace.
+CREATE FUNCTION rowsync.doc_compaction_claim(max_docs integer DEFAULT 4, lease interval DEFAULT '30 seconds')
+RETURNS TABLE (doc bigint, snapshot bytea, cursors bigint[], ns integer[], updates bytea[])
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s rowsync.settings;
+BEGIN
+    SELECT * INTO s FROM rowsync.settings;
+    RETURN QUERY
+    WITH due AS (
+        SELECT d.id FROM rowsync.docs d
+         WHERE (d.compaction_lease IS NULL OR d.compaction_lease < now())
+           AND (d.tail_count >= s.doc_compact_updates OR d.tail_bytes >= s.doc_compact_bytes
+                OR (d.tail_count > 0 AND d.updated_at < now() - s.doc_compact_idle))
+         ORDER BY d.updated_at
+         LIMIT max_docs
+         FOR UPDATE SKIP LOCKED
+    ), leased AS (
+        UPDATE rowsync.docs d SET compaction_lease = now() + lease
+          FROM due WHERE d.id = due.id
+        RETURNING d.id, d.snapshot
+    )
+    SELECT l.id, l.snapshot, array_agg(u.cursor ORDER BY u.cursor, u.n), array_agg(u.n ORDER BY u.cursor, u.n),
+           array_agg(u.update ORDER BY u.cursor, u.n)
+      FROM leased l
+      JOIN rowsync.doc_updates u ON u.doc = l.id
+     WHERE u.at < now() - s.doc_update_min_age
+     GROUP BY l.id, l.snapshot;
+END
+$$;
+REVOKE ALL ON FUNCTION rowsync.doc_compaction_claim(integer, interval) FROM PUBLIC;
+
+-- Replaces the snapshot of `doc` with `snapshot`, which must carry everything of the old
+-- snapshot and of the log updates (cursors[i], ns[i]) it replaces (RS016 otherwise); those
+-- updates leave the log. Returns {"replaced": n, "bytes": new snapshot size}.
+CREATE FUNCTION rowsync.doc_compaction_finish(doc bigint, snapshot bytea, cursors bigint[], ns integer[])
+RETURNS jsonb
+LANGUAGE sql VOLATILE AS $$
+    SELECT rowsync._raise_if_error(rowsync._doc_compaction_finish(doc, snapshot, cursors, ns))
+$$;

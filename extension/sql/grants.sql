@@ -11,7 +11,10 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
            'rowsync.listener_awake(text), rowsync.listener_sleep(text), rowsync.listener_pending(), '
            'rowsync.listener_settled(xid8[]), rowsync.listener_forget(text), '
            'rowsync.bus_publish(text, jsonb), rowsync.bus_read(pg_snapshot), rowsync.prune(), '
-           'rowsync.visible_rows(jsonb, text[], text[]), rowsync.read_doc_updates(bigint[])'
+           'rowsync.visible_rows(jsonb, text[], text[]), rowsync.read_doc_updates(bigint[]), '
+           'rowsync.doc_compaction_claim(integer, interval), '
+           'rowsync.doc_compaction_finish(bigint, bytea, bigint[], integer[]), '
+           'rowsync._doc_compaction_finish(bigint, bytea, bigint[], integer[])'
 $$;
 DO $$ BEGIN
     EXECUTE format('REVOKE ALL ON FUNCTION %s, rowsync.reset_feed() FROM PUBLIC', rowsync._feed_functions());

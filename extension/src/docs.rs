@@ -327,3 +327,109 @@ pub fn parts_entry(tbl: &str, id: &str, col: &str) -> Parts {
         })
     })
 }
+
+/// Accepts a compacted snapshot only if it carries every struct and every deletion of the
+/// old snapshot and of the log updates it replaces; then those updates leave the log.
+pub fn compaction_finish_entry(
+    doc: i64,
+    snapshot: &[u8],
+    cursors: &[Option<i64>],
+    ns: &[Option<i32>],
+) -> Value {
+    Spi::connect_mut(|client| {
+        compaction_finish(client, doc, snapshot, cursors, ns).unwrap_or_else(|e| e)
+    })
+}
+
+fn compaction_finish(
+    client: &mut SpiClient<'_>,
+    doc: i64,
+    snapshot: &[u8],
+    cursors: &[Option<i64>],
+    ns: &[Option<i32>],
+) -> Result<Value, Value> {
+    let refused = |detail: String| {
+        error(
+            codes::COMPACTION_REFUSED.sqlstate,
+            format!("compaction of document {doc} refused"),
+            detail,
+            "merge the snapshot and the updates doc_compaction_claim returned, all of them",
+        )
+    };
+    if cursors.len() != ns.len() {
+        return Err(refused("cursors and ns differ in length".into()));
+    }
+    let keys: Vec<(i64, i32)> = cursors
+        .iter()
+        .zip(ns)
+        .map(|(c, n)| Some(((*c)?, (*n)?)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| refused("a NULL cursor or n".into()))?;
+    let old = json_row(
+        client,
+        "SELECT jsonb_build_object('snapshot', encode(d.snapshot, 'hex')) FROM rowsync.docs d WHERE d.id = $1 FOR UPDATE",
+        &[doc.into()],
+    )
+    .ok_or_else(|| refused("no such document".into()))?;
+    let replaced = first_column::<Vec<u8>>(
+        client,
+        "SELECT u.update FROM rowsync.doc_updates u \
+         JOIN unnest($2::bigint[], $3::integer[]) AS k(cursor, n) ON (k.cursor, k.n) = (u.cursor, u.n) \
+         WHERE u.doc = $1",
+        &[
+            doc.into(),
+            keys.iter().map(|k| k.0).collect::<Vec<i64>>().into(),
+            keys.iter().map(|k| k.1).collect::<Vec<i32>>().into(),
+        ],
+    );
+    if replaced.len() != keys.len() {
+        return Err(refused(format!(
+            "{} of the {} updates named are not in this document's log",
+            keys.len() - replaced.len(),
+            keys.len()
+        )));
+    }
+    let merged = ydoc::scan_update(snapshot).map_err(|e| refused(format!("the snapshot: {e}")))?;
+    let mut inputs = Vec::with_capacity(replaced.len() + 1);
+    if let Some(hex) = old["snapshot"].as_str() {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        inputs.push(
+            ydoc::scan_update(&bytes).map_err(|e| refused(format!("the stored snapshot: {e}")))?,
+        );
+    }
+    for (i, update) in replaced.iter().enumerate() {
+        inputs.push(ydoc::scan_update(update).map_err(|e| refused(format!("update {i}: {e}")))?);
+    }
+    if !merged.covers(inputs.iter()) {
+        return Err(refused(
+            "the snapshot lacks structs or deletions of what it would replace".into(),
+        ));
+    }
+    let bytes: i64 = replaced.iter().map(|u| u.len() as i64).sum();
+    first_column::<i64>(
+        client,
+        "UPDATE rowsync.docs SET snapshot = $2, snapshot_bytes = octet_length($2), \
+         tail_bytes = tail_bytes - $3, tail_count = tail_count - $4, compaction_lease = NULL \
+         WHERE id = $1 RETURNING id",
+        &[
+            doc.into(),
+            snapshot.into(),
+            bytes.into(),
+            (keys.len() as i64).into(),
+        ],
+    );
+    first_column::<i64>(
+        client,
+        "DELETE FROM rowsync.doc_updates u USING unnest($2::bigint[], $3::integer[]) AS k(cursor, n) \
+         WHERE u.doc = $1 AND (u.cursor, u.n) = (k.cursor, k.n) RETURNING u.cursor",
+        &[
+            doc.into(),
+            keys.iter().map(|k| k.0).collect::<Vec<i64>>().into(),
+            keys.iter().map(|k| k.1).collect::<Vec<i32>>().into(),
+        ],
+    );
+    Ok(json!({"replaced": keys.len(), "bytes": snapshot.len()}))
+}

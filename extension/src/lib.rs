@@ -68,7 +68,8 @@ extension_sql_file!(
         "listeners",
         doc_access_entry,
         doc_append_entry,
-        doc_parts_entry
+        doc_parts_entry,
+        doc_compaction_finish_entry
     ]
 );
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
@@ -172,4 +173,25 @@ fn doc_parts_entry(
 > {
     let (snapshot, updates, error) = docs::parts_entry(tbl, id, col);
     TableIterator::once((snapshot, updates, error.map(pgrx::JsonB)))
+}
+
+/// Replaces a document's snapshot with a compacted one that provably loses nothing. For
+/// bridges (a feed function: revoked from PUBLIC, granted by grant_feed); it runs as the
+/// owner of the document tables.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    security_definer,
+    name = "_doc_compaction_finish"
+)]
+#[search_path(pg_catalog, pg_temp)]
+fn doc_compaction_finish_entry(
+    doc: i64,
+    snapshot: &[u8],
+    cursors: pgrx::Array<'_, i64>,
+    ns: pgrx::Array<'_, i32>,
+) -> pgrx::JsonB {
+    let cursors: Vec<Option<i64>> = cursors.iter().collect();
+    let ns: Vec<Option<i32>> = ns.iter().collect();
+    pgrx::JsonB(docs::compaction_finish_entry(doc, snapshot, &cursors, &ns))
 }

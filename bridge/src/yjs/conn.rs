@@ -33,6 +33,8 @@ pub async fn serve(
     claims: Result<Claims, Error>,
     key: Option<DocKey>,
 ) {
+    // Counted by graceful shutdown, which waits for connections (and their edits) to go.
+    let _alive = app.connections.clone();
     match open(&app, claims, key).await {
         Ok((room, claims, writer)) => {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -273,5 +275,17 @@ pub async fn recheck(app: Arc<AppState>, room: Arc<Room>) {
             }
             _ => {}
         }
+    }
+}
+
+/// Loads `room`'s document again from Postgres, as one of its readers, and sends it to
+/// everyone in the room: for edits the feed announced but compaction already folded away.
+pub async fn reload(app: Arc<AppState>, room: Arc<Room>) {
+    let Some((_, claims)) = room.members().await.into_iter().next() else {
+        return;
+    };
+    match crate::db::doc_parts(&app.pool, &claims, &room.key).await {
+        Ok(parts) => room.remote(parts).await,
+        Err(e) => tracing::warn!(doc = ?room.key, error = %e.body.message, "reloading a document"),
     }
 }

@@ -8,6 +8,7 @@
 //! appended to Postgres in batches per writer (`rowsync.doc_append`), and reach other
 //! bridges through the change feed ([`Hub::from_feed`]).
 
+pub mod compaction;
 mod conn;
 mod room;
 pub mod wire;
@@ -154,6 +155,7 @@ impl Hub {
             return;
         }
         let mut cursors = Vec::new();
+        let mut wanted: HashMap<i64, DocKey> = HashMap::new();
         for change in page {
             let (Some(table), Some(id)) = (&change.table, &change.row_id) else {
                 continue;
@@ -166,6 +168,7 @@ impl Hub {
                 };
                 if self.get(&key).await.is_some() {
                     cursors.push(change.cursor);
+                    wanted.insert(change.cursor, key);
                 }
             } else {
                 let rooms: Vec<Arc<Room>> = {
@@ -186,7 +189,7 @@ impl Hub {
         }
         let rows = match client
             .query(
-                "SELECT tbl, row_id, col::text, updates, origin FROM rowsync.read_doc_updates($1)",
+                "SELECT tbl, row_id, col::text, updates, origin, cursor FROM rowsync.read_doc_updates($1)",
                 &[&cursors],
             )
             .await
@@ -198,6 +201,19 @@ impl Hub {
             }
         };
         let own = format!("{}/", app.bridge_id);
+        let found: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(5)).collect();
+        // Compacted before this bridge read them: the whole document is sent again
+        // (clients take what they hold already as a no-op).
+        let gone: std::collections::HashSet<DocKey> = wanted
+            .into_iter()
+            .filter(|(cursor, _)| !found.contains(cursor))
+            .map(|(_, key)| key)
+            .collect();
+        for key in gone {
+            if let Some(room) = self.get(&key).await {
+                tokio::spawn(conn::reload(app.clone(), room));
+            }
+        }
         for row in rows {
             let origin: Option<String> = row.get(4);
             if origin.is_some_and(|o| o.starts_with(&own)) {

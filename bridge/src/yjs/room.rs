@@ -357,7 +357,7 @@ fn awareness_of(all: &HashMap<u64, (u64, String)>, only: Option<&[u64]>) -> Vec<
 }
 
 /// One update from many, structurally (yrs merges without integrating).
-fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+pub(super) fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, String> {
     let parts: Vec<&[u8]> = parts
         .iter()
         .map(Vec::as_slice)
