@@ -29,6 +29,8 @@ struct Inner {
     /// Events for other bridges, oldest first; a newer event of the same sender, room and
     /// kind replaces an older one still waiting.
     outbound: VecDeque<Value>,
+    /// Yjs awareness other bridges sent, for crate::yjs to deliver.
+    awareness_in: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -281,6 +283,26 @@ impl Presence {
         batch
     }
 
+    /// Queues a Yjs client's awareness (cursor, name…) for the other bridges, coalesced per
+    /// client: only its newest state waits. `state` is its JSON text, `null` when it left.
+    pub fn publish_awareness(&self, doc: &str, client: u64, clock: u64, state: &str) {
+        let event = json!({
+            "t": "yaw", "room": doc, "id": format!("{}/{client}", self.bridge),
+            "client": client, "clock": clock, "state": state,
+        });
+        if let Ok(mut inner) = self.inner.lock() {
+            queue(&mut inner.outbound, event);
+        }
+    }
+
+    /// The Yjs awareness other bridges sent since the last call.
+    pub fn take_awareness(&self) -> Vec<Value> {
+        self.inner
+            .lock()
+            .map(|mut inner| std::mem::take(&mut inner.awareness_in))
+            .unwrap_or_default()
+    }
+
     fn receive(&self, inner: &mut Inner, bridge: &str, events: &Value) {
         if bridge == self.bridge {
             return;
@@ -296,6 +318,10 @@ impl Presence {
                 continue;
             };
             if event["t"].as_str() != Some("sync") && !id.starts_with(&own) {
+                continue;
+            }
+            if event["t"].as_str() == Some("yaw") {
+                inner.awareness_in.push(event.clone());
                 continue;
             }
             let Some(r) = inner.rooms.get_mut(room) else {

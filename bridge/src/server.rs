@@ -84,7 +84,12 @@ async fn publish_presence(state: Arc<AppState>, mut shutdown: watch::Receiver<bo
                 }
             }
         }
-        let events = state.presence.tick(ticks.is_multiple_of(announce_every));
+        let announce = ticks.is_multiple_of(announce_every);
+        let events = state.presence.tick(announce);
+        state
+            .docs
+            .from_bus(&state, state.presence.take_awareness(), announce)
+            .await;
         if events.is_empty() {
             continue;
         }

@@ -299,3 +299,36 @@ test('differential: the document a bridge loads from Postgres equals Yjs\'s own 
     await until(`bridge ${bridge}'s document`, () => view(loaded.doc) === view(reference));
   }
 });
+
+test('awareness crosses bridges, and leaves with its connection', async () => {
+  const bob = open('bob', SIGNUP, { bridge: 0 });
+  const alice = open('alice', SIGNUP, { bridge: 1 });
+  await Promise.all([synced(bob), synced(alice)]);
+  bob.provider.awareness.setLocalStateField('user', { name: 'Bob on A' });
+  alice.provider.awareness.setLocalStateField('user', { name: 'Alice on B' });
+  const names = (c) => [...c.provider.awareness.getStates().values()].map((s) => s.user?.name).filter(Boolean).sort();
+  await until('each sees the other', () => names(bob).includes('Alice on B') && names(alice).includes('Bob on A'));
+  bob.provider.destroy();
+  await until('bob gone on bridge B', () => !names(alice).includes('Bob on A'));
+});
+
+test('awareness that is not JSON, or nested too deep, is refused and reaches nobody', async () => {
+  const watcher = open('alice', SIGNUP);
+  await synced(watcher);
+  const ws = new WebSocket(`${BRIDGES[0]}/tasks/${SIGNUP}/description?access_token=${TOKENS.bob}`);
+  sockets.push(ws);
+  ws.on('error', () => {});
+  const heard = [];
+  ws.on('message', (data) => heard.push(Buffer.from(data)));
+  await new Promise((resolve) => ws.on('open', resolve));
+  const awareness = (state) => {
+    const json = Buffer.from(state);
+    const entry = Buffer.concat([Buffer.from([1, 0x99, 0x02, 1]), Buffer.from([json.length & 0x7f | (json.length > 127 ? 0x80 : 0)]), json.length > 127 ? Buffer.from([json.length >> 7]) : Buffer.alloc(0), json]);
+    return Buffer.concat([Buffer.from([1]), Buffer.from([entry.length & 0x7f | (entry.length > 127 ? 0x80 : 0)]), entry.length > 127 ? Buffer.from([entry.length >> 7]) : Buffer.alloc(0), entry]);
+  };
+  ws.send(awareness('{"user": '));
+  ws.send(awareness('['.repeat(200) + ']'.repeat(200)));
+  await until('both refused', () => heard.filter((m) => m[0] === 2 && m.toString().includes('awareness_invalid')).length === 2);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(!watcher.provider.awareness.getStates().has(0x119), 'no state for client 281');
+});

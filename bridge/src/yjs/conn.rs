@@ -24,6 +24,35 @@ const MALFORMED_IN_A_ROW: u32 = 3;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Deepest nesting of arrays and objects in an awareness state.
+const MAX_AWARENESS_DEPTH: usize = 16;
+
+/// How deep arrays and objects nest in JSON text (strings skipped), without parsing it.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Serves one document connection. Refusals come after the upgrade, as `[2, 0, reason]`
 /// and a close code the client can see (an HTTP status on the upgrade reaches it as a
 /// bare failure, and y-websocket retries those forever).
@@ -39,7 +68,8 @@ pub async fn serve(
         Ok((room, claims, writer)) => {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let outcome = run(&mut socket, &app, &room, id, claims, writer).await;
-            room.leave(id).await;
+            let left = room.leave(id).await;
+            publish(&app, &room, left);
             app.docs.close_if_empty(&room).await;
             if let Some((code, reason)) = outcome {
                 if !reason.is_empty() {
@@ -234,12 +264,18 @@ async fn handle(
         }
         Incoming::Awareness(entries) => {
             let limit = app.config.yjs_max_awareness_bytes;
-            let (kept, too_large): (Vec<_>, Vec<_>) =
-                entries.into_iter().partition(|e| e.state.len() <= limit);
-            let refused = room.awareness(id, kept).await;
+            // JSON within the limits: every client parses the states it is sent, and one
+            // that is not JSON, or nested too deep, would throw in all of them.
+            let (kept, too_large): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| {
+                e.state.len() <= limit
+                    && json_depth(e.state) <= MAX_AWARENESS_DEPTH
+                    && serde_json::from_str::<serde::de::IgnoredAny>(e.state).is_ok()
+            });
+            let (refused, accepted) = room.awareness(id, kept).await;
+            publish(app, room, accepted);
             if !too_large.is_empty() {
                 Some(wire::denied(&format!(
-                    "awareness_too_large: states are at most {limit} bytes"
+                    "awareness_invalid: states are JSON of at most {limit} bytes"
                 )))
             } else if refused > 0 {
                 Some(wire::denied(
@@ -287,5 +323,26 @@ pub async fn reload(app: Arc<AppState>, room: Arc<Room>) {
     match crate::db::doc_parts(&app.pool, &claims, &room.key).await {
         Ok(parts) => room.remote(parts).await,
         Err(e) => tracing::warn!(doc = ?room.key, error = %e.body.message, "reloading a document"),
+    }
+}
+
+/// Sends this bridge's clients' awareness to the other bridges (the presence bus).
+pub(super) fn publish(app: &AppState, room: &Room, entries: Vec<super::room::Accepted>) {
+    let doc = room.key.bus_room();
+    for e in entries {
+        app.presence
+            .publish_awareness(&doc, e.client, e.clock, &e.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth;
+
+    #[test]
+    fn depth_skips_strings() {
+        assert_eq!(json_depth(r#"{"a": [1, {"b": "[[[\\"]]]"}]}"#), 3);
+        assert_eq!(json_depth(&"[".repeat(200)), 200);
+        assert_eq!(json_depth("null"), 0);
     }
 }

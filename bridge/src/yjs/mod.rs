@@ -75,6 +75,27 @@ impl DocKey {
     }
 }
 
+impl DocKey {
+    /// The document's room on the presence bus, which carries awareness between bridges.
+    pub fn bus_room(&self) -> String {
+        format!(
+            "yjs:{}/{}/{}",
+            self.table,
+            percent_encode(&self.id),
+            self.col
+        )
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -144,6 +165,39 @@ impl Hub {
         let mut rooms = self.rooms.lock().await;
         if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) && !room.occupied() {
             rooms.remove(&room.key);
+        }
+    }
+
+    /// Delivers the awareness other bridges sent to the open rooms of their documents;
+    /// on `announce`, expires the clients of bridges that went silent and announces this
+    /// bridge's own again (as presence members are, every third of presence_timeout_ms).
+    pub async fn from_bus(&self, app: &AppState, events: Vec<serde_json::Value>, announce: bool) {
+        for event in events {
+            let (Some(doc), Some(client), Some(clock), Some(json)) = (
+                event["room"].as_str().and_then(|r| r.strip_prefix("yjs:")),
+                event["client"].as_u64(),
+                event["clock"].as_u64(),
+                event["state"].as_str(),
+            ) else {
+                continue;
+            };
+            let Some(key) = DocKey::from_path(doc) else {
+                continue;
+            };
+            if json.len() > app.config.yjs_max_awareness_bytes {
+                continue;
+            }
+            if let Some(room) = self.get(&key).await {
+                room.remote_awareness(client, clock, json, app.config.presence_timeout)
+                    .await;
+            }
+        }
+        if announce {
+            let rooms: Vec<Arc<Room>> = self.rooms.lock().await.values().cloned().collect();
+            for room in rooms {
+                let own = room.expire_and_list().await;
+                conn::publish(app, &room, own);
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex, OnceCell};
 
 /// What a connection task is told to do.
@@ -39,14 +40,29 @@ struct Queued {
     updates: Vec<Vec<u8>>,
 }
 
+/// One client's awareness: its clock, its state as JSON text, and, for a client on another
+/// bridge, when it expires unless renewed.
+struct Aware {
+    clock: u64,
+    state: String,
+    expires: Option<Instant>,
+}
+
+/// An awareness entry this bridge accepted from one of its clients: for the other bridges.
+pub struct Accepted {
+    pub client: u64,
+    pub clock: u64,
+    pub state: String,
+}
+
 #[derive(Default)]
 struct State {
     /// The document: everything merged so far, plus what was accepted since.
     merged: Vec<u8>,
     pending: Vec<Vec<u8>>,
     members: HashMap<ConnId, Member>,
-    /// Awareness by Yjs client id: its clock and its state as JSON text.
-    awareness: HashMap<u64, (u64, String)>,
+    /// Awareness by Yjs client id.
+    awareness: HashMap<u64, Aware>,
     /// By identity (role and claims): one append per writer per flush.
     queue: Vec<Queued>,
     flushing: bool,
@@ -137,7 +153,7 @@ impl Room {
         );
         let mut first = vec![wire::sync_step1(&sv)];
         if !state.awareness.is_empty() {
-            first.push(awareness_of(&state.awareness, None));
+            first.push(awareness_of(&state.awareness));
         }
         Ok(first)
     }
@@ -193,9 +209,14 @@ impl Room {
     }
 
     /// Awareness entries from connection `from`, already size-checked. An entry for a
-    /// client id another connection set is dropped. Relayed to everyone, the sender too
-    /// (y-websocket's clients expect their own back). Returns the entries refused.
-    pub async fn awareness(&self, from: ConnId, entries: Vec<AwarenessEntry<'_>>) -> usize {
+    /// client id another connection (or another bridge) set is dropped. Relayed to
+    /// everyone, the sender too (y-websocket's clients expect their own back). Returns how
+    /// many were refused, and those kept, for the other bridges.
+    pub async fn awareness(
+        &self,
+        from: ConnId,
+        entries: Vec<AwarenessEntry<'_>>,
+    ) -> (usize, Vec<Accepted>) {
         let mut state = self.state.lock().await;
         let mut kept = Vec::new();
         let mut refused = 0;
@@ -205,7 +226,11 @@ impl Room {
                 .iter()
                 .find(|(_, m)| m.clients.contains(&entry.client))
                 .map(|(id, _)| *id);
-            if owner.is_some_and(|o| o != from) {
+            let remote = state
+                .awareness
+                .get(&entry.client)
+                .is_some_and(|a| a.expires.is_some());
+            if owner.is_some_and(|o| o != from) || (owner.is_none() && remote) {
                 refused += 1;
                 continue;
             }
@@ -217,36 +242,118 @@ impl Room {
             let newer = state
                 .awareness
                 .get(&entry.client)
-                .is_none_or(|(clock, _)| entry.clock >= *clock);
+                .is_none_or(|a| entry.clock >= a.clock);
             if newer {
-                state
-                    .awareness
-                    .insert(entry.client, (entry.clock, entry.state.to_string()));
+                state.awareness.insert(
+                    entry.client,
+                    Aware {
+                        clock: entry.clock,
+                        state: entry.state.to_string(),
+                        expires: None,
+                    },
+                );
                 kept.push(entry);
             }
         }
+        let accepted = kept
+            .iter()
+            .map(|e| Accepted {
+                client: e.client,
+                clock: e.clock,
+                state: e.state.to_string(),
+            })
+            .collect();
         if !kept.is_empty() {
             deliver(&mut state.members, &wire::awareness(kept), None);
         }
-        refused
+        (refused, accepted)
+    }
+
+    /// A client's awareness from another bridge: kept until `ttl` passes without a renewal
+    /// (a `null` state removes it), and sent to everyone here.
+    pub async fn remote_awareness(&self, client: u64, clock: u64, json: &str, ttl: Duration) {
+        let mut state = self.state.lock().await;
+        if state.members.values().any(|m| m.clients.contains(&client)) {
+            return;
+        }
+        if state
+            .awareness
+            .get(&client)
+            .is_some_and(|a| clock < a.clock)
+        {
+            return;
+        }
+        if json == "null" {
+            state.awareness.remove(&client);
+        } else {
+            state.awareness.insert(
+                client,
+                Aware {
+                    clock,
+                    state: json.to_string(),
+                    expires: Some(Instant::now() + ttl),
+                },
+            );
+        }
+        let message = wire::awareness([AwarenessEntry {
+            client,
+            clock,
+            state: json,
+        }]);
+        deliver(&mut state.members, &message, None);
+    }
+
+    /// Drops the remote clients not renewed in time (their bridge went away), telling
+    /// everyone here; returns this bridge's own clients, to announce again.
+    pub async fn expire_and_list(&self) -> Vec<Accepted> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let expired: Vec<(u64, u64)> = state
+            .awareness
+            .iter()
+            .filter(|(_, a)| a.expires.is_some_and(|e| e < now))
+            .map(|(c, a)| (*c, a.clock + 1))
+            .collect();
+        for (client, _) in &expired {
+            state.awareness.remove(client);
+        }
+        if !expired.is_empty() {
+            let message = wire::awareness(expired.iter().map(|&(client, clock)| AwarenessEntry {
+                client,
+                clock,
+                state: "null",
+            }));
+            deliver(&mut state.members, &message, None);
+        }
+        state
+            .awareness
+            .iter()
+            .filter(|(_, a)| a.expires.is_none())
+            .map(|(&client, a)| Accepted {
+                client,
+                clock: a.clock,
+                state: a.state.clone(),
+            })
+            .collect()
     }
 
     /// Everyone's awareness, for a client that asks.
     pub async fn all_awareness(&self) -> Vec<u8> {
-        awareness_of(&self.state.lock().await.awareness, None)
+        awareness_of(&self.state.lock().await.awareness)
     }
 
-    /// Removes a connection: its awareness goes (a `null` state, one clock on).
-    pub async fn leave(&self, id: ConnId) {
+    /// Removes a connection: its awareness goes (a `null` state, one clock on); returns
+    /// those removals, for the other bridges.
+    pub async fn leave(&self, id: ConnId) -> Vec<Accepted> {
         self.users.fetch_sub(1, Ordering::SeqCst);
         let mut state = self.state.lock().await;
         let Some(member) = state.members.remove(&id) else {
-            return;
+            return Vec::new();
         };
         let mut gone = Vec::new();
         for client in member.clients {
-            if let Some((clock, _)) = state.awareness.remove(&client) {
-                gone.push((client, clock + 1));
+            if let Some(aware) = state.awareness.remove(&client) {
+                gone.push((client, aware.clock + 1));
             }
         }
         if !gone.is_empty() {
@@ -257,6 +364,13 @@ impl Room {
             }));
             deliver(&mut state.members, &message, None);
         }
+        gone.into_iter()
+            .map(|(client, clock)| Accepted {
+                client,
+                clock,
+                state: "null".into(),
+            })
+            .collect()
     }
 
     /// The connections here, with their users: for re-checking access.
@@ -344,16 +458,12 @@ fn deliver(members: &mut HashMap<ConnId, Member>, message: &[u8], except: Option
     });
 }
 
-fn awareness_of(all: &HashMap<u64, (u64, String)>, only: Option<&[u64]>) -> Vec<u8> {
-    wire::awareness(
-        all.iter()
-            .filter(|(client, _)| only.is_none_or(|o| o.contains(client)))
-            .map(|(&client, (clock, state))| AwarenessEntry {
-                client,
-                clock: *clock,
-                state,
-            }),
-    )
+fn awareness_of(all: &HashMap<u64, Aware>) -> Vec<u8> {
+    wire::awareness(all.iter().map(|(&client, a)| AwarenessEntry {
+        client,
+        clock: a.clock,
+        state: &a.state,
+    }))
 }
 
 /// One update from many, structurally (yrs merges without integrating).
