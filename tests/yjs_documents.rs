@@ -37,7 +37,11 @@ async fn yjs_clients_against_two_bridges() {
         &[&rowsync_tests::demo::LAUNCH],
     )
     .await;
-    let tokens = json!({"alice": token("alice", 3600), "bob": token("bob", 3600), "carol": token("carol", 3600)});
+    let tokens = json!({
+        "alice": token("alice", 3600),
+        "bob": token("bob", 3600),
+        "carol": token("carol", 3600),
+    });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("yjs/documents.test.mjs");
     let run = tokio::process::Command::new("node")
         .args([
@@ -60,6 +64,8 @@ async fn yjs_clients_against_two_bridges() {
             json!([format!("http://{}", a.addr), format!("http://{}", b.addr)]).to_string(),
         )
         .env("ROWSYNC_TOKENS", tokens.to_string())
+        // For a token that expires during its test, minted when that test starts.
+        .env("ROWSYNC_JWT_SECRET", rowsync_tests::bridge::JWT_SECRET)
         .env("ROWSYNC_CAROL_MEMBERSHIP", membership)
         .env("ROWSYNC_YJS_MAX_MESSAGE_BYTES", MAX_MESSAGE.to_string())
         .kill_on_drop(true)

@@ -6,11 +6,14 @@
 // Every provider has disableBc: Node has a global BroadcastChannel, and two providers in
 // one process would otherwise sync through it instead of through the bridge.
 
+import 'fake-indexeddb/auto';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
+import { IndexeddbPersistence } from 'y-indexeddb';
+import { createHmac } from 'node:crypto';
 
 const BRIDGES = JSON.parse(process.env.ROWSYNC_YJS_BRIDGES ?? '[]');
 const TOKENS = JSON.parse(process.env.ROWSYNC_TOKENS ?? '{}');
@@ -331,4 +334,42 @@ test('awareness that is not JSON, or nested too deep, is refused and reaches nob
   await until('both refused', () => heard.filter((m) => m[0] === 2 && m.toString().includes('awareness_invalid')).length === 2);
   await new Promise((r) => setTimeout(r, 200));
   assert.ok(!watcher.provider.awareness.getStates().has(0x119), 'no state for client 281');
+});
+
+test('y-indexeddb: edits made offline, with the tab closed meanwhile, reach the server later', async () => {
+  const first = new Y.Doc();
+  const stored = new IndexeddbPersistence(`offline-${ANNOUNCE}`, first);
+  await stored.whenSynced;
+  const offline = open('bob', ANNOUNCE, { doc: first, connect: false });
+  first.getText('t').insert(0, 'typed offline, tab closed. ');
+  await new Promise((r) => setTimeout(r, 200));
+  offline.provider.destroy();
+  await stored.destroy();
+  first.destroy();
+
+  const second = new Y.Doc();
+  const reopened = new IndexeddbPersistence(`offline-${ANNOUNCE}`, second);
+  await reopened.whenSynced;
+  assert.match(second.getText('t').toString(), /typed offline, tab closed/, 'kept in IndexedDB');
+  const online = open('bob', ANNOUNCE, { doc: second });
+  await synced(online);
+  const elsewhere = open('alice', ANNOUNCE, { bridge: 1 });
+  await synced(elsewhere);
+  await until('the offline edit on the other bridge', () => elsewhere.text.toString().includes('typed offline, tab closed. '));
+  await reopened.destroy();
+});
+
+test('an expired token closes with 4100; with a fresh one the client reconnects and syncs', async () => {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'bob', role: 'app_user', exp: Math.floor(Date.now() / 1000) + 2 })}`;
+  TOKENS['bob-short'] = `${body}.${createHmac('sha256', process.env.ROWSYNC_JWT_SECRET).update(body).digest('base64url')}`;
+  const bob = open('bob-short', MILK);
+  await synced(bob);
+  await until('the expiry close', () => bob.provider.closes.includes(4100), 10000);
+  bob.provider.params.access_token = TOKENS.bob;
+  await until('synced again', () => bob.provider.synced && bob.provider.wsconnected);
+  bob.text.insert(0, 'after the refresh. ');
+  const again = open('bob', MILK, { bridge: 1 });
+  await synced(again);
+  await until('the edit made after the refresh', () => again.text.toString().includes('after the refresh. '));
 });
