@@ -46,6 +46,17 @@ pub struct Bridge {
 impl Bridge {
     /// Starts a bridge on `db` as the authenticator; `tweak` adjusts its config.
     pub async fn start(cluster: &Cluster, db: &str, tweak: impl FnOnce(&mut Config)) -> Bridge {
+        Bridge::start_at(cluster, db, "127.0.0.1:0".parse().unwrap(), tweak).await
+    }
+
+    /// Starts a bridge listening on `addr` (a port another bridge left, to stand in for
+    /// it after a restart).
+    pub async fn start_at(
+        cluster: &Cluster,
+        db: &str,
+        addr: SocketAddr,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Bridge {
         let env = [
             (
                 "ROWSYNC_DATABASE_URL".to_string(),
@@ -60,7 +71,7 @@ impl Bridge {
         ];
         let mut config = Config::load(None, env).expect("test config");
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(rowsync_bridge::run(listener, config, async move {

@@ -373,3 +373,38 @@ test('an expired token closes with 4100; with a fresh one the client reconnects 
   await synced(again);
   await until('the edit made after the refresh', () => again.text.toString().includes('after the refresh. '));
 });
+
+const CONTROL = process.env.ROWSYNC_CONTROL;
+
+test('a bridge that dies before storing an edit loses nothing its writer holds', async () => {
+  const writer = open('bob', VENUE, { bridge: 2 });
+  await synced(writer);
+  writer.text.insert(0, 'before the crash. ');
+  await new Promise((r) => setTimeout(r, 200));
+  // This bridge appends once an hour: the edit is only in its memory, and in bob's.
+  assert.equal((await fetch(`${CONTROL}/restart-bridge`, { method: 'POST' })).status, 200);
+  await until('bob reconnected', () => writer.provider.wsconnected && writer.provider.synced, 15000);
+  const other = open('alice', VENUE, { bridge: 1 });
+  await synced(other);
+  await until('the edit, stored after all', () => other.text.toString().includes('before the crash. '), 15000);
+});
+
+test('Postgres restarting during edits loses nothing', async () => {
+  const bob = open('bob', SIGNUP, { bridge: 0 });
+  const alice = open('alice', SIGNUP, { bridge: 1 });
+  await Promise.all([synced(bob), synced(alice)]);
+  const restarted = fetch(`${CONTROL}/restart-postgres`, { method: 'POST' });
+  for (let i = 0; i < 20; i++) {
+    bob.text.insert(bob.text.length, ` e${i}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal((await restarted).status, 200);
+  const all = Array.from({ length: 20 }, (_, i) => ` e${i}`).join('');
+  await until('every edit at alice, through the feed', () => alice.text.toString().includes(all), 20000);
+  bob.provider.destroy();
+  alice.provider.destroy();
+  await new Promise((r) => setTimeout(r, 500));
+  const fresh = open('alice', SIGNUP, { bridge: 0 });
+  await synced(fresh);
+  await until('every edit stored', () => fresh.text.toString().includes(all), 15000);
+});
