@@ -10,7 +10,7 @@ use std::path::Path;
 
 #[tokio::test]
 async fn the_demo_in_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = rowsync_tests::tests_dir().join("..");
     let cluster = Cluster::shared();
     let db = cluster.database("browser").await;
     let board = root.join("examples/react-board");

@@ -2,10 +2,10 @@
 //! the repository and, with `#anchor`, a heading of that file (GitHub's anchors).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    rowsync_tests::tests_dir().join("..")
 }
 
 fn markdown_files() -> Vec<PathBuf> {

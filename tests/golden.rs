@@ -3,13 +3,12 @@
 //! ROWSYNC_BLESS=1 to rewrite the expected files (then read the diff before committing).
 
 use rowsync_tests::{Cluster, PG_BIN};
-use std::path::Path;
 use std::process::Command;
 
 #[tokio::test]
 async fn golden_sql_files() {
     let cluster = Cluster::shared();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let dir = rowsync_tests::tests_dir().join("sql");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/sql")
         .map(|e| e.unwrap().path())

@@ -13,7 +13,7 @@
 
 use regex::Regex;
 use rowsync_tests::{Cluster, PG_BIN};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -176,7 +176,7 @@ fn psql_settings() -> String {
 
 /// docs/sql/*.md, then docs/sql.md.
 fn pages() -> Vec<PathBuf> {
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let docs = rowsync_tests::tests_dir().join("../docs");
     let mut pages: Vec<PathBuf> = std::fs::read_dir(docs.join("sql"))
         .expect("docs/sql")
         .map(|e| e.unwrap().path())
@@ -288,7 +288,7 @@ async fn sql_reference_examples_run() {
 #[test]
 fn excerpts_quote_the_example_app() {
     let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let demo = words(rowsync_tests::DEMO_SQL);
+    let demo = words(&rowsync_tests::demo_sql());
     let mut quoted = 0;
     for path in pages() {
         let page = std::fs::read_to_string(&path).unwrap();

@@ -9,7 +9,6 @@ use rowsync_tests::bridge::{token, Bridge};
 use rowsync_tests::{scalar, Cluster};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,7 +94,7 @@ async fn yjs_clients_against_bridges() {
     )
     .await;
     let tokens = json!({"alice": token("alice", 3600), "bob": token("bob", 3600), "carol": token("carol", 3600)});
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("yjs/documents.test.mjs");
+    let script = rowsync_tests::tests_dir().join("yjs/documents.test.mjs");
     let run = tokio::process::Command::new("node")
         .args([
             "--test",

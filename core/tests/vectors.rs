@@ -107,7 +107,8 @@ fn run_case(case: &Case) -> Result<(), String> {
 
 #[test]
 fn shared_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors");
+    let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("../tests/vectors");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/vectors")
         .map(|e| e.unwrap().path())

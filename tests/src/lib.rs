@@ -3,7 +3,7 @@
 //! app loaded, and connections acting as an app user the way the bridge does.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -11,7 +11,16 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-pub const DEMO_SQL: &str = include_str!("../../sql/demo.sql");
+/// The tests' folder, read when they run: the build cache may be shared by several
+/// checkouts, and a path compiled in would name whichever built it last.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+}
+
+/// The example app (sql/demo.sql), read when the tests run, for the same reason.
+pub fn demo_sql() -> String {
+    std::fs::read_to_string(tests_dir().join("../sql/demo.sql")).expect("sql/demo.sql")
+}
 
 /// The example app's ids.
 pub mod demo {
@@ -43,7 +52,7 @@ extern "C" fn stop_cluster() {
 /// scripts/cluster.sh, the one place a cluster is started and stopped.
 fn cluster_script(args: &[&std::ffi::OsStr]) -> Command {
     let mut cmd = Command::new("bash");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh"))
+    cmd.arg(tests_dir().join("../scripts/cluster.sh"))
         .args(args);
     cmd
 }
@@ -167,7 +176,9 @@ impl Cluster {
         // Roles are cluster-wide: databases created at once must not race to create them.
         static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _guard = DEMO.lock().await;
-        db.batch_execute(DEMO_SQL).await.expect("load sql/demo.sql");
+        db.batch_execute(&demo_sql())
+            .await
+            .expect("load sql/demo.sql");
         name
     }
 }

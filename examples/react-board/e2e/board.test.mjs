@@ -342,3 +342,72 @@ test('a row hidden from the user while offline is gone after revalidation', asyn
   assert.ok(!(await bob.eval(`document.body.textContent.includes('shared, for now')`)));
   await shot(bob, 'revalidated');
 });
+
+/** Focuses the end of a task's description editor. */
+const focusDescription = (page, id) => page.eval(`(() => {
+  const { view } = window.descriptions['${id}'];
+  view.focus();
+  view.dispatch({ selection: { anchor: view.state.doc.length } });
+  return true;
+})()`);
+const description = (id) => `window.descriptions['${id}']?.view.state.doc.toString()`;
+
+test('two browser contexts co-edit a description, each seeing the other\'s cursor and name', async () => {
+  const [alice, bob] = [pages.alice, pages.bob];
+  await click(alice, `.card[data-id="${ANNOUNCE}"] button.talk`);
+  await click(bob, `.card[data-id="${ANNOUNCE}"] button.talk`);
+  for (const page of [alice, bob]) {
+    await page.waitFor(`document.querySelector('#description')?.dataset.status === 'connected'`, 'the description connected');
+  }
+  await focusDescription(alice, ANNOUNCE);
+  await alice.type('Alice writes the intro. ');
+  await focusDescription(bob, ANNOUNCE);
+  await bob.type('Bob adds the dates. ');
+  for (const page of [alice, bob]) {
+    await page.waitFor(`${description(ANNOUNCE)}.includes('Alice writes the intro. ') && ${description(ANNOUNCE)}.includes('Bob adds the dates. ')`, 'both edits', SYNC_BOUND_MS);
+  }
+  assert.equal(await alice.eval(description(ANNOUNCE)), await bob.eval(description(ANNOUNCE)));
+  await alice.waitFor(`[...document.querySelectorAll('#description .cm-ySelectionInfo')].some((e) => e.textContent === 'bob')`, 'bob\'s cursor, named', SYNC_BOUND_MS);
+  await bob.waitFor(`[...document.querySelectorAll('#description .cm-ySelectionInfo')].some((e) => e.textContent === 'alice')`, 'alice\'s cursor, named', SYNC_BOUND_MS);
+  await shot(alice, 'description-alice');
+  await shot(bob, 'description-bob');
+});
+
+test('a description edited offline survives a reload and syncs on return', async () => {
+  const bob = pages.bob;
+  await bob.eval(`(window.descriptions['${ANNOUNCE}'].provider.disconnect(), true)`);
+  await focusDescription(bob, ANNOUNCE);
+  await bob.type('Written offline. ');
+  await bob.waitFor(`document.querySelector('#description').dataset.status !== 'connected'`, 'offline');
+  // Reload with the bridge out of reach: the text comes from y-indexeddb.
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}&ws=ws://127.0.0.1:9/v1/ws`);
+  await bob.waitFor(`document.querySelectorAll('.card').length > 0`, 'the board, from the cache');
+  await click(bob, `.card[data-id="${ANNOUNCE}"] button.talk`);
+  await bob.waitFor(`${description(ANNOUNCE)}?.includes('Written offline. ')`, 'the offline text after the reload');
+  assert.ok(!(await pages.alice.eval(`${description(ANNOUNCE)}.includes('Written offline. ')`)), 'not sent yet');
+  await shot(bob, 'description-offline');
+  // Back online: the provider's first exchange sends what the bridge lacks.
+  await bob.goto(`${BRIDGE}/demo/?token=${TOKENS.bob}&board=${LAUNCH}`);
+  await bob.waitFor(`document.querySelectorAll('.card').length > 0`, 'the board');
+  await click(bob, `.card[data-id="${ANNOUNCE}"] button.talk`);
+  await pages.alice.waitFor(`${description(ANNOUNCE)}.includes('Written offline. ')`, 'the offline text at alice', SYNC_BOUND_MS);
+});
+
+test('a viewer reads the description live but cannot change it', async () => {
+  // Carol was removed from the board above: alice makes her a viewer again.
+  await pages.alice.eval(`window.rowsync.write([{ type: 'create', table: 'board_members', id: crypto.randomUUID(), value: { board_id: '${LAUNCH}', user_id: 'carol', role: 'viewer' } }])`);
+  const carol = await open('carol');
+  await click(carol, `.card[data-id="${SIGNUP}"] button.talk`);
+  await click(pages.alice, `.card[data-id="${SIGNUP}"] button.talk`);
+  await carol.waitFor(`document.querySelector('#description')?.dataset.status === 'connected'`, 'carol connected');
+  await pages.alice.waitFor(`document.querySelector('#description')?.dataset.status === 'connected'`, 'alice connected');
+  await focusDescription(pages.alice, SIGNUP);
+  await pages.alice.type('Steps to reproduce. ');
+  await carol.waitFor(`${description(SIGNUP)}.includes('Steps to reproduce. ')`, 'alice\'s text at carol', SYNC_BOUND_MS);
+  await focusDescription(carol, SIGNUP);
+  await carol.type('carol was here');
+  await carol.waitFor(`document.querySelector('#description .doc-status').textContent === 'read only'`, 'the read-only notice');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(!(await pages.alice.eval(`${description(SIGNUP)}.includes('carol was here')`)), 'not relayed');
+  assert.deepEqual(carol.consoleErrors, []);
+});

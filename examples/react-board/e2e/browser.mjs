@@ -139,6 +139,11 @@ export class Page {
     });
   }
 
+  /** Types `text` where the focus is, as a keyboard would (composition-free insert). */
+  async type(text) {
+    await this.send('Input.insertText', { text });
+  }
+
   async screenshot(path) {
     const { data } = await this.send('Page.captureScreenshot', { format: 'png' });
     writeFileSync(path, Buffer.from(data, 'base64'));

@@ -12,6 +12,7 @@ import {
   useUndoRedo,
   useWrite,
 } from '@rowsync/client/react';
+import { Description } from './Description.tsx';
 import { COLORS, EMOJI, LABELS, STATUSES, type Board, type BoardMember, type Comment, type Status, type Task } from './model.ts';
 
 const byRank = (a: Task, b: Task) => a.rank - b.rank || a.id.localeCompare(b.id);
@@ -19,7 +20,7 @@ const byBoard = (a: BoardMember, b: BoardMember) => a.board_id.localeCompare(b.b
 const byCreated = (a: Comment, b: Comment) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id);
 const ignore = () => {};
 
-export function App({ me, initialBoard }: { me: string; initialBoard: string | null }) {
+export function App({ me, token, yjsUrl, initialBoard }: { me: string; token: string; yjsUrl: string; initialBoard: string | null }) {
   const memberships = useRecords<BoardMember>('board_members', { user_id: me }, byBoard);
   const [chosen, setChosen] = useState(initialBoard);
   const [thread, setThread] = useState<string | null>(null);
@@ -49,7 +50,7 @@ export function App({ me, initialBoard }: { me: string; initialBoard: string | n
       </header>
       <main>
         <section id="columns">{boardId && <Columns boardId={boardId} onTalk={setThread} />}</section>
-        {thread && <Thread taskId={thread} me={me} />}
+        {thread && <Thread key={thread} taskId={thread} me={me} token={token} yjsUrl={yjsUrl} />}
       </main>
       <div id="toast" role="status" className={toast ? 'show' : ''}>
         {toast}
@@ -227,7 +228,7 @@ const Card = memo(function Card({ task, pending, onTalk }: { task: Task; pending
   );
 });
 
-function Thread({ taskId, me }: { taskId: string; me: string }) {
+function Thread({ taskId, me, token, yjsUrl }: { taskId: string; me: string; token: string; yjsUrl: string }) {
   const task = useRecord<Task>('tasks', taskId);
   const comments = useRecords<Comment>('comments', { task_id: taskId }, byCreated);
   const room = `comments?task_id=${taskId}`;
@@ -247,6 +248,7 @@ function Thread({ taskId, me }: { taskId: string; me: string }) {
   return (
     <aside id="thread">
       <h2 id="thread-title">{task?.title ?? ''}</h2>
+      <Description taskId={taskId} me={me} token={token} yjsUrl={yjsUrl} />
       <ul id="comments">
         {comments.map((c) => (
           <CommentItem key={c.id} comment={c} me={me} />

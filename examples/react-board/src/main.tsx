@@ -17,6 +17,8 @@ declare global {
 const params = new URLSearchParams(location.search);
 const token = params.get('token') ?? '';
 const url = params.get('ws') ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`;
+// Collaborative documents are served next to the feed, at /v1/yjs.
+const yjsUrl = url.replace(/\/v1\/ws$/, '/v1/yjs');
 const client = createClient({ url, getToken: () => token });
 window.rowsync = client;
 
@@ -26,7 +28,7 @@ if ('serviceWorker' in navigator) {
 
 createRoot(document.getElementById('root')!).render(
   <RowsyncProvider client={client}>
-    <App me={subjectOf(token)} initialBoard={params.get('board')} />
+    <App me={subjectOf(token)} token={token} yjsUrl={yjsUrl} initialBoard={params.get('board')} />
   </RowsyncProvider>,
 );
 
