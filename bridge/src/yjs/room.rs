@@ -432,7 +432,8 @@ impl Room {
                 let out = |reason: &str| match error.body.code {
                     "permission_denied" => Out::ReadOnly(reason.to_string()),
                     "not_found" => Out::Close(super::close::NOT_VISIBLE, reason.to_string()),
-                    "document_too_large" => Out::ReadOnly(reason.to_string()),
+                    // Sent again, it would be refused again: the writer stops writing.
+                    "document_too_large" | "update_too_large" => Out::ReadOnly(reason.to_string()),
                     _ => Out::Close(super::close::NOT_STORED, reason.to_string()),
                 };
                 tracing::info!(doc = ?self.key, code = error.body.code, "document append refused");
