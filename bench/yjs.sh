@@ -41,9 +41,9 @@ ref_pid=$!
 sleep 1
 bridge_pid=${pids[0]}
 trap 'kill "${pids[@]}" 2>/dev/null; stop_all' EXIT
-token=$(ROWSYNC_JWT_SECRET="$BENCH_SECRET" "$CARGO_TARGET_DIR/release/rowsync-bridge" --mint-token bob)
+token=$(ROWSYNC_DATABASE_URL="$yjs_db" ROWSYNC_JWT_SECRET="$BENCH_SECRET" "$CARGO_TARGET_DIR/release/rowsync-bridge" --mint-token bob)
 docs=$(python3 -c 'import json; print(json.dumps(["tasks/00000000-0000-4000-9000-%012d/description" % g for g in range(1, 203)]))')
 
 BENCH_REF="ws://127.0.0.1:$ref_port" BENCH_A="${bases[0]}" BENCH_B="${bases[1]}" BENCH_TOKEN="$token" \
-BENCH_DOCS="$docs" BENCH_PIDS="{\"ref\": $ref_pid, \"a\": ${pids[0]}}" BENCH_SECONDS="${BENCH_SECONDS:-10}" \
+BENCH_ONLY="${BENCH_ONLY:-}" BENCH_DOCS="$docs" BENCH_PIDS="{\"ref\": $ref_pid, \"a\": ${pids[0]}}" BENCH_SECONDS="${BENCH_SECONDS:-10}" \
   node bench/yjs/bench.mjs

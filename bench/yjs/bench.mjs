@@ -16,6 +16,9 @@ const PIDS = JSON.parse(env.BENCH_PIDS);
 const SECONDS = Number(env.BENCH_SECONDS ?? 10);
 const RATE = 10; // updates per second per document
 
+// Each provider listens for the process's exit.
+process.setMaxListeners(0);
+
 const rss = (pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const clients = [];
@@ -126,7 +129,7 @@ async function joinStorm(name, base, room, closeBetween) {
 
 /** RSS per idle connection (1,000 on one document) and per open document (200). */
 async function memory(name, base, pid, rooms) {
-  await sleep(500);
+  await sleep(2000);
   const before = rss(pid);
   const idle = Array.from({ length: 1000 }, () => connect(base, rooms[0]));
   await synced(idle);
@@ -154,6 +157,10 @@ const run = async (f) => {
   console.log(JSON.stringify(r));
   results.push(r);
 };
+// Memory first, on servers that have done nothing yet.
+await run(() => memory('reference', env.BENCH_REF, PIDS.ref, DOCS.slice(0, 200)));
+await run(() => memory('rowsync', env.BENCH_A, PIDS.a, DOCS.slice(0, 200)));
+if (env.BENCH_ONLY === 'memory') process.exit(0);
 await run(() => propagation('reference', env.BENCH_REF, env.BENCH_REF, DOCS.slice(0, 1)));
 await run(() => propagation('rowsync, one bridge', env.BENCH_A, env.BENCH_A, DOCS.slice(1, 2)));
 await run(() => propagation('rowsync, two bridges', env.BENCH_A, env.BENCH_B, DOCS.slice(2, 3)));
@@ -161,7 +168,6 @@ await run(() => propagation('reference', env.BENCH_REF, env.BENCH_REF, DOCS.slic
 await run(() => propagation('rowsync, one bridge', env.BENCH_A, env.BENCH_A, DOCS.slice(100, 200)));
 await run(() => propagation('rowsync, two bridges', env.BENCH_A, env.BENCH_B, DOCS.slice(0, 100)));
 await run(() => joinStorm('reference', env.BENCH_REF, DOCS[200], false));
-await run(() => joinStorm('rowsync, one bridge, loaded from Postgres', env.BENCH_A, DOCS[201], true));
-await run(() => memory('reference', env.BENCH_REF, PIDS.ref, DOCS.slice(0, 200)));
-await run(() => memory('rowsync', env.BENCH_A, PIDS.a, DOCS.slice(0, 200)));
+await run(() => joinStorm('rowsync, one bridge, document open', env.BENCH_A, DOCS[201], false));
+await run(() => joinStorm('rowsync, one bridge, loaded from Postgres', env.BENCH_A, DOCS[200], true));
 process.exit(0);

@@ -64,10 +64,12 @@ pub async fn serve(
 ) {
     // Counted by graceful shutdown, which waits for connections (and their edits) to go.
     let _alive = app.connections.clone();
-    match open(&app, claims, key).await {
+    // Boxed, as every database call on the way: a future's size is that of its largest
+    // await, and an idle connection should not carry them.
+    match Box::pin(open(&app, claims, key)).await {
         Ok((room, claims, writer)) => {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            let outcome = run(&mut socket, &app, &room, id, claims, writer).await;
+            let outcome = Box::pin(run(&mut socket, &app, &room, id, claims, writer)).await;
             let left = room.leave(id).await;
             publish(&app, &room, left);
             app.docs.close_if_empty(&room).await;
@@ -142,7 +144,7 @@ async fn run(
     mut writer: bool,
 ) -> Option<(u16, String)> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    let first = match room.join(id, tx, claims.clone()).await {
+    let first = match Box::pin(room.join(id, tx, claims.clone())).await {
         Ok(first) => first,
         Err(e) => return Some((ws_close::INTERNAL, e)),
     };
@@ -185,7 +187,7 @@ async fn run(
                     }
                     Ok(incoming) => {
                         malformed = 0;
-                        handle(app, room, id, writer, incoming).await
+                        Box::pin(handle(app, room, id, writer, incoming)).await
                     }
                 };
                 if let Some(reply) = reply {
@@ -212,7 +214,7 @@ async fn run(
                 }
                 if now >= next_check {
                     next_check = now + config.yjs_recheck;
-                    match crate::db::doc_access(&app.pool, &claims, &room.key).await {
+                    match Box::pin(crate::db::doc_access(&app.pool, &claims, &room.key)).await {
                         Ok(Some(access)) => writer = access == "write",
                         Ok(None) => return Some((close::NOT_VISIBLE, "not found or not visible".into())),
                         Err(_) => {}

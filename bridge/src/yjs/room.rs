@@ -126,9 +126,8 @@ impl Room {
         }
         let mut parts = vec![std::mem::take(&mut state.merged)];
         parts.append(&mut state.pending);
-        state.merged = tokio::task::spawn_blocking(move || merge(&parts))
-            .await
-            .map_err(yrs_error)??;
+        state.merged =
+            off_thread_if_large(parts.iter().map(Vec::len).sum(), move || merge(&parts)).await?;
         Ok(())
     }
 
@@ -165,9 +164,10 @@ impl Room {
         let merged = state.merged.clone();
         drop(state);
         let sv = sv.to_vec();
-        tokio::task::spawn_blocking(move || yrs::diff_updates_v1(&merged, &sv).map_err(yrs_error))
-            .await
-            .map_err(yrs_error)?
+        off_thread_if_large(merged.len(), move || {
+            yrs::diff_updates_v1(&merged, &sv).map_err(yrs_error)
+        })
+        .await
     }
 
     /// An edit from connection `from`: kept, relayed to the others, queued for Postgres.
@@ -465,6 +465,20 @@ fn awareness_of(all: &HashMap<u64, Aware>) -> Vec<u8> {
         clock: a.clock,
         state: &a.state,
     }))
+}
+
+/// Documents larger than this are merged and diffed on a blocking thread; smaller ones take
+/// microseconds, and a thread (its stack, its allocator arena) per join would cost more.
+const INLINE_BYTES: usize = 64 * 1024;
+
+async fn off_thread_if_large<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    if bytes <= INLINE_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work).await.map_err(yrs_error)?
 }
 
 /// One update from many, structurally (yrs merges without integrating).
