@@ -163,6 +163,11 @@ impl Room {
         self.settle(&mut state).await?;
         let merged = state.merged.clone();
         drop(state);
+        // A client with nothing (an empty state vector) lacks everything: the merged
+        // state as it is, with no diff to compute (a join storm is many of these).
+        if sv == [0] {
+            return Ok(merged);
+        }
         let sv = sv.to_vec();
         off_thread_if_large(merged.len(), move || {
             yrs::diff_updates_v1(&merged, &sv).map_err(yrs_error)
