@@ -127,11 +127,13 @@ async function joinStorm(name, base, room, closeBetween) {
   return { name, joiners: 150, complete: done, seconds: +seconds.toFixed(2) };
 }
 
-/** RSS per idle connection (1,000 on one document) and per open document (200). */
+/** RSS per idle connection (1,000, ten on each of 100 documents: in one room of 1,000,
+ * every join's awareness goes to all the others, and the queues' growth would be what is
+ * measured) and per open document (200). */
 async function memory(name, base, pid, rooms) {
   await sleep(2000);
   const before = rss(pid);
-  const idle = Array.from({ length: 1000 }, () => connect(base, rooms[0]));
+  const idle = Array.from({ length: 1000 }, (_, i) => connect(base, rooms[i % 100]));
   await synced(idle);
   await sleep(1000);
   const withConnections = rss(pid);
