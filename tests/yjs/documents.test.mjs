@@ -408,3 +408,27 @@ test('Postgres restarting during edits loses nothing', async () => {
   await synced(fresh);
   await until('every edit stored', () => fresh.text.toString().includes(all), 15000);
 });
+
+test('deleting the row closes its document; undoing the delete brings the text back', async () => {
+  const task = '00000000-0000-4000-8000-0000000000e8';
+  const post = (body) => fetch(`${HTTP[0]}/v1/transactions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKENS.alice}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  }).then(async (r) => {
+    const text = await r.text();
+    assert.equal(r.status, 200, text);
+    return JSON.parse(text);
+  });
+  await post({ ops: [{ type: 'create', table: 'tasks', id: task, value: { board_id: '00000000-0000-4000-8000-0000000000b1', title: 'doomed' } }] });
+  const bob = open('bob', task, { bridge: 1 });
+  await synced(bob);
+  bob.text.insert(0, 'words worth keeping');
+  await new Promise((r) => setTimeout(r, 300));
+  const deleted = await post({ ops: [{ type: 'delete', table: 'tasks', id: task }] });
+  await until('bob closed with 4404', () => bob.provider.closes.includes(4404));
+  await post({ ops: deleted.inverse });
+  const back = open('alice', task, { bridge: 0 });
+  await synced(back);
+  await until('the text, back with its row', () => back.text.toString() === 'words worth keeping');
+});
