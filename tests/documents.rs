@@ -17,13 +17,7 @@ async fn append(
     task: &str,
     updates: &[&[u8]],
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let claims = json!({ "sub": sub }).to_string();
-    tx.execute(
-        "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
-        &[&claims],
-    )
-    .await?;
+    let tx = rowsync_tests::app_user_tx(client, sub).await?;
     let updates: Vec<Vec<u8>> = updates.iter().map(|u| u.to_vec()).collect();
     let row = tx
         .query_one(
@@ -40,13 +34,7 @@ async fn parts(
     sub: &str,
     task: &str,
 ) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let claims = json!({ "sub": sub }).to_string();
-    tx.execute(
-        "SELECT set_config('role', 'app_user', true), set_config('request.jwt.claims', $1, true)",
-        &[&claims],
-    )
-    .await?;
+    let tx = rowsync_tests::app_user_tx(client, sub).await?;
     let row = tx
         .query_one(
             "SELECT snapshot, updates FROM rowsync.doc_parts('tasks', $1, 'description')",

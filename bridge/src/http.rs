@@ -136,66 +136,69 @@ async fn records(
     ))
 }
 
-async fn websocket(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+/// What both WebSocket endpoints check before the upgrade: the browser's origin, then the
+/// token (from `access_token`, as browsers cannot set headers on a WebSocket, or a bearer
+/// header). A refused token is not answered here: the connection tells the client, in a
+/// close code it can act on. Buffers are small on purpose: an idle connection should
+/// cost a few kilobytes; `max_message` bounds a message and a frame.
+fn upgrade(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    if !origin_allowed(&state, &headers) {
-        return Error::new(
+    max_message: usize,
+) -> Result<(WebSocketUpgrade, Result<Claims, Error>), Error> {
+    if !origin_allowed(state, headers) {
+        return Err(Error::new(
             errors::FORBIDDEN_ORIGIN,
             "this origin may not open connections",
-        )
-        .into_response();
+        ));
     }
     let token = query
         .get("access_token")
         .map(String::as_str)
-        .or_else(|| bearer(&headers));
-    let claims = claims_from(&state, token);
+        .or_else(|| bearer(headers));
+    let upgrade = upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_message_size(max_message)
+        .max_frame_size(max_message);
+    Ok((upgrade, claims_from(state, token)))
+}
+
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws_upgrade: WebSocketUpgrade,
+) -> Response {
     // Frames up to four times max_frame_bytes are read whole and refused by ws.rs with
     // 1009, the stream intact, so the close reaches the client; larger ones end the read
     // as soon as their header says so (the close may then be lost to a reset).
     let size = state.config.max_frame_bytes.saturating_mul(4);
-    upgrade
-        // Small buffers on purpose: an idle connection should cost a few kilobytes.
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(size)
-        .max_frame_size(size)
-        .on_upgrade(move |socket| ws::serve(socket, state, claims))
+    match upgrade(&state, &headers, &query, ws_upgrade, size) {
+        Ok((upgrade, claims)) => upgrade.on_upgrade(move |socket| ws::serve(socket, state, claims)),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// A collaborative document over y-websocket (crate::yjs): the path names it,
-/// `table/id/column`; the token comes as on /v1/ws.
+/// `table/id/column`.
 async fn document(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(doc): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    ws_upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&state, &headers) {
-        return Error::new(
-            errors::FORBIDDEN_ORIGIN,
-            "this origin may not open connections",
-        )
-        .into_response();
-    }
-    let token = query
-        .get("access_token")
-        .map(String::as_str)
-        .or_else(|| bearer(&headers));
-    let claims = claims_from(&state, token);
     let key = crate::yjs::DocKey::from_path(&doc);
     let size = state.config.yjs_max_message_bytes;
-    upgrade
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(size)
-        .max_frame_size(size)
-        .on_upgrade(move |socket| crate::yjs::serve(socket, state, claims, key))
+    match upgrade(&state, &headers, &query, ws_upgrade, size) {
+        Ok((upgrade, claims)) => {
+            upgrade.on_upgrade(move |socket| crate::yjs::serve(socket, state, claims, key))
+        }
+        Err(refused) => refused.into_response(),
+    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

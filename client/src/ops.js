@@ -921,6 +921,18 @@ function writeKey(row, key, value, base) {
 }
 
 /**
+ * The listInsert that puts `before[index]` back where it was, spelled as it was.
+ * @param {OpBase} base
+ * @param {Key} key
+ * @param {Json[]} before
+ * @param {number} index
+ * @returns {Op}
+ */
+function reinsert(base, key, before, index) {
+  return { type: 'listInsert', ...base, key, value: cloneJson(before[index]), position: positionOf(before, index) };
+}
+
+/**
  * Writes a list op's result `items` and returns `inverse`, the list op that undoes it,
  * when that restores `before` exactly. It does not when the list held equal copies (plain
  * SQL can write them): an anchor or a removed value then names more than one place, and
@@ -1040,15 +1052,7 @@ function applyOwned(row, op, now) {
       // A moved value goes back as it was spelled (2.0, not the op's 2).
       /** @type {Op} */
       const inverse =
-        old < 0
-          ? { type: 'listRemove', ...base, key: op.key, value: op.value }
-          : {
-              type: 'listInsert',
-              ...base,
-              key: op.key,
-              value: cloneJson(before[old]),
-              position: positionOf(before, old),
-            };
+        old < 0 ? { type: 'listRemove', ...base, key: op.key, value: op.value } : reinsert(base, op.key, before, old);
       return { row, outcome: applied(listInverse(row, op.key, before, items, inverse, base)) };
     }
     case 'listRemove': {
@@ -1056,14 +1060,7 @@ function applyOwned(row, op, now) {
       const before = listAt(row, op.key);
       const { items, first } = listWithout(before, op.value);
       if (first < 0) return { row, outcome: applied(null) };
-      /** @type {Op} */
-      const inverse = {
-        type: 'listInsert',
-        ...base,
-        key: op.key,
-        value: cloneJson(before[first]),
-        position: positionOf(before, first),
-      };
+      const inverse = reinsert(base, op.key, before, first);
       return { row, outcome: applied(listInverse(row, op.key, before, items, inverse, base)) };
     }
     default:

@@ -168,17 +168,12 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
                     inverse: set(r, key, Some(Value::Array(items)))?.map(inverse_of),
                 });
             }
-            // A moved value goes back as it was spelled (`2.0`, not the op's `2`).
             let action = match old_index {
                 None => Action::ListRemove {
                     key: key.clone(),
                     value: value.clone(),
                 },
-                Some(i) => Action::ListInsert {
-                    key: key.clone(),
-                    value: before[i].clone(),
-                    position: list::position_of(&before, i),
-                },
+                Some(i) => reinsert(key, &before, i),
             };
             Ok(Outcome::Applied {
                 inverse: list_inverse(r, key, before, items, action)?.map(inverse_of),
@@ -191,15 +186,21 @@ pub fn apply_op(row: &mut Option<Row>, op: &Op, now: &Value) -> Result<Outcome, 
             let Some(old_index) = list::remove(&mut items, value) else {
                 return Ok(Outcome::Applied { inverse: None });
             };
-            let action = Action::ListInsert {
-                key: key.clone(),
-                value: before[old_index].clone(),
-                position: list::position_of(&before, old_index),
-            };
+            let action = reinsert(key, &before, old_index);
             Ok(Outcome::Applied {
                 inverse: list_inverse(r, key, before, items, action)?.map(inverse_of),
             })
         }
+    }
+}
+
+/// The listInsert that puts `before[index]` back where it was, spelled as it was (`2.0`,
+/// not an op's `2`).
+fn reinsert(key: &FieldKey, before: &[Value], index: usize) -> Action {
+    Action::ListInsert {
+        key: key.clone(),
+        value: before[index].clone(),
+        position: list::position_of(before, index),
     }
 }
 

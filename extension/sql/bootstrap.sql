@@ -85,13 +85,15 @@ CREATE TABLE rowsync.synced (
 -- table's owner may register it or change its row. Updates are granted by column and
 -- deletes not at all: a table-wide UPDATE or DELETE privilege would let any role LOCK the
 -- registry, which every write to a synced table may read. rowsync._unregister deletes.
+-- Whether the current role acts as the owner of `rel`: the registries' policies ask.
+CREATE FUNCTION rowsync._owns(rel regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = rel), 'USAGE')
+$$;
 ALTER TABLE rowsync.synced ENABLE ROW LEVEL SECURITY;
 CREATE POLICY synced_read ON rowsync.synced FOR SELECT USING (true);
 CREATE POLICY synced_owner ON rowsync.synced FOR ALL
-    USING (pg_catalog.pg_has_role(current_user,
-        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role(current_user,
-        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
+    USING (rowsync._owns(rel)) WITH CHECK (rowsync._owns(rel));
 GRANT SELECT, INSERT ON rowsync.synced TO PUBLIC;
 GRANT UPDATE (name, pk, pk_type, scopes, access, visibility) ON rowsync.synced TO PUBLIC;
 

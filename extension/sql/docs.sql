@@ -16,10 +16,7 @@ CREATE TABLE rowsync.doc_columns (
 ALTER TABLE rowsync.doc_columns ENABLE ROW LEVEL SECURITY;
 CREATE POLICY doc_columns_read ON rowsync.doc_columns FOR SELECT USING (true);
 CREATE POLICY doc_columns_owner ON rowsync.doc_columns FOR ALL
-    USING (pg_catalog.pg_has_role(current_user,
-        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role(current_user,
-        (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE'));
+    USING (rowsync._owns(rel)) WITH CHECK (rowsync._owns(rel));
 GRANT SELECT, INSERT, DELETE ON rowsync.doc_columns TO PUBLIC;
 GRANT UPDATE (max_bytes) ON rowsync.doc_columns TO PUBLIC;
 

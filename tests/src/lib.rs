@@ -271,12 +271,11 @@ pub async fn authenticator(db: &str) -> Client {
 }
 
 /// Runs `sql` with `arg` in one transaction as app user `sub`, the bridge's way.
-pub async fn as_user(
-    client: &mut Client,
+/// A transaction as app user `sub`, opened the way the bridge opens one.
+pub async fn app_user_tx<'a>(
+    client: &'a mut Client,
     sub: &str,
-    sql: &str,
-    arg: &Value,
-) -> Result<Value, tokio_postgres::Error> {
+) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let claims = serde_json::json!({ "sub": sub, "role": "app_user" }).to_string();
     tx.execute(
@@ -284,6 +283,16 @@ pub async fn as_user(
         &[&claims],
     )
     .await?;
+    Ok(tx)
+}
+
+pub async fn as_user(
+    client: &mut Client,
+    sub: &str,
+    sql: &str,
+    arg: &Value,
+) -> Result<Value, tokio_postgres::Error> {
+    let tx = app_user_tx(client, sub).await?;
     let row = tx.query_one(sql, &[arg]).await?;
     let value: Value = row.get(0);
     tx.commit().await?;
