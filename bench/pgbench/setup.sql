@@ -7,6 +7,9 @@ CREATE TABLE bench.plain (id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
 CREATE TABLE bench.synced (id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0, version bigint NOT NULL DEFAULT 1);
 CREATE TABLE bench.naive (id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
 CREATE TABLE bench.naive_log (cursor bigserial PRIMARY KEY, row_id bigint, at timestamptz DEFAULT now());
+-- The same guarantees by hand (bench/pgbench/by_hand.sql): a version column and an outbox.
+CREATE TABLE bench.hand (id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0, version bigint NOT NULL DEFAULT 1);
+CREATE TABLE bench.hand_outbox (cursor bigserial PRIMARY KEY, row_id bigint, at timestamptz DEFAULT now());
 -- The naive feed: a log row and a NOTIFY carrying it for every write.
 CREATE FUNCTION bench.naive_capture() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE c bigint;
@@ -19,6 +22,7 @@ CREATE TRIGGER capture AFTER UPDATE ON bench.naive FOR EACH ROW EXECUTE FUNCTION
 INSERT INTO bench.plain (id) SELECT generate_series(1, 10000);
 INSERT INTO bench.synced (id) SELECT generate_series(1, 10000);
 INSERT INTO bench.naive (id) SELECT generate_series(1, 10000);
+INSERT INTO bench.hand (id) SELECT generate_series(1, 10000);
 SELECT rowsync.enable('bench.synced');
 SELECT rowsync.grant_feed(current_user::regrole);
 VACUUM ANALYZE;
