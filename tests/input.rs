@@ -184,3 +184,53 @@ async fn wrong_types_for_columns() {
         assert_eq!(actual, code, "{key} = {value}");
     }
 }
+
+/// A backend caches the settings and the registry for `apply`: a change made in another
+/// session reaches it at its next transaction, never later.
+#[tokio::test]
+async fn a_backend_that_cached_the_context_sees_changes_at_once() {
+    let db = Cluster::shared().database("input_cached_context").await;
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    let mut bob = rowsync_tests::authenticator(&db).await;
+    let op = json!({"type": "set", "table": "tasks", "id": demo::TASK_MILK, "key": "title", "value": "x"});
+    let three = json!({"ops": [op.clone(), op.clone(), op.clone()]});
+    rowsync_tests::apply_as(&mut bob, "bob", three.clone())
+        .await
+        .expect("cached now");
+    admin
+        .batch_execute("UPDATE rowsync.settings SET max_ops = 2")
+        .await
+        .unwrap();
+    let error = rowsync_tests::apply_as(&mut bob, "bob", three.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rowsync_tests::sqlstate(&error),
+        "RS001",
+        "the new limit, in the caching backend"
+    );
+    admin
+        .batch_execute("UPDATE rowsync.settings SET max_ops = DEFAULT")
+        .await
+        .unwrap();
+    rowsync_tests::apply_as(&mut bob, "bob", three)
+        .await
+        .expect("and back");
+
+    admin
+        .batch_execute("UPDATE rowsync.synced SET name = 'todo' WHERE name = 'tasks'")
+        .await
+        .unwrap();
+    let error = rowsync_tests::apply_as(&mut bob, "bob", json!({"ops": [op]}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rowsync_tests::sqlstate(&error),
+        "RS002",
+        "the old name is gone"
+    );
+    let renamed = json!({"ops": [{"type": "set", "table": "todo", "id": demo::TASK_MILK, "key": "title", "value": "y"}]});
+    rowsync_tests::apply_as(&mut bob, "bob", renamed)
+        .await
+        .expect("the new name works");
+}

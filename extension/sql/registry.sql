@@ -18,6 +18,13 @@ CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.sync
     FOR EACH ROW EXECUTE FUNCTION rowsync._registry_changed();
 REVOKE ALL ON FUNCTION rowsync._registry_changed() FROM PUBLIC;
 
+-- The settings are cached per backend too (rowsync.apply reads max_ops on every call).
+CREATE FUNCTION rowsync._settings_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', '_settings_changed_wrapper';
+CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.settings
+    FOR EACH STATEMENT EXECUTE FUNCTION rowsync._settings_changed();
+REVOKE ALL ON FUNCTION rowsync._settings_changed() FROM PUBLIC;
+
 -- A dropped table leaves the registry: a row naming a dropped relation would otherwise
 -- wait for a new table to be given the same oid, and with it the old table's name.
 CREATE FUNCTION rowsync._dropped() RETURNS event_trigger

@@ -427,3 +427,15 @@ pub fn json_safe(oid: pg_sys::Oid) -> bool {
         pg_sys::type_is_enum(base) && !cast_to(pg_sys::JSONOID) && !cast_to(pg_sys::JSONBOID)
     }
 }
+
+/// rowsync.settings changed: every backend must forget the settings it cached, at commit
+/// (a row update alone tells no backend anything).
+#[pg_trigger(sql = false)]
+fn _settings_changed<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
+    // SAFETY: Postgres called us as a trigger; its relation is valid. Invalidating the
+    // relation the trigger fires on touches nothing else.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid((*trigger.trigger_data().tg_relation).rd_id) };
+    Ok(None)
+}

@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 use serde_json::Value;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -51,12 +51,13 @@ SELECT jsonb_build_object(
 FROM rowsync.synced s
 WHERE s.name = $1";
 
-/// What a call reads before anything else, in one statement: the max_ops setting, and
-/// for each table it names the registry row (which table, and which version of the row:
-/// enable and disable write a new one).
+/// What a call reads before anything else, in one statement, unless the backend has it
+/// cached: the max_ops setting, and for each table it names the registry row (which
+/// table, and which version of the row: enable and disable write a new one).
 const CONTEXT: &str = "
 SELECT jsonb_build_object(
     'max_ops', (SELECT max_ops FROM rowsync.settings),
+    'settings', 'rowsync.settings'::regclass::oid::bigint,
     'tables', (SELECT coalesce(jsonb_object_agg(s.name,
                    jsonb_build_array(s.rel::oid::bigint, s.xmin::text, s.ctid::text)), '{}')
                FROM rowsync.synced s WHERE s.name = ANY($1::text[])))";
@@ -65,19 +66,37 @@ SELECT jsonb_build_object(
 pub struct Context {
     /// Most ops in a transaction, most pointers in a get.
     pub max_ops: usize,
-    registry: serde_json::Map<String, Value>,
+    /// `None` when every table came from the backend's cache, with no statement.
+    registry: Option<serde_json::Map<String, Value>>,
 }
 
 impl Context {
+    /// The context of a call naming `names`. Without a statement when the backend has
+    /// the settings and every table cached: a change to either invalidates the cache
+    /// (the registry's and the settings' triggers send a relcache invalidation, which
+    /// every backend takes in when its next transaction starts).
     pub fn read(client: &mut SpiClient<'_>, names: Vec<String>) -> Context {
+        forget_changed();
+        let cached = MAX_OPS
+            .get()
+            .filter(|_| TABLES.with(|t| names.iter().all(|n| t.borrow().contains_key(n))));
+        if let Some(max_ops) = cached {
+            return Context {
+                max_ops,
+                registry: None,
+            };
+        }
         let mut context =
             crate::sql::json_row(client, CONTEXT, &[names.into()]).unwrap_or_default();
+        let max_ops = context["max_ops"].as_u64().unwrap_or(1000) as usize;
+        SETTINGS.set(context["settings"].as_u64().map(|oid| oid as u32));
+        MAX_OPS.set(Some(max_ops));
         Context {
-            max_ops: context["max_ops"].as_u64().unwrap_or(1000) as usize,
-            registry: match context["tables"].take() {
+            max_ops,
+            registry: Some(match context["tables"].take() {
                 Value::Object(tables) => tables,
                 _ => Default::default(),
-            },
+            }),
         }
     }
 
@@ -85,8 +104,27 @@ impl Context {
     /// synced when the context was read. Cached per backend until its registry row or
     /// its definition changes.
     pub fn table(&self, client: &mut SpiClient<'_>, name: &str) -> Option<Rc<SyncedTable>> {
-        SyncedTable::lookup(client, name, self.registry.get(name)?.clone())
+        match &self.registry {
+            Some(registry) => SyncedTable::lookup(client, name, registry.get(name)?.clone()),
+            None => TABLES.with(|t| t.borrow().get(name).map(|c| c.table.clone())),
+        }
     }
+}
+
+/// Drops the cached tables whose definitions changed since the last call.
+fn forget_changed() {
+    let changed = CHANGED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    if changed.is_empty() {
+        return;
+    }
+    TABLES.with(|t| {
+        let mut t = t.borrow_mut();
+        if changed.contains(&None) {
+            t.clear();
+        } else {
+            t.retain(|_, c| !changed.contains(&Some(c.oid)));
+        }
+    });
 }
 
 struct Cached {
@@ -101,6 +139,10 @@ thread_local! {
     /// every ALTER TABLE (ours or another backend's, once committed) to relcache
     /// callbacks. `None` in the list means "any table".
     static CHANGED: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
+    /// rowsync.settings.max_ops, until the settings change.
+    static MAX_OPS: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The oid of rowsync.settings, to tell its invalidations from others.
+    static SETTINGS: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 /// Registers the relcache callback. Called once per backend, from `_PG_init`.
@@ -123,6 +165,9 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
             changed.push(None);
         }
         let relid = (relid != pg_sys::InvalidOid).then(|| relid.to_u32());
+        if relid.is_none() || relid == SETTINGS.get() {
+            MAX_OPS.set(None);
+        }
         changed.push(relid);
         crate::capture::forget(relid);
     });
@@ -132,15 +177,10 @@ impl SyncedTable {
     /// `registry` is the table's registry row, read by a statement that took in any
     /// pending invalidations on its way.
     fn lookup(client: &mut SpiClient<'_>, name: &str, registry: Value) -> Option<Rc<SyncedTable>> {
-        let changed = CHANGED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        forget_changed();
         let cached = TABLES.with(|t| {
-            let mut t = t.borrow_mut();
-            if changed.contains(&None) {
-                t.clear();
-            } else if !changed.is_empty() {
-                t.retain(|_, c| !changed.contains(&Some(c.oid)));
-            }
-            t.get(name)
+            t.borrow()
+                .get(name)
                 .filter(|c| c.registry == registry)
                 .map(|c| c.table.clone())
         });
