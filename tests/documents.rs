@@ -356,3 +356,30 @@ async fn compaction_keeps_only_snapshots_that_lose_nothing() {
     .unwrap_err();
     assert_eq!(sqlstate(&error), "42501");
 }
+
+/// A document goes with its row: whoever re-creates a deleted row's id, other than the
+/// user whose undo it is, gets an empty document, not the text that was there.
+#[tokio::test]
+async fn a_recreated_id_does_not_inherit_another_users_document() {
+    let db = Cluster::shared().database("docs_recreate").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let task = demo::TASK_SIGNUP;
+    append(&mut c, "bob", task, &[HI]).await.unwrap();
+    let deleted = rowsync_tests::apply_as(
+        &mut c,
+        "bob",
+        json!({"ops": [{"type": "delete", "table": "tasks", "id": task}]}),
+    )
+    .await
+    .unwrap();
+    // Alice re-creates the row with the same id (she may: she owns the board).
+    rowsync_tests::apply_as(&mut c, "alice", json!({"ops": deleted["inverse"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        parts(&mut c, "alice", task).await.unwrap(),
+        (None, vec![]),
+        "nothing inherited"
+    );
+    assert_eq!(parts(&mut c, "bob", task).await.unwrap(), (None, vec![]));
+}

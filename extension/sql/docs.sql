@@ -37,7 +37,14 @@ CREATE TABLE rowsync.docs (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     -- A bridge compacting the document holds it until then.
     compaction_lease timestamptz,
-    UNIQUE (tbl, row_id, col)
+    -- Its row was deleted, by this user: only their undo (the same id, re-created by them
+    -- within applied_retention) brings the document back; anyone else's row of that id
+    -- starts with an empty one.
+    retired_at     timestamptz,
+    retired_by     text,
+    -- By relation, not by name: a table that takes a dropped table's name does not take
+    -- its documents.
+    UNIQUE (rel, row_id, col)
 );
 REVOKE ALL ON rowsync.docs FROM PUBLIC;
 
@@ -56,6 +63,39 @@ CREATE TABLE rowsync.doc_updates (
 CREATE INDEX doc_updates_doc ON rowsync.doc_updates (doc, cursor, n);
 REVOKE ALL ON rowsync.doc_updates FROM PUBLIC;
 
+-- A row of a table with documents was inserted or deleted (the trigger enable_doc
+-- creates). Deleted: its documents retire. Inserted: a retired document of that id comes
+-- back if the user who deleted the row re-creates it (their undo), and is gone otherwise.
+-- Keyed by the relation the trigger fires on: attached to another table, it can only
+-- touch that table's documents.
+CREATE FUNCTION rowsync._doc_row_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pk name := (SELECT s.pk FROM rowsync.synced s WHERE s.rel = TG_RELID);
+    row_key text;
+BEGIN
+    IF pk IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        row_key := to_jsonb(OLD) ->> pk;
+        UPDATE rowsync.docs d SET retired_at = now(), retired_by = rowsync.user_id()
+         WHERE d.rel = TG_RELID AND d.row_id = row_key;
+    ELSE
+        row_key := to_jsonb(NEW) ->> pk;
+        DELETE FROM rowsync.docs d
+         WHERE d.rel = TG_RELID AND d.row_id = row_key AND d.retired_at IS NOT NULL
+           AND (d.retired_by IS DISTINCT FROM rowsync.user_id()
+                OR d.retired_at < now() - (SELECT s.applied_retention FROM rowsync.settings s));
+        UPDATE rowsync.docs d SET retired_at = NULL, retired_by = NULL
+         WHERE d.rel = TG_RELID AND d.row_id = row_key AND d.retired_at IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Left executable by everyone: the owner who runs enable_doc creates the trigger, and
+-- Postgres checks EXECUTE then.
+
 -- Registers `col` of synced table `tbl` as a document; only the table's owner may.
 CREATE FUNCTION rowsync.enable_doc(tbl regclass, col name, max_bytes bigint DEFAULT 8388608)
 RETURNS void
@@ -72,12 +112,19 @@ BEGIN
     END IF;
     INSERT INTO rowsync.doc_columns (rel, col, max_bytes) VALUES (tbl, col, max_bytes)
     ON CONFLICT ON CONSTRAINT doc_columns_pkey DO UPDATE SET max_bytes = excluded.max_bytes;
+    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_docs AFTER INSERT OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION rowsync._doc_row_changed()', tbl);
 END
 $$;
 
 CREATE FUNCTION rowsync.disable_doc(tbl regclass, col name) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    DELETE FROM rowsync.doc_columns d WHERE d.rel = tbl AND d.col = disable_doc.col
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM rowsync.doc_columns d WHERE d.rel = tbl AND d.col = disable_doc.col;
+    IF NOT EXISTS (SELECT 1 FROM rowsync.doc_columns d WHERE d.rel = tbl) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_docs ON %s', tbl);
+    END IF;
+END
 $$;
 
 -- What the caller may do with a document: 'write', 'read', or NULL (the row is not

@@ -277,6 +277,8 @@ BEGIN
     GET DIAGNOSTICS thinned = ROW_COUNT;
     DELETE FROM rowsync.applied WHERE at < now() - s.applied_retention;
     GET DIAGNOSTICS applied = ROW_COUNT;
+    -- Documents whose row was deleted and not re-created by its deleter in time.
+    DELETE FROM rowsync.docs WHERE retired_at < now() - s.applied_retention;
     DELETE FROM rowsync.bus WHERE at < now() - s.listener_timeout;
     LOCK TABLE rowsync.listeners IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM rowsync.listeners WHERE seen_at < now() - s.listener_timeout;

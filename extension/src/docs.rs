@@ -235,7 +235,7 @@ fn append(
         first_column::<i64>(
             client,
             "INSERT INTO rowsync.docs (rel, tbl, row_id, col) VALUES ($1::regclass, $2, $3, $4) \
-             ON CONFLICT (tbl, row_id, col) DO NOTHING RETURNING id",
+             ON CONFLICT (rel, row_id, col) DO NOTHING RETURNING id",
             &[
                 doc.table.qualified.as_str().into(),
                 tbl.into(),
@@ -246,8 +246,8 @@ fn append(
         let state = json_row(
             client,
             "SELECT jsonb_build_object('id', d.id, 'bytes', d.snapshot_bytes + d.tail_bytes) \
-             FROM rowsync.docs d WHERE d.tbl = $1 AND d.row_id = $2 AND d.col = $3 FOR UPDATE",
-            &[tbl.into(), doc.id.as_str().into(), col.into()],
+             FROM rowsync.docs d WHERE d.rel = $1::regclass AND d.row_id = $2 AND d.col = $3 FOR UPDATE",
+            &[doc.table.qualified.as_str().into(), doc.id.as_str().into(), col.into()],
         )
         .unwrap_or_default();
         let size = state["bytes"].as_i64().unwrap_or(0);
@@ -309,10 +309,14 @@ pub fn parts_entry(tbl: &str, id: &str, col: &str) -> Parts {
             return (None, Vec::new(), Some(not_visible(tbl, id)));
         }
         as_owner(client, |client| {
-            let key = [tbl.into(), doc.id.as_str().into(), col.into()];
+            let key = [
+                doc.table.qualified.as_str().into(),
+                doc.id.as_str().into(),
+                col.into(),
+            ];
             let snapshot = first_column::<Vec<u8>>(
                 client,
-                "SELECT d.snapshot FROM rowsync.docs d WHERE d.tbl = $1 AND d.row_id = $2 AND d.col = $3",
+                "SELECT d.snapshot FROM rowsync.docs d WHERE d.rel = $1::regclass AND d.row_id = $2 AND d.col = $3",
                 &key,
             )
             .into_iter()
@@ -320,7 +324,7 @@ pub fn parts_entry(tbl: &str, id: &str, col: &str) -> Parts {
             let updates = first_column::<Vec<u8>>(
                 client,
                 "SELECT u.update FROM rowsync.docs d JOIN rowsync.doc_updates u ON u.doc = d.id \
-                 WHERE d.tbl = $1 AND d.row_id = $2 AND d.col = $3 ORDER BY u.cursor, u.n",
+                 WHERE d.rel = $1::regclass AND d.row_id = $2 AND d.col = $3 ORDER BY u.cursor, u.n",
                 &key,
             );
             (snapshot, updates, None)
