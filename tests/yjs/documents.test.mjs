@@ -432,3 +432,22 @@ test('deleting the row closes its document; undoing the delete brings the text b
   await synced(back);
   await until('the text, back with its row', () => back.text.toString() === 'words worth keeping');
 });
+
+test('one connection sets at most four client ids, sixteen entries a message', async () => {
+  const watcher = open('alice', SIGNUP);
+  await synced(watcher);
+  const ws = new WebSocket(`${BRIDGES[0]}/tasks/${SIGNUP}/description?access_token=${TOKENS.bob}`);
+  sockets.push(ws);
+  ws.on('error', () => {});
+  const heard = [];
+  ws.on('message', (data) => heard.push(Buffer.from(data)));
+  await new Promise((resolve) => ws.on('open', resolve));
+  // Twenty entries for twenty client ids (1000…1019), clock 1, state `{}`.
+  const entries = Array.from({ length: 20 }, (_, i) => Buffer.from([0xe8 + i, 0x07, 1, 2, 0x7b, 0x7d]));
+  const payload = Buffer.concat([Buffer.from([20]), ...entries]);
+  ws.send(Buffer.concat([Buffer.from([1, payload.length]), payload]));
+  await until('the refusal', () => heard.some((m) => m[0] === 2 && m.toString().includes('awareness')));
+  await new Promise((r) => setTimeout(r, 200));
+  const others = [...watcher.provider.awareness.getStates().keys()].filter((c) => c >= 1000 && c < 1020);
+  assert.equal(others.length, 4, `client ids kept: ${others}`);
+});

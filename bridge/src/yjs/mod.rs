@@ -20,7 +20,7 @@ use crate::errors::Error;
 use crate::feed::change::FeedChange;
 use crate::state::AppState;
 use room::Room;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
@@ -117,9 +117,35 @@ fn percent_decode(s: &str) -> Option<String> {
 #[derive(Default)]
 pub struct Hub {
     rooms: Mutex<HashMap<DocKey, Arc<Room>>>,
+    /// The changes this bridge appended, recent ones: when the feed brings them back they
+    /// are not relayed again (its own clients have them). Known by cursor, which only
+    /// Postgres assigns: an `origin` a writer chose could make a bridge skip anything.
+    own: std::sync::Mutex<(HashSet<i64>, VecDeque<i64>)>,
 }
 
+/// How many of its own appends a bridge remembers; an older one coming back through the
+/// feed is relayed once more, which clients take as a no-op.
+const OWN_REMEMBERED: usize = 10_000;
+
 impl Hub {
+    /// Notes a change this bridge appended.
+    pub(crate) fn appended(&self, cursor: i64) {
+        if let Ok(mut own) = self.own.lock() {
+            let (set, order) = &mut *own;
+            if order.len() >= OWN_REMEMBERED {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+            set.insert(cursor);
+            order.push_back(cursor);
+        }
+    }
+
+    fn is_own(&self, cursor: i64) -> bool {
+        self.own.lock().is_ok_and(|own| own.0.contains(&cursor))
+    }
+
     /// The open room of `key`, if any.
     async fn get(&self, key: &DocKey) -> Option<Arc<Room>> {
         self.rooms.lock().await.get(key).cloned()
@@ -254,11 +280,10 @@ impl Hub {
                 return;
             }
         };
-        let own = format!("{}/", app.bridge_id);
-        let found: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(5)).collect();
+        let found: HashSet<i64> = rows.iter().map(|row| row.get(5)).collect();
         // Compacted before this bridge read them: the whole document is sent again
         // (clients take what they hold already as a no-op).
-        let gone: std::collections::HashSet<DocKey> = wanted
+        let gone: HashSet<DocKey> = wanted
             .into_iter()
             .filter(|(cursor, _)| !found.contains(cursor))
             .map(|(_, key)| key)
@@ -269,8 +294,7 @@ impl Hub {
             }
         }
         for row in rows {
-            let origin: Option<String> = row.get(4);
-            if origin.is_some_and(|o| o.starts_with(&own)) {
+            if self.is_own(row.get(5)) {
                 continue;
             }
             let key = DocKey {

@@ -28,9 +28,8 @@ pub type ConnId = u64;
 struct Member {
     tx: mpsc::Sender<Out>,
     claims: Arc<Claims>,
-    /// The Yjs client ids whose awareness this connection set: the first one it sends
-    /// is bound to it, so that nobody moves another user's cursor.
-    clients: Vec<u64>,
+    /// How many Yjs client ids this connection set (a tab has one; a few allow reloads).
+    clients: usize,
 }
 
 /// Updates one writer made, waiting for the next append.
@@ -63,6 +62,9 @@ struct State {
     members: HashMap<ConnId, Member>,
     /// Awareness by Yjs client id.
     awareness: HashMap<u64, Aware>,
+    /// Which connection set each local client id: kept until that connection has left,
+    /// even if it was dropped as too slow, so that nobody else can take the id over.
+    owners: HashMap<u64, ConnId>,
     /// By identity (role and claims): one append per writer per flush.
     queue: Vec<Queued>,
     flushing: bool,
@@ -124,10 +126,13 @@ impl Room {
         if state.pending.is_empty() {
             return Ok(());
         }
-        let mut parts = vec![std::mem::take(&mut state.merged)];
-        parts.append(&mut state.pending);
-        state.merged =
+        let mut parts = vec![state.merged.clone()];
+        parts.extend(state.pending.iter().cloned());
+        // Kept until the merge succeeds: a failed one leaves the room as it was.
+        let merged =
             off_thread_if_large(parts.iter().map(Vec::len).sum(), move || merge(&parts)).await?;
+        state.merged = merged;
+        state.pending.clear();
         Ok(())
     }
 
@@ -147,7 +152,7 @@ impl Room {
             Member {
                 tx,
                 claims,
-                clients: Vec::new(),
+                clients: 0,
             },
         );
         let mut first = vec![wire::sync_step1(&sv)];
@@ -224,13 +229,9 @@ impl Room {
     ) -> (usize, Vec<Accepted>) {
         let mut state = self.state.lock().await;
         let mut kept = Vec::new();
-        let mut refused = 0;
-        for entry in entries {
-            let owner = state
-                .members
-                .iter()
-                .find(|(_, m)| m.clients.contains(&entry.client))
-                .map(|(id, _)| *id);
+        let mut refused = entries.len().saturating_sub(MAX_ENTRIES);
+        for entry in entries.into_iter().take(MAX_ENTRIES) {
+            let owner = state.owners.get(&entry.client).copied();
             let remote = state
                 .awareness
                 .get(&entry.client)
@@ -240,9 +241,14 @@ impl Room {
                 continue;
             }
             if owner.is_none() {
-                if let Some(member) = state.members.get_mut(&from) {
-                    member.clients.push(entry.client);
+                match state.members.get_mut(&from) {
+                    Some(member) if member.clients < MAX_CLIENTS => member.clients += 1,
+                    _ => {
+                        refused += 1;
+                        continue;
+                    }
                 }
+                state.owners.insert(entry.client, from);
             }
             let newer = state
                 .awareness
@@ -278,7 +284,7 @@ impl Room {
     /// (a `null` state removes it), and sent to everyone here.
     pub async fn remote_awareness(&self, client: u64, clock: u64, json: &str, ttl: Duration) {
         let mut state = self.state.lock().await;
-        if state.members.values().any(|m| m.clients.contains(&client)) {
+        if state.owners.contains_key(&client) {
             return;
         }
         if state
@@ -352,11 +358,16 @@ impl Room {
     pub async fn leave(&self, id: ConnId) -> Vec<Accepted> {
         self.users.fetch_sub(1, Ordering::SeqCst);
         let mut state = self.state.lock().await;
-        let Some(member) = state.members.remove(&id) else {
-            return Vec::new();
-        };
+        state.members.remove(&id);
+        let clients: Vec<u64> = state
+            .owners
+            .iter()
+            .filter(|(_, owner)| **owner == id)
+            .map(|(client, _)| *client)
+            .collect();
         let mut gone = Vec::new();
-        for client in member.clients {
+        for client in clients {
+            state.owners.remove(&client);
             if let Some(aware) = state.awareness.remove(&client) {
                 gone.push((client, aware.clock + 1));
             }
@@ -427,7 +438,13 @@ impl Room {
                     &origin,
                 )
                 .await;
-                let Err(error) = appended else { continue };
+                let error = match appended {
+                    Ok(cursor) => {
+                        cursor.into_iter().for_each(|c| app.docs.appended(c));
+                        continue;
+                    }
+                    Err(error) => error,
+                };
                 if error.body.temporary {
                     // The database is away: the edits wait (their clients hold them too).
                     tracing::warn!(doc = ?self.key, code = error.body.code, "document append will be retried");
@@ -471,6 +488,11 @@ fn awareness_of(all: &HashMap<u64, Aware>) -> Vec<u8> {
         state: &a.state,
     }))
 }
+
+/// Awareness entries one message may carry (a client sends its own, one or two).
+const MAX_ENTRIES: usize = 16;
+/// Yjs client ids one connection may set (one per document a tab opens; a few for reloads).
+const MAX_CLIENTS: usize = 4;
 
 /// Documents larger than this are merged and diffed on a blocking thread; smaller ones take
 /// microseconds, and a thread (its stack, its allocator arena) per join would cost more.
