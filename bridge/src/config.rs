@@ -216,6 +216,8 @@ settings! {
     yjs_max_message_bytes: usize = 8 << 20, "yjs_max_message_bytes", "8388608", num, Positive;
     yjs_messages_per_second: u32 = 100, "yjs_messages_per_second", "100", num, Positive;
     yjs_max_awareness_bytes: usize = 4096, "yjs_max_awareness_bytes", "4096", num, Positive;
+    /// Bytes waiting to be sent to one document connection before it is closed as slow.
+    yjs_send_queue_bytes: usize = 4 << 20, "yjs_send_queue_bytes", "4194304", num, Positive;
     /// Document updates are appended to Postgres at most this often per document.
     yjs_flush: Duration = Duration::from_millis(50), "yjs_flush_ms", "50", ms, Positive;
     /// Document readers are checked again this often (and when their row changes).

@@ -41,20 +41,22 @@ pub async fn as_user(
     Ok(value.unwrap_or(Value::Null))
 }
 
-/// What the user may do with a document: `write`, `read`, or `None`.
+/// What the user may do with a document (`write`, `read`, or `None`), and the row's id as
+/// Postgres spells it.
 pub async fn doc_access(
     pool: &Pool,
     claims: &Claims,
     doc: &DocKey,
-) -> Result<Option<String>, Error> {
-    let rows = user_rows(
+) -> Result<(Option<String>, String), Error> {
+    let answer = as_user(
         pool,
         claims,
-        "SELECT rowsync.doc_access($1, $2, $3)",
+        "SELECT rowsync._raise_if_error(rowsync._doc_access($1, $2, $3))",
         &[&doc.table, &doc.id, &doc.col],
     )
     .await?;
-    Ok(rows.first().and_then(|row| row.get(0)))
+    let id = answer["id"].as_str().unwrap_or(&doc.id).to_string();
+    Ok((answer["access"].as_str().map(str::to_string), id))
 }
 
 /// A document's stored parts as the user may read them: the snapshot (if any), then

@@ -152,7 +152,8 @@ fn as_owner<R>(client: &mut SpiClient<'_>, work: impl FnOnce(&mut SpiClient<'_>)
 
 pub fn access_entry(tbl: &str, id: &str, col: &str) -> Value {
     Spi::connect_mut(|client| match resolve(client, tbl, id, col) {
-        Ok(doc) => json!({"access": match access(client, &doc) {
+        // The id as Postgres spells it: `07` and `7` are one row, and one document.
+        Ok(doc) => json!({"id": doc.id, "access": match access(client, &doc) {
             Access::None => Value::Null,
             Access::Read => json!("read"),
             Access::Write => json!("write"),

@@ -9,7 +9,7 @@ use crate::errors::{self, Error};
 use crate::state::AppState;
 use crate::ws::{self, close as ws_close};
 use axum::extract::ws::{Message, WebSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -115,8 +115,8 @@ async fn open(
         "not a document: /v1/yjs/<table>/<id>/<column>".to_string(),
     ))?;
     let not_visible = || (close::NOT_VISIBLE, "not found or not visible".to_string());
-    let access = match crate::db::doc_access(&app.pool, &claims, &key).await {
-        Ok(access) => access,
+    let (access, id) = match crate::db::doc_access(&app.pool, &claims, &key).await {
+        Ok(answer) => answer,
         Err(e) if e.body.temporary => return Err((ws_close::UNAVAILABLE, e.body.message.clone())),
         Err(e) => return Err((close::NOT_VISIBLE, e.body.message.clone())),
     };
@@ -125,6 +125,8 @@ async fn open(
         Some("read") => false,
         _ => return Err(not_visible()),
     };
+    // One room per row, however the path spelled its id.
+    let key = DocKey { id, ..key };
     let room = app.docs.open(app, &claims, &key).await.map_err(|e| {
         if e.body.temporary {
             (ws_close::UNAVAILABLE, e.body.message.clone())
@@ -144,7 +146,8 @@ async fn run(
     mut writer: bool,
 ) -> Option<(u16, String)> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    let first = match Box::pin(room.join(id, tx, claims.clone())).await {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let first = match Box::pin(room.join(id, tx, queued.clone(), claims.clone())).await {
         Ok(first) => first,
         Err(e) => return Some((ws_close::INTERNAL, e)),
     };
@@ -197,6 +200,7 @@ async fn run(
             }
             out = rx.recv() => match out {
                 Some(Out::Binary(bytes)) => {
+                    queued.fetch_sub(bytes.len(), Ordering::Relaxed);
                     socket.send(Message::Binary(bytes.into())).await.ok()?;
                     last_sent = Instant::now();
                 }
@@ -215,8 +219,8 @@ async fn run(
                 if now >= next_check {
                     next_check = now + config.yjs_recheck;
                     match Box::pin(crate::db::doc_access(&app.pool, &claims, &room.key)).await {
-                        Ok(Some(access)) => writer = access == "write",
-                        Ok(None) => return Some((close::NOT_VISIBLE, "not found or not visible".into())),
+                        Ok((Some(access), _)) => writer = access == "write",
+                        Ok((None, _)) => return Some((close::NOT_VISIBLE, "not found or not visible".into())),
                         Err(_) => {}
                     }
                 }
@@ -297,14 +301,14 @@ async fn handle(
 pub async fn recheck(app: Arc<AppState>, room: Arc<Room>) {
     for (id, claims) in room.members().await {
         match crate::db::doc_access(&app.pool, &claims, &room.key).await {
-            Ok(None) => {
+            Ok((None, _)) => {
                 room.tell(
                     id,
                     Out::Close(close::NOT_VISIBLE, "not found or not visible".into()),
                 )
                 .await
             }
-            Ok(Some(access)) if access == "read" => {
+            Ok((Some(access), _)) if access == "read" => {
                 room.tell(
                     id,
                     Out::ReadOnly("read_only: you may no longer edit this document".into()),

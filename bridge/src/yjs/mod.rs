@@ -163,7 +163,9 @@ impl Hub {
             let mut rooms = self.rooms.lock().await;
             let room = rooms
                 .entry(key.clone())
-                .or_insert_with(|| Arc::new(Room::new(key.clone())))
+                .or_insert_with(|| {
+                    Arc::new(Room::new(key.clone(), app.config.yjs_send_queue_bytes))
+                })
                 .clone();
             room.enter();
             room

@@ -27,6 +27,8 @@ pub type ConnId = u64;
 
 struct Member {
     tx: mpsc::Sender<Out>,
+    /// Bytes queued for it and not yet sent (its connection counts them down).
+    queued: Arc<AtomicUsize>,
     claims: Arc<Claims>,
     /// How many Yjs client ids this connection set (a tab has one; a few allow reloads).
     clients: usize,
@@ -72,6 +74,8 @@ struct State {
 
 pub struct Room {
     pub key: DocKey,
+    /// Most bytes queued for one connection (yjs_send_queue_bytes).
+    queue_bytes: usize,
     state: Mutex<State>,
     /// Set once the stored document is in: nobody gets a step 1 or 2 before, or the
     /// client would take an empty document for the real one.
@@ -88,9 +92,10 @@ fn yrs_error(e: impl std::fmt::Display) -> String {
 impl Room {
     /// An empty room. It is open to the feed's edits from the start, so that an edit
     /// committed while the stored document loads is not missed.
-    pub fn new(key: DocKey) -> Room {
+    pub fn new(key: DocKey, queue_bytes: usize) -> Room {
         Room {
             key,
+            queue_bytes,
             // The empty update: nothing stored yet.
             state: Mutex::new(State {
                 merged: vec![0, 0],
@@ -142,6 +147,7 @@ impl Room {
         &self,
         id: ConnId,
         tx: mpsc::Sender<Out>,
+        queued: Arc<AtomicUsize>,
         claims: Arc<Claims>,
     ) -> Result<Vec<Vec<u8>>, String> {
         let mut state = self.state.lock().await;
@@ -151,6 +157,7 @@ impl Room {
             id,
             Member {
                 tx,
+                queued,
                 claims,
                 clients: 0,
             },
@@ -185,7 +192,12 @@ impl Room {
     pub async fn accept(&self, from: ConnId, update: &[u8]) -> bool {
         let mut state = self.state.lock().await;
         state.pending.push(update.to_vec());
-        deliver(&mut state.members, &wire::update(update), Some(from));
+        deliver(
+            self.queue_bytes,
+            &mut state.members,
+            &wire::update(update),
+            Some(from),
+        );
         let Some(claims) = state.members.get(&from).map(|m| m.claims.clone()) else {
             return false;
         };
@@ -213,7 +225,12 @@ impl Room {
     pub async fn remote(&self, updates: Vec<Vec<u8>>) {
         let mut state = self.state.lock().await;
         for update in updates {
-            deliver(&mut state.members, &wire::update(&update), None);
+            deliver(
+                self.queue_bytes,
+                &mut state.members,
+                &wire::update(&update),
+                None,
+            );
             state.pending.push(update);
         }
     }
@@ -275,7 +292,12 @@ impl Room {
             })
             .collect();
         if !kept.is_empty() {
-            deliver(&mut state.members, &wire::awareness(kept), None);
+            deliver(
+                self.queue_bytes,
+                &mut state.members,
+                &wire::awareness(kept),
+                None,
+            );
         }
         (refused, accepted)
     }
@@ -311,7 +333,7 @@ impl Room {
             clock,
             state: json,
         }]);
-        deliver(&mut state.members, &message, None);
+        deliver(self.queue_bytes, &mut state.members, &message, None);
     }
 
     /// Drops the remote clients not renewed in time (their bridge went away), telling
@@ -334,7 +356,7 @@ impl Room {
                 clock,
                 state: "null",
             }));
-            deliver(&mut state.members, &message, None);
+            deliver(self.queue_bytes, &mut state.members, &message, None);
         }
         state
             .awareness
@@ -378,7 +400,7 @@ impl Room {
                 clock,
                 state: "null",
             }));
-            deliver(&mut state.members, &message, None);
+            deliver(self.queue_bytes, &mut state.members, &message, None);
         }
         gone.into_iter()
             .map(|(client, clock)| Accepted {
@@ -472,12 +494,27 @@ impl Room {
     }
 }
 
-/// Queues `message` for every member but `except`. A member whose queue is full is
-/// dropped from the room: its connection then closes (4101) and the client, on
-/// reconnecting, syncs by state vector; nothing is skipped silently.
-fn deliver(members: &mut HashMap<ConnId, Member>, message: &[u8], except: Option<ConnId>) {
+/// Queues `message` for every member but `except`. A member whose queue is full (in
+/// messages, or past `limit` bytes with something already waiting) is dropped from the
+/// room: its connection then closes (4101) and the client, on reconnecting, syncs by state
+/// vector; nothing is skipped silently, and a client that stops reading holds at most
+/// `limit` bytes of the bridge's memory.
+fn deliver(
+    limit: usize,
+    members: &mut HashMap<ConnId, Member>,
+    message: &[u8],
+    except: Option<ConnId>,
+) {
     members.retain(|id, member| {
-        Some(*id) == except || member.tx.try_send(Out::Binary(message.to_vec())).is_ok()
+        if Some(*id) == except {
+            return true;
+        }
+        let queued = member.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued + message.len() > limit {
+            return false;
+        }
+        member.queued.fetch_add(message.len(), Ordering::Relaxed);
+        member.tx.try_send(Out::Binary(message.to_vec())).is_ok()
     });
 }
 
