@@ -239,20 +239,25 @@ async fn nobody_writes_the_document_tables_directly() {
     );
 }
 
+/// Bob writes the task's description, then deletes the task; returns the delete's result.
+async fn write_then_delete(c: &mut Client, task: &str) -> Value {
+    append(c, "bob", task, &[HI]).await.unwrap();
+    rowsync_tests::apply_as(
+        c,
+        "bob",
+        json!({"ops": [{"type": "delete", "table": "tasks", "id": task}]}),
+    )
+    .await
+    .unwrap()
+}
+
 /// Deleting the row takes the document out of reach; undoing the delete brings it back.
 #[tokio::test]
 async fn a_deleted_row_retires_its_document_and_undo_revives_it() {
     let db = Cluster::shared().database("docs_lifecycle").await;
     let mut c = rowsync_tests::authenticator(&db).await;
     let task = demo::TASK_VENUE;
-    append(&mut c, "bob", task, &[HI]).await.unwrap();
-    let deleted = rowsync_tests::apply_as(
-        &mut c,
-        "bob",
-        json!({"ops": [{"type": "delete", "table": "tasks", "id": task}]}),
-    )
-    .await
-    .unwrap();
+    let deleted = write_then_delete(&mut c, task).await;
     assert_eq!(
         sqlstate(&parts(&mut c, "bob", task).await.unwrap_err()),
         "RS404"
@@ -364,14 +369,7 @@ async fn a_recreated_id_does_not_inherit_another_users_document() {
     let db = Cluster::shared().database("docs_recreate").await;
     let mut c = rowsync_tests::authenticator(&db).await;
     let task = demo::TASK_SIGNUP;
-    append(&mut c, "bob", task, &[HI]).await.unwrap();
-    let deleted = rowsync_tests::apply_as(
-        &mut c,
-        "bob",
-        json!({"ops": [{"type": "delete", "table": "tasks", "id": task}]}),
-    )
-    .await
-    .unwrap();
+    let deleted = write_then_delete(&mut c, task).await;
     // Alice re-creates the row with the same id (she may: she owns the board).
     rowsync_tests::apply_as(&mut c, "alice", json!({"ops": deleted["inverse"]}))
         .await

@@ -38,6 +38,17 @@ after(() => {
   sockets.forEach((ws) => ws.terminate());
 });
 
+/** A raw WebSocket on bob's behalf to a task's description, and the messages it heard. */
+async function rawClient(task) {
+  const ws = new WebSocket(`${BRIDGES[0]}/tasks/${task}/description?access_token=${TOKENS.bob}`);
+  sockets.push(ws);
+  ws.on('error', () => {});
+  const heard = [];
+  ws.on('message', (data) => heard.push(Buffer.from(data)));
+  await new Promise((resolve) => ws.on('open', resolve));
+  return { ws, heard };
+}
+
 /** A user's y-websocket client for a task's description, on bridge `bridge`. */
 function open(user, task, { bridge = 0, doc = new Y.Doc(), connect = true } = {}) {
   const provider = new WebsocketProvider(BRIDGES[bridge], `tasks/${task}/description`, doc, {
@@ -318,12 +329,7 @@ test('awareness crosses bridges, and leaves with its connection', async () => {
 test('awareness that is not JSON, or nested too deep, is refused and reaches nobody', async () => {
   const watcher = open('alice', SIGNUP);
   await synced(watcher);
-  const ws = new WebSocket(`${BRIDGES[0]}/tasks/${SIGNUP}/description?access_token=${TOKENS.bob}`);
-  sockets.push(ws);
-  ws.on('error', () => {});
-  const heard = [];
-  ws.on('message', (data) => heard.push(Buffer.from(data)));
-  await new Promise((resolve) => ws.on('open', resolve));
+  const { ws, heard } = await rawClient(SIGNUP);
   const awareness = (state) => {
     const json = Buffer.from(state);
     const entry = Buffer.concat([Buffer.from([1, 0x99, 0x02, 1]), Buffer.from([json.length & 0x7f | (json.length > 127 ? 0x80 : 0)]), json.length > 127 ? Buffer.from([json.length >> 7]) : Buffer.alloc(0), json]);
@@ -436,12 +442,7 @@ test('deleting the row closes its document; undoing the delete brings the text b
 test('one connection sets at most four client ids, sixteen entries a message', async () => {
   const watcher = open('alice', SIGNUP);
   await synced(watcher);
-  const ws = new WebSocket(`${BRIDGES[0]}/tasks/${SIGNUP}/description?access_token=${TOKENS.bob}`);
-  sockets.push(ws);
-  ws.on('error', () => {});
-  const heard = [];
-  ws.on('message', (data) => heard.push(Buffer.from(data)));
-  await new Promise((resolve) => ws.on('open', resolve));
+  const { ws, heard } = await rawClient(SIGNUP);
   // Twenty entries for twenty client ids (1000…1019), clock 1, state `{}`.
   const entries = Array.from({ length: 20 }, (_, i) => Buffer.from([0xe8 + i, 0x07, 1, 2, 0x7b, 0x7d]));
   const payload = Buffer.concat([Buffer.from([20]), ...entries]);
