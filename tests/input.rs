@@ -234,3 +234,43 @@ async fn a_backend_that_cached_the_context_sees_changes_at_once() {
         .await
         .expect("the new name works");
 }
+
+/// A cached table is named by schema: renaming the schema, and creating another of the old
+/// name with a table of the same name, must not redirect a caching backend's writes.
+#[tokio::test]
+async fn a_renamed_schema_does_not_redirect_a_cached_table() {
+    let db = Cluster::shared().database("input_schema_rename").await;
+    let cached = Cluster::shared().connect("postgres", &db).await;
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    let set = |title: &str| json!({"ops": [{"type": "set", "table": "tasks", "id": demo::TASK_MILK, "key": "title", "value": title}]});
+    cached
+        .query_one("SELECT rowsync.apply($1)", &[&set("before")])
+        .await
+        .expect("cached now");
+    admin
+        .batch_execute(
+            "ALTER SCHEMA app RENAME TO app_moved;
+             CREATE SCHEMA app;
+             CREATE TABLE app.tasks (id uuid PRIMARY KEY, title text, version bigint NOT NULL DEFAULT 1);
+             INSERT INTO app.tasks (id, title) VALUES ('00000000-0000-4000-8000-000000000005', 'decoy');",
+        )
+        .await
+        .unwrap();
+    cached
+        .query_one("SELECT rowsync.apply($1)", &[&set("after")])
+        .await
+        .expect("applies to the synced table");
+    let real: String = rowsync_tests::scalar(
+        &admin,
+        "SELECT title FROM app_moved.tasks WHERE id = $1::text::uuid",
+        &[&demo::TASK_MILK],
+    )
+    .await;
+    let decoy: String = rowsync_tests::scalar(
+        &admin,
+        "SELECT title FROM app.tasks WHERE id = $1::text::uuid",
+        &[&demo::TASK_MILK],
+    )
+    .await;
+    assert_eq!((real.as_str(), decoy.as_str()), ("after", "decoy"));
+}

@@ -150,8 +150,22 @@ pub fn watch_definitions() {
     // SAFETY: registering a callback in _PG_init is what the API is for; the callback
     // only records the relation id and never calls back into Postgres.
     unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(definition_changed), pg_sys::Datum::from(0))
+        pg_sys::CacheRegisterRelcacheCallback(Some(definition_changed), pg_sys::Datum::from(0));
+        // A cached table is named `schema.table`: a renamed schema makes that text name
+        // another table (or one a role created under the old name), and renaming a
+        // schema invalidates no relation.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(schema_changed),
+            pg_sys::Datum::from(0),
+        );
     };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn schema_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    // SAFETY: as definition_changed: it only records, and never calls into Postgres.
+    unsafe { definition_changed(pg_sys::Datum::from(0), pg_sys::InvalidOid) };
 }
 
 #[pg_guard]
