@@ -78,8 +78,10 @@ async fn a_removed_member_is_revoked_and_hears_nothing_more() {
         )
         .await
         .unwrap();
-    bob.wait_for_row("his own board's change", |r| r["id"] == demo::TASK_MILK)
-        .await;
+    bob.wait_for_row("his own board's change", |r| {
+        r["id"] == demo::TASK_MILK && r["row"]["title"] == "marker"
+    })
+    .await;
     for frame in bob.kept() {
         let text = frame.to_string();
         assert!(
