@@ -31,6 +31,12 @@ BEGIN
 END
 $$;
 
+-- The SQL type of column `col` of `rel`, to cast a scope's text value to.
+CREATE FUNCTION rowsync._column_type(rel regclass, col text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = col
+$$;
+
 -- Whether the caller may follow scope `tbl?col=val`: the scope's parent row is visible to
 -- them (the row its single-column foreign key points at, e.g. the board of board_id),
 -- or, when the column has no such key, at least one row of the scope is.
@@ -54,8 +60,7 @@ BEGIN
     IF target IS NULL THEN
         target := s.rel;
         target_col := col;
-        SELECT format_type(a.atttypid, NULL) INTO target_type
-          FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+        target_type := rowsync._column_type(s.rel, col);
     END IF;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I = $1::%s)', target, target_col, target_type)
        INTO visible USING val;
@@ -77,8 +82,7 @@ BEGIN
         s := rowsync._synced_table(tbl);
     ELSE
         s := rowsync._scope_table(tbl, col);
-        SELECT format('t.%I = $1::%s', col, format_type(a.atttypid, NULL)) INTO filter
-          FROM pg_attribute a WHERE a.attrelid = s.rel AND a.attname = col;
+        filter := format('t.%I = $1::%s', col, rowsync._column_type(s.rel, col));
     END IF;
     RETURN format('SELECT coalesce(jsonb_agg(q.i ORDER BY q.k), ''[]'') FROM '
                   '(SELECT %s AS i, t.%I AS k FROM %s AS t WHERE %s ORDER BY t.%I LIMIT $2) AS q',
