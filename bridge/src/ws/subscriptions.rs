@@ -235,7 +235,7 @@ impl Conn {
 
     /// Sends what the token missed, recording it in `sent`; `Some(reason)` when the token
     /// cannot be honoured (or no longer, past `max_catch_up`) and the keys must resync.
-    pub(super) async fn replay(
+    async fn replay(
         &mut self,
         socket: &mut WebSocket,
         feed: FeedId,
