@@ -100,18 +100,29 @@ async fn stale_foreign_and_forged_tokens_resync() {
     bob.request(json!({"type": "subscribe", "keys": [signup]}))
         .await;
     touch(cluster, &db, demo::TASK_SIGNUP, "after the prune").await;
-    bob.wait_for_row("the change after the prune", |f| f["op"] == "upsert")
+    let changes = bob
+        .wait_for("the change after the prune", |f| {
+            f["type"] == "changes" && f["rows"][0]["op"] == "upsert"
+        })
         .await;
     let fresh = bob.subscribe(&[&signup]).await;
     drop(bob);
-    let mut forged = fresh.into_bytes();
-    let last = forged.len() - 1;
-    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
-    let forged = String::from_utf8(forged).unwrap();
+    let replace = |token: &str, at: usize| {
+        let mut bytes = token.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let forged = replace(&fresh, fresh.len() - 1);
+    // A changes frame's token is the long form: a change's (xid, cursor) in its batch.
+    // Moved on by a few bytes, it would skip changes if only its tick were checked.
+    let partial = changes["cursor"].as_str().unwrap();
+    let key_byte = partial.len() * 6 / 8 - 8 - 2;
+    let moved = replace(partial, key_byte * 8 / 6);
     for (cursor, reason) in [
         (old.as_str(), "cursor_gone"),
         (foreign.as_str(), "cursor_foreign"),
         (forged.as_str(), "cursor_invalid"),
+        (moved.as_str(), "cursor_invalid"),
         ("not a token", "cursor_invalid"),
     ] {
         let mut bob = Ws::connect(&bridge, "bob").await;

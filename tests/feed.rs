@@ -298,6 +298,53 @@ async fn a_large_batch_pages_and_resumes_mid_batch() {
     assert_eq!(pages, 3);
 }
 
+/// A poll reads what it returns and little else, however long the log: an idle poll is a
+/// few index probes, and a poll with one new change fetches about that change. Counted by
+/// Postgres (tuples fetched and sequential scans of the log in this transaction), with
+/// 20,000 changes before them. A plan that scans the log from its start (a generic plan,
+/// or a range with two lower bounds) fetches every one of them.
+#[tokio::test]
+async fn a_poll_reads_only_what_is_new() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_probes").await;
+    let reader = cluster.connect("postgres", &db).await;
+    reader
+        .batch_execute(
+            "CREATE TABLE app.log_filler (id int PRIMARY KEY);
+             SELECT rowsync.enable('app.log_filler');
+             INSERT INTO app.log_filler SELECT generate_series(1, 20000);",
+        )
+        .await
+        .unwrap();
+    let since = head(&reader).await;
+    let reads = "SELECT seq_scan, coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_all_tables \
+                 WHERE relid = 'rowsync.changes'::regclass";
+    let poll = |since: i64| {
+        let reader = &reader;
+        async move {
+            reader.batch_execute("BEGIN").await.unwrap();
+            let before = reader.query_one(reads, &[]).await.unwrap();
+            let (upto, ids) = advance(reader, since).await;
+            let after = reader.query_one(reads, &[]).await.unwrap();
+            reader.batch_execute("COMMIT").await.unwrap();
+            let scans = after.get::<_, i64>(0) - before.get::<_, i64>(0);
+            let fetched = after.get::<_, i64>(1) - before.get::<_, i64>(1);
+            (upto, ids, scans, fetched)
+        }
+    };
+    let (upto, ids, scans, fetched) = poll(since).await;
+    assert_eq!((upto, ids.len(), scans), (since, 0, 0), "an idle poll");
+    assert!(fetched <= 2, "an idle poll fetched {fetched} changes");
+    reader
+        .batch_execute("UPDATE app.log_filler SET id = 0 WHERE id = 7")
+        .await
+        .unwrap();
+    let (upto, ids, scans, fetched) = poll(since).await;
+    assert!(upto > since);
+    assert_eq!((ids, scans), (vec!["7".to_string(), "0".to_string()], 0));
+    assert!(fetched <= 6, "a poll of two changes fetched {fetched}");
+}
+
 /// One payload-free notification per transaction, at commit only, none after a rollback.
 #[tokio::test]
 async fn notify_at_commit_once_and_never_after_rollback() {
@@ -660,6 +707,11 @@ async fn capture_cannot_be_forged() {
         "CREATE TABLE app.mine (id uuid PRIMARY KEY, version bigint);
          CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT ON app.mine
              FOR EACH ROW EXECUTE FUNCTION rowsync._capture('tasks', 'id');
+         CREATE TRIGGER zzz_rowsync_truncate BEFORE TRUNCATE ON app.mine
+             FOR EACH STATEMENT EXECUTE FUNCTION rowsync._capture('tasks');
+         CREATE TEMP TABLE tmp (id uuid PRIMARY KEY, board_id uuid, version bigint);
+         CREATE TRIGGER zzz_rowsync_capture BEFORE INSERT OR UPDATE ON tmp
+             FOR EACH ROW EXECUTE FUNCTION rowsync._capture('tasks', 'id', 'board_id');
          CREATE TRIGGER zz_copy BEFORE UPDATE ON app.tasks
              FOR EACH ROW EXECUTE FUNCTION rowsync._capture();",
     )
@@ -674,6 +726,8 @@ async fn capture_cannot_be_forged() {
         (&mallory, "TRUNCATE mine.tasks".to_string()),
         (&mallory, format!("INSERT INTO tmp VALUES ({task}, 1)")),
         (&app, format!("INSERT INTO app.mine VALUES ({task}, 1)")),
+        (&app, "TRUNCATE app.mine".to_string()),
+        (&app, format!("INSERT INTO tmp VALUES ({task}, NULL, 1)")),
         (
             &app,
             format!("UPDATE app.tasks SET title = 'x' WHERE id = {task}"),

@@ -59,6 +59,13 @@ CREATE TABLE rowsync.settings (
 INSERT INTO rowsync.settings DEFAULT VALUES;
 GRANT SELECT ON rowsync.settings TO PUBLIC;
 
+-- The key of the MAC that ends every resume token (bridge/src/token.rs). Only feed roles
+-- read it (rowsync.grant_feed), so nobody else can make a token that a bridge accepts.
+CREATE TABLE rowsync.token_key (
+    key uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid()
+);
+INSERT INTO rowsync.token_key DEFAULT VALUES;
+
 -- Whether `name` may name a table in keys (table:id, table?column=value): a name, or
 -- schema.name, of letters, digits and _, so that it can never make a key mean something
 -- else. Used by the registry's CHECK, rowsync.enable and rowsync.send.

@@ -43,7 +43,10 @@ BEGIN
     SELECT * INTO last FROM rowsync.ticks t ORDER BY t.id DESC LIMIT 1;
     -- Running at the last tick: a value, so that the plan probes the index for each.
     running := ARRAY(SELECT pg_snapshot_xip(last.snap));
-    IF EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid >= pg_snapshot_xmax(last.snap))
+    -- max(), not EXISTS: it is always one probe at the index's end, where an EXISTS over
+    -- a log without fresh statistics is planned as a sequential scan that stops at the
+    -- first match, and an idle poll has none.
+    IF (SELECT max(c.xid) FROM rowsync.changes c) >= pg_snapshot_xmax(last.snap)
        OR EXISTS (SELECT 1 FROM rowsync.changes c WHERE c.xid = ANY (running)) THEN
         -- Asynchronous commit for the tick alone (SET LOCAL: a SET clause would be undone
         -- before the commit). A tick lost in a crash is caught by the token's check.
@@ -172,6 +175,7 @@ BEGIN
     DELETE FROM rowsync.ticks;
     INSERT INTO rowsync.ticks (snap) VALUES (pg_current_snapshot());
     UPDATE rowsync.settings SET feed_id = gen_random_uuid();
+    UPDATE rowsync.token_key SET key = gen_random_uuid();
 END
 $$;
 

@@ -24,7 +24,7 @@ END $$;
 CREATE FUNCTION rowsync.grant_feed(role regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks TO %s', role);
+    EXECUTE format('GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks, rowsync.token_key TO %s', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', rowsync._feed_functions(), role);
 END
 $$;
@@ -33,7 +33,7 @@ REVOKE ALL ON FUNCTION rowsync.grant_feed(regrole) FROM PUBLIC;
 -- Whoever ran CREATE EXTENSION administers rowsync, superuser or not: a trusted
 -- extension's objects belong to the bootstrap superuser, so they are granted here.
 GRANT UPDATE ON rowsync.settings TO @extowner@;
-GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks TO @extowner@ WITH GRANT OPTION;
+GRANT SELECT ON rowsync.changes, rowsync.ticks, rowsync.tick_marks, rowsync.token_key TO @extowner@ WITH GRANT OPTION;
 DO $$ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, rowsync.reset_feed(), rowsync.grant_feed(regrole), '
                    'rowsync.send(text, text, jsonb), rowsync.grant_send(regrole) '

@@ -125,15 +125,17 @@ fn nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// This database's feed id, from `rowsync.settings`.
+/// This database's feed: its id from `rowsync.settings` and its tokens' key.
 async fn feed_id(client: &Client) -> Result<FeedId, tokio_postgres::Error> {
-    let uuid: String = client
-        .query_one("SELECT feed_id::text FROM rowsync.settings", &[])
-        .await?
-        .get(0);
-    // A uuid column always parses; the fallback only keeps a broken database from
+    let row = client
+        .query_one(
+            "SELECT s.feed_id::text, k.key::text FROM rowsync.settings s, rowsync.token_key k",
+            &[],
+        )
+        .await?;
+    // Uuid columns always parse; the fallback only keeps a broken database from
     // panicking the bridge (tokens would then resync, never resume wrongly).
-    Ok(FeedId::parse(&uuid).unwrap_or(FeedId([0; 8])))
+    Ok(FeedId::parse(row.get(0), row.get(1)).unwrap_or(FeedId::NONE))
 }
 
 /// Finds where to read from after (re)connecting: the tick this bridge stopped at, if
