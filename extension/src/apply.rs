@@ -3,11 +3,11 @@
 
 use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
+use crate::jsonb::Jsonb;
 use crate::sql::{json_row, json_rows, raise};
 use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
-use pgrx::JsonB;
 use rowsync_core::{
     apply_tx, Action, ApplyError, Op, OpError, Row, RowKey, Rows, Transaction, VERSION_COLUMN,
 };
@@ -376,7 +376,7 @@ fn insert(
         q = table.qualified,
         pk = table.quoted_pk(),
     );
-    let args = [JsonB(Value::Object(row.clone())).into()];
+    let args = [Jsonb(Value::Object(row.clone())).into()];
     match json_row(client, &sql, &args).and_then(into_row) {
         Some(stored) => stored,
         // Word for word what a visible taken id gets (Failure::AlreadyExists), so that
@@ -403,7 +403,7 @@ fn update(client: &mut SpiClient<'_>, table: &SyncedTable, id: &str, changed: Ro
         pk = table.quoted_pk(),
         pk_type = table.pk_type,
     );
-    let args = [id.into(), JsonB(Value::Object(changed)).into()];
+    let args = [id.into(), Jsonb(Value::Object(changed)).into()];
     json_row(client, &sql, &args)
         .and_then(into_row)
         .unwrap_or_else(|| denied(table, id, "update"))
@@ -440,7 +440,7 @@ fn remember(client: &mut SpiClient<'_>, id: &str, result: &Value) {
         client,
         "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::uuid, $2) \
          ON CONFLICT (tx_id) DO NOTHING RETURNING to_jsonb(true)",
-        &[id.into(), JsonB(result.clone()).into()],
+        &[id.into(), Jsonb(result.clone()).into()],
     );
     if stored.is_none() {
         raise(

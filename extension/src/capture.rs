@@ -16,7 +16,7 @@
 //! redirect runs with the owner's rights, and scope types must convert to JSON by
 //! built-in code (`json_safe`), so no cast a role wrote does either.
 
-use crate::sql::{json_row, json_rows, raise};
+use crate::sql::{first_column, json_row, raise};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
@@ -96,13 +96,13 @@ fn _capture<'a>(
     crate::wakeup::changed();
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
         Spi::connect_mut(|client| {
-            let logged = json_row(
+            let logged = first_column::<i64>(
                 client,
                 "INSERT INTO rowsync.changes (rel, tx_id, tbl, kind) \
-                 VALUES ($1, $2::pg_catalog.uuid, $3, 'truncate') RETURNING pg_catalog.to_jsonb(cursor)",
+                 VALUES ($1, $2::pg_catalog.uuid, $3, 'truncate') RETURNING cursor",
                 &[table.rel.into(), tx_id().into(), table.name.as_str().into()],
             );
-            LAST_CURSOR.set(logged.and_then(|c| c.as_i64()));
+            LAST_CURSOR.set(logged.into_iter().max());
         });
         return Ok(None);
     }
@@ -192,7 +192,7 @@ fn _capture<'a>(
         }
         sql.push(')');
     }
-    sql.push_str(" RETURNING pg_catalog.to_jsonb(cursor)");
+    sql.push_str(" RETURNING cursor");
 
     let returned = match new {
         Some(new) if op != pg_sys::TRIGGER_EVENT_DELETE => {
@@ -208,8 +208,8 @@ fn _capture<'a>(
         }),
     };
     Spi::connect_mut(|client| {
-        let logged = json_rows(client, &sql, &params);
-        LAST_CURSOR.set(logged.iter().filter_map(Value::as_i64).max());
+        let logged = first_column::<i64>(client, &sql, &params);
+        LAST_CURSOR.set(logged.into_iter().max());
     });
     Ok(returned)
 }

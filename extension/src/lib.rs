@@ -10,6 +10,7 @@ mod catalog;
 mod docs;
 mod failure;
 mod get;
+mod jsonb;
 mod sql;
 mod values;
 mod visible;
@@ -79,15 +80,15 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 /// built-in codes); every such error is found before the first write.
 #[pg_extern(volatile, parallel_unsafe, name = "_apply")]
 #[search_path(pg_catalog, pg_temp)]
-fn apply_entry(tx: pgrx::JsonB) -> pgrx::JsonB {
-    pgrx::JsonB(apply::run(&tx.0).unwrap_or_else(|failure| failure.to_json()))
+fn apply_entry(tx: jsonb::Jsonb) -> jsonb::Jsonb {
+    jsonb::Jsonb(apply::run(&tx.0).unwrap_or_else(|failure| failure.to_json()))
 }
 
 /// The rows behind `pointers` that the caller may see. Errors as for `_apply`.
 #[pg_extern(stable, parallel_safe, name = "_get")]
 #[search_path(pg_catalog, pg_temp)]
-fn get_entry(pointers: pgrx::JsonB) -> pgrx::JsonB {
-    pgrx::JsonB(get::run(&pointers.0).unwrap_or_else(|failure| failure.to_json()))
+fn get_entry(pointers: jsonb::Jsonb) -> jsonb::Jsonb {
+    jsonb::Jsonb(get::run(&pointers.0).unwrap_or_else(|failure| failure.to_json()))
 }
 
 /// The rows of a batch the caller may see, with their data: one identity's probe for
@@ -100,9 +101,12 @@ fn visible_for_entry(
     ids: Vec<String>,
     wanted: Vec<i32>,
     known: Vec<i32>,
-) -> TableIterator<'static, (name!(row_index, i32), name!(data, Option<pgrx::JsonB>))> {
+) -> TableIterator<'static, (name!(row_index, i32), name!(data, Option<jsonb::Jsonb>))> {
     let rows = visible::rows(&tables, &ids, &wanted, &known);
-    TableIterator::new(rows.into_iter().map(|(i, data)| (i, data.map(pgrx::JsonB))))
+    TableIterator::new(
+        rows.into_iter()
+            .map(|(i, data)| (i, data.map(jsonb::Jsonb))),
+    )
 }
 
 /// Marks the calling transaction as one that logged something for the feed, so that it
@@ -135,8 +139,8 @@ pub mod pg_test {
 /// error for what is not a document. Errors as for `_apply`.
 #[pg_extern(volatile, parallel_unsafe, name = "_doc_access")]
 #[search_path(pg_catalog, pg_temp)]
-fn doc_access_entry(tbl: &str, id: &str, col: &str) -> pgrx::JsonB {
-    pgrx::JsonB(docs::access_entry(tbl, id, col))
+fn doc_access_entry(tbl: &str, id: &str, col: &str) -> jsonb::Jsonb {
+    jsonb::Jsonb(docs::access_entry(tbl, id, col))
 }
 
 /// Appends Yjs updates to a document as the caller: `{"cursor": n}` or an error, found
@@ -149,9 +153,9 @@ fn doc_append_entry(
     col: &str,
     updates: pgrx::Array<'_, &[u8]>,
     origin: Option<&str>,
-) -> pgrx::JsonB {
+) -> jsonb::Jsonb {
     let updates: Vec<Option<&[u8]>> = updates.iter().collect();
-    pgrx::JsonB(docs::append_entry(tbl, id, col, &updates, origin))
+    jsonb::Jsonb(docs::append_entry(tbl, id, col, &updates, origin))
 }
 
 /// A document's snapshot and log, if the caller may read it; else one row with `error`.
@@ -168,11 +172,11 @@ fn doc_parts_entry(
     (
         name!(snapshot, Option<Vec<u8>>),
         name!(updates, Vec<Vec<u8>>),
-        name!(error, Option<pgrx::JsonB>),
+        name!(error, Option<jsonb::Jsonb>),
     ),
 > {
     let (snapshot, updates, error) = docs::parts_entry(tbl, id, col);
-    TableIterator::once((snapshot, updates, error.map(pgrx::JsonB)))
+    TableIterator::once((snapshot, updates, error.map(jsonb::Jsonb)))
 }
 
 /// Replaces a document's snapshot with a compacted one that provably loses nothing. For
@@ -190,8 +194,8 @@ fn doc_compaction_finish_entry(
     snapshot: &[u8],
     cursors: pgrx::Array<'_, i64>,
     ns: pgrx::Array<'_, i32>,
-) -> pgrx::JsonB {
+) -> jsonb::Jsonb {
     let cursors: Vec<Option<i64>> = cursors.iter().collect();
     let ns: Vec<Option<i32>> = ns.iter().collect();
-    pgrx::JsonB(docs::compaction_finish_entry(doc, snapshot, &cursors, &ns))
+    jsonb::Jsonb(docs::compaction_finish_entry(doc, snapshot, &cursors, &ns))
 }

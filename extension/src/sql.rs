@@ -1,12 +1,12 @@
 //! Running statements through SPI. Statement errors raised by Postgres (RLS, constraints)
 //! propagate as Postgres errors; SPI's own errors mean a bug here and are raised as such.
 
+use crate::jsonb::Jsonb;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::JsonB;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub fn first_column<T: FromDatum + IntoDatum>(
 
 /// Runs `sql` and returns the first column of each row as JSON.
 pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Vec<Value> {
-    first_column::<JsonB>(client, sql, args)
+    first_column::<Jsonb>(client, sql, args)
         .into_iter()
         .map(|j| j.0)
         .collect()

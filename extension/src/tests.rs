@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use crate::jsonb::Jsonb;
     use pgrx::prelude::*;
     use pgrx::JsonB;
     use rowsync_core::vectors::{check, normalise, with_now, Expected, VectorFile};
@@ -36,6 +37,57 @@ mod tests {
 
     fn error_code(result: &Value) -> &str {
         result["error"]["sqlstate"].as_str().unwrap_or("none")
+    }
+
+    /// jsonb to serde and back without text agrees with Postgres's text conversion: a
+    /// value made directly prints as Postgres reads its text, and a jsonb made by
+    /// Postgres reads as serde reads Postgres's text.
+    #[pg_test]
+    fn jsonb_converts_as_its_text_does() {
+        let samples = [
+            "null",
+            "true",
+            "0",
+            "-0",
+            "1.50",
+            "12345678901234567890123",
+            "1e3",
+            "-2.5E-3",
+            r#""""#,
+            r#""é \" \\ \n ☃ 𝄞""#,
+            "[]",
+            "{}",
+            r#"[1, [2, [3, {}]], {"a": [null]}]"#,
+            r#"{"b": 1, "a": {"c": [true, false], "d": "x"}, "": 0, "aa": []}"#,
+        ];
+        for text in samples {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let printed =
+                Spi::get_one_with_args::<String>("SELECT $1::text", &[Jsonb(value).into()])
+                    .unwrap()
+                    .unwrap();
+            let expected =
+                Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[text.into()])
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(printed, expected, "{text}");
+            let read = Spi::get_one_with_args::<Jsonb>("SELECT $1::jsonb", &[text.into()])
+                .unwrap()
+                .unwrap()
+                .0;
+            assert_eq!(
+                read,
+                serde_json::from_str::<Value>(&expected).unwrap(),
+                "{text}"
+            );
+        }
+    }
+
+    /// jsonb has no NUL character: a string holding one is refused as jsonb_in refuses it.
+    #[pg_test(error = "unsupported Unicode escape sequence")]
+    fn jsonb_refuses_a_nul_character() {
+        let _ =
+            Spi::get_one_with_args::<String>("SELECT $1::text", &[Jsonb(json!("a\u{0}b")).into()]);
     }
 
     fn vector_table() {
