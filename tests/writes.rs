@@ -70,8 +70,8 @@ async fn two_sessions_racing_on_one_version_one_wins() {
     assert_eq!(title, "alice");
 }
 
-/// A retry of a transaction still in flight waits, fails cleanly, and its next retry
-/// returns the first result: the ops apply once.
+/// A retry of a transaction still in flight waits for it, then returns its result, as
+/// does the next retry: the ops apply once.
 #[tokio::test]
 async fn concurrent_retries_apply_once() {
     let cluster = Cluster::shared();
@@ -93,7 +93,7 @@ async fn concurrent_retries_apply_once() {
     someone_waits_on_a_lock(&admin).await;
     first.batch_execute("COMMIT").await.unwrap();
     let (in_flight, later) = racer.await.unwrap();
-    assert_eq!(sqlstate(&in_flight.expect_err("in flight")), "23505");
+    assert_eq!(in_flight.unwrap(), original);
     assert_eq!(later.unwrap(), original);
     let row: Value = scalar(
         &admin,
@@ -103,6 +103,24 @@ async fn concurrent_retries_apply_once() {
     .await;
     assert_eq!(row["tags"], json!(["bug", "web", "retried"]));
     assert_eq!(row["version"], json!(2));
+
+    // The first call rolls back instead: the waiting retry applies the ops itself.
+    let first = rowsync_tests::authenticator(&db).await;
+    let mut second = rowsync_tests::authenticator(&db).await;
+    let tx = json!({"id": "44444444-4444-4444-8444-444444444445", "ops": [
+        {"type": "listInsert", "table": "tasks", "id": demo::TASK_SIGNUP, "key": "tags", "value": "again"}
+    ]});
+    begin_as(&first, "bob").await;
+    let _: Value = scalar(&first, "SELECT rowsync.apply($1)", &[&tx]).await;
+    let racer = tokio::spawn(async move { apply_as(&mut second, "bob", tx).await });
+    someone_waits_on_a_lock(&admin).await;
+    first.batch_execute("ROLLBACK").await.unwrap();
+    let applied = racer.await.unwrap().unwrap();
+    assert_eq!(applied["rows"][0]["version"], json!(3));
+    assert_eq!(
+        applied["rows"][0]["row"]["tags"],
+        json!(["bug", "web", "retried", "again"])
+    );
 }
 
 /// Undo reverts only what still holds what this user wrote.

@@ -166,6 +166,8 @@ CREATE POLICY applied_own ON rowsync.applied
     USING (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id())
     WITH CHECK (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id());
 GRANT SELECT, INSERT ON rowsync.applied TO PUBLIC;
+-- apply stores the result on the id it claimed; the policy keeps each user to their own.
+GRANT UPDATE (result) ON rowsync.applied TO PUBLIC;
 
 -- Change-feed listeners (bridges). Writers NOTIFY only while some listener sleeps.
 CREATE TABLE rowsync.listeners (

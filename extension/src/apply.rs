@@ -4,7 +4,7 @@
 use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
 use crate::jsonb::Jsonb;
-use crate::sql::{json_row, json_rows, raise};
+use crate::sql::{first_column, json_row, json_rows, raise};
 use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
@@ -15,10 +15,27 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub fn run(tx: &Value) -> Result<Value, Failure> {
-    Spi::connect_mut(|client| apply(client, tx))
+    Spi::connect_mut(|client| {
+        let mut claimed = None;
+        let result = apply(client, tx, &mut claimed);
+        // `rowsync.apply` raises every failure, which undoes the claim with the rest; a
+        // direct caller of `_apply` gets the failure as a value, and keeps no claim.
+        if let (Err(_), Some(ctid)) = (&result, claimed) {
+            first_column::<bool>(
+                client,
+                "DELETE FROM rowsync.applied WHERE ctid = $1::pg_catalog.tid RETURNING true",
+                &[ctid.into()],
+            );
+        }
+        result
+    })
 }
 
-fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> {
+fn apply(
+    client: &mut SpiClient<'_>,
+    tx_json: &Value,
+    claimed: &mut Option<String>,
+) -> Result<Value, Failure> {
     // The tables' names straight from the JSON, so that one statement reads the limit
     // and the tables before parsing; a name that is not a string fails the parse.
     let names: BTreeSet<String> = tx_json
@@ -31,12 +48,9 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
     let context = Context::read(client, names.into_iter().collect());
     let tx = Transaction::parse(tx_json, context.max_ops).map_err(Failure::InvalidOp)?;
     if let Some(id) = &tx.id {
-        if let Some(result) = json_row(
-            client,
-            "SELECT result FROM rowsync.applied WHERE tx_id = $1::uuid",
-            &[id.as_str().into()],
-        ) {
-            return Ok(result);
+        match claim(client, id) {
+            Ok(ctid) => *claimed = Some(ctid),
+            Err(stored) => return Ok(stored),
         }
     }
     let tables = resolve_tables(client, &context, &tx.ops)?;
@@ -142,8 +156,8 @@ fn apply(client: &mut SpiClient<'_>, tx_json: &Value) -> Result<Value, Failure> 
         "skipped": outcome.skipped.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "cursor": cursor,
     });
-    if let Some(id) = &tx.id {
-        remember(client, id, &result);
+    if let Some(ctid) = claimed {
+        remember(client, ctid, &result);
     }
     Ok(result)
 }
@@ -435,19 +449,40 @@ fn denied(table: &SyncedTable, id: &str, command: &str) -> ! {
     )
 }
 
-fn remember(client: &mut SpiClient<'_>, id: &str, result: &Value) {
-    let stored = json_row(
+/// Claims a transaction id before anything else, so that it applies once: an insert
+/// that waits for a call applying the same id right now, and finds an id applied before
+/// by its unique key (never a scan that a stale plan could choose). Returns where the
+/// claim is, or the result stored for the id.
+fn claim(client: &mut SpiClient<'_>, id: &str) -> Result<String, Value> {
+    let claimed = first_column::<String>(
         client,
-        "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::uuid, $2) \
-         ON CONFLICT (tx_id) DO NOTHING RETURNING to_jsonb(true)",
-        &[id.into(), Jsonb(result.clone()).into()],
+        "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::pg_catalog.uuid, 'null') \
+         ON CONFLICT (tx_id) DO NOTHING RETURNING ctid::pg_catalog.text",
+        &[id.into()],
     );
-    if stored.is_none() {
-        raise(
+    if let Some(ctid) = claimed.into_iter().next() {
+        return Ok(ctid);
+    }
+    match json_row(
+        client,
+        "SELECT result FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid",
+        &[id.into()],
+    ) {
+        Some(stored) => Err(stored),
+        None => raise(
             PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             format!("transaction id {id} is already taken"),
-            "a transaction with this id was applied by someone else, or is being applied by another call right now".into(),
-            "if this is a retry of your own transaction, retry again to get its stored result; otherwise use a fresh id",
-        );
+            "a transaction with this id was applied by someone else".into(),
+            "if this is a retry of your own transaction, retry as the same user; otherwise use a fresh id",
+        ),
     }
+}
+
+/// Stores the result on the claim: by its tuple id, which only this transaction sees.
+fn remember(client: &mut SpiClient<'_>, ctid: &str, result: &Value) {
+    first_column::<bool>(
+        client,
+        "UPDATE rowsync.applied SET result = $2 WHERE ctid = $1::pg_catalog.tid RETURNING true",
+        &[ctid.into(), Jsonb(result.clone()).into()],
+    );
 }
