@@ -9,17 +9,16 @@
 //! changes of its own tables, under their own names. The transaction id a change carries
 //! is one only `rowsync.apply` sets, in this backend's memory.
 //!
-//! In Rust rather than PL/pgSQL because every write to a synced table pays for it: one
-//! cached statement logs the change, and Postgres itself turns the scope values into JSON
-//! (`jsonb_build_object` over typed parameters), exactly as `to_jsonb` would. Its
-//! statements name every object and operator by schema, so nothing a search_path could
-//! redirect runs with the owner's rights, and scope types must convert to JSON by
-//! built-in code (`json_safe`), so no cast a role wrote does either.
+//! In Rust rather than PL/pgSQL because every write to a synced table pays for it: the
+//! change goes to the log without a statement (`crate::changelog`), and Postgres itself
+//! turns each scope value into JSON, by the conversion `to_jsonb` uses for its type.
+//! Nothing a search_path could redirect runs with the owner's rights (the registry lookup
+//! names every operator by schema), and scope types must convert to JSON by built-in code
+//! (`json_safe`), so no cast a role wrote does either.
 
-use crate::sql::{first_column, json_row, raise};
-use pgrx::datum::DatumWithOid;
+use crate::changelog::{self, Change};
+use crate::sql::{json_row, raise};
 use pgrx::prelude::*;
-use pgrx::spi::quote_literal;
 use pgrx::{heap_getattr_raw, PgTupleDesc};
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
@@ -95,15 +94,17 @@ fn _capture<'a>(
     };
     crate::wakeup::changed();
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-        Spi::connect_mut(|client| {
-            let logged = first_column::<i64>(
-                client,
-                "INSERT INTO rowsync.changes (rel, tx_id, tbl, kind) \
-                 VALUES ($1, $2::pg_catalog.uuid, $3, 'truncate') RETURNING cursor",
-                &[table.rel.into(), tx_id().into(), table.name.as_str().into()],
-            );
-            LAST_CURSOR.set(logged.into_iter().max());
+        let cursor = changelog::append(&Change {
+            rel: table.rel,
+            tx_id: tx_id().as_deref(),
+            tbl: &table.name,
+            row_id: None,
+            version: None,
+            kind: "truncate",
+            old_scopes: None,
+            new_scopes: None,
         });
+        LAST_CURSOR.set(Some(cursor));
         return Ok(None);
     }
     let (key, scopes) = (&table.pk, &table.scopes);
@@ -150,49 +151,26 @@ fn _capture<'a>(
     }
 
     let tx_id = tx_id();
-    let mut sql = String::from(
-        "INSERT INTO rowsync.changes (rel, tx_id, tbl, row_id, version, kind, old_scopes, new_scopes) VALUES ",
-    );
-    let mut params: Vec<DatumWithOid<'_>> =
-        vec![table.rel.into(), tx_id.into(), table.name.as_str().into()];
-    for (i, (kind, id, version, old, new)) in changes.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str("($1, $2::pg_catalog.uuid, $3");
-        for value in [
-            id.clone()
-                .map_or(DatumWithOid::null::<String>(), |id| id.into()),
-            (*version).into(),
-            (*kind).into(),
-        ] {
-            params.push(value);
-            sql.push_str(&format!(", ${}", params.len()));
-        }
-        for row in [old, new] {
-            sql.push_str(", ");
-            match row {
-                Some(row) if !scopes.is_empty() => {
-                    sql.push_str("pg_catalog.jsonb_build_object(");
-                    for (j, scope) in scopes.iter().enumerate() {
-                        // Typed parameters (the plan cache keys on their types): Postgres
-                        // converts each value to JSON by its own type.
-                        params.push(row.typed(scope));
-                        let comma = if j > 0 { ", " } else { "" };
-                        sql.push_str(&format!(
-                            "{comma}{}, ${}",
-                            quote_literal(scope),
-                            params.len()
-                        ));
-                    }
-                    sql.push(')');
-                }
-                _ => sql.push_str("NULL"),
-            }
-        }
-        sql.push(')');
+    let scopes_of = |row: Option<&Row>| match row {
+        Some(row) if !scopes.is_empty() => Some(Value::Object(
+            scopes.iter().map(|s| (s.clone(), row.json(s))).collect(),
+        )),
+        _ => None,
+    };
+    let mut cursor = None;
+    for (kind, id, version, old, new) in &changes {
+        cursor = Some(changelog::append(&Change {
+            rel: table.rel,
+            tx_id: tx_id.as_deref(),
+            tbl: &table.name,
+            row_id: id.as_deref(),
+            version: Some(*version),
+            kind,
+            old_scopes: scopes_of(*old),
+            new_scopes: scopes_of(*new),
+        }));
     }
-    sql.push_str(" RETURNING cursor");
+    LAST_CURSOR.set(cursor);
 
     let returned = match new {
         Some(new) if op != pg_sys::TRIGGER_EVENT_DELETE => {
@@ -207,10 +185,6 @@ fn _capture<'a>(
             unsafe { PgHeapTuple::from_heap_tuple(tupdesc.clone(), old.tuple) }.into_owned()
         }),
     };
-    Spi::connect_mut(|client| {
-        let logged = first_column::<i64>(client, &sql, &params);
-        LAST_CURSOR.set(logged.into_iter().max());
-    });
     Ok(returned)
 }
 
@@ -375,33 +349,27 @@ impl Row<'_> {
         }
     }
 
-    /// The column as a parameter of its own type. A scope column dropped since the table
-    /// was enabled reads as null, as a missing field of a row does in JSON.
-    fn typed(&self, name: &str) -> DatumWithOid<'static> {
-        let datum = self.datum(name);
-        if let Some((_, oid)) = datum {
-            if !json_safe(oid) {
-                raise(
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("rowsync: scope column \"{name}\" converts to JSON through code a role wrote"),
-                    "the capture trigger runs with rowsync's owner's rights, so scope values must convert to JSON by built-in code".to_string(),
-                    "use a built-in type, a domain over one, or an enum without a cast to json",
-                )
-            }
+    /// The column as JSON, converted by Postgres for its type. A scope column dropped
+    /// since the table was enabled reads as null, as a missing field of a row does.
+    fn json(&self, name: &str) -> Value {
+        let Some((datum, oid)) = self.datum(name) else {
+            return Value::Null;
+        };
+        if !json_safe(oid) {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("rowsync: scope column \"{name}\" converts to JSON through code a role wrote"),
+                "the capture trigger runs with rowsync's owner's rights, so scope values must convert to JSON by built-in code".to_string(),
+                "use a built-in type, a domain over one, or an enum without a cast to json",
+            )
         }
-        match datum {
-            // SAFETY: the datum is of type oid and lives as long as the trigger's tuple,
-            // which outlives the statement it is passed to.
-            Some((Some(d), oid)) => unsafe { DatumWithOid::new(d, oid) },
-            Some((None, oid)) => DatumWithOid::null_oid(oid),
-            None => DatumWithOid::null::<String>(),
-        }
+        changelog::to_json(datum, oid)
     }
 }
 
 /// Whether Postgres turns values of type `oid` into JSON by built-in code only. Scope
 /// values are converted in the capture trigger, which runs as rowsync's owner: a cast to
-/// json that a type's owner wrote would run with those rights. `jsonb_build_object` looks
+/// json that a type's owner wrote would run with those rights. `to_jsonb` looks
 /// through domains, and looks for such a cast only on types that are not built in; arrays
 /// and composites of such types convert their elements the same way, so they are refused.
 /// Checked at every write, not cached: creating a cast invalidates no table.

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod apply;
 mod capture;
 mod catalog;
+mod changelog;
 mod docs;
 mod failure;
 mod get;
