@@ -345,6 +345,36 @@ async fn a_poll_reads_only_what_is_new() {
     assert!(fetched <= 6, "a poll of two changes fetched {fetched}");
 }
 
+/// The capture writes the log without the executor, so an index only the executor can
+/// maintain (here, on an expression) is refused at the next write, which fails whole,
+/// rather than left without the new entries; without it, writes log again.
+#[tokio::test]
+async fn an_index_the_capture_cannot_maintain_is_refused() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("feed_log_index").await;
+    let admin = cluster.connect("postgres", &db).await;
+    let before = newest(&admin).await;
+    admin
+        .batch_execute("CREATE INDEX changes_kind ON rowsync.changes (lower(kind))")
+        .await
+        .unwrap();
+    let error = admin
+        .batch_execute("UPDATE app.tasks SET title = 'x'")
+        .await
+        .expect_err("a write while the log has an expression index");
+    assert!(
+        error.to_string().contains("cannot maintain it")
+            || format!("{error:?}").contains("cannot maintain it"),
+        "{error:?}"
+    );
+    assert_eq!(newest(&admin).await, before);
+    admin
+        .batch_execute("DROP INDEX rowsync.changes_kind; UPDATE app.tasks SET title = 'y'")
+        .await
+        .unwrap();
+    assert!(newest(&admin).await > before);
+}
+
 /// One payload-free notification per transaction, at commit only, none after a rollback.
 #[tokio::test]
 async fn notify_at_commit_once_and_never_after_rollback() {

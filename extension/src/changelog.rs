@@ -4,8 +4,9 @@
 //! RETURNING (docs/benchmarks.md, issue 14). The row is formed against the table's own
 //! descriptor and stored with `CatalogTupleInsert`, which inserts the heap tuple and an
 //! entry in each index (uniqueness checked), as a SQL INSERT would: WAL-logged, counted
-//! for autovacuum. The log has no triggers, constraints beyond NOT NULL (filled here) or
-//! expression indexes, which that path would skip. Runs as the capture trigger does, with
+//! for autovacuum. The log has no triggers and no constraints beyond NOT NULL (filled
+//! here), which that path would skip; an index it cannot maintain (on an expression, or
+//! partial) is refused before anything is written. Runs as the capture trigger does, with
 //! rowsync's owner's rights: it writes only the log, whose relation and sequence it finds
 //! by name in rowsync's own schema.
 
@@ -84,9 +85,35 @@ pub fn append(change: &Change) -> i64 {
             }
         }
         let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::CatalogTupleInsert(rel, tuple);
+        let indexes = pg_sys::CatalogOpenIndexes(rel);
+        refuse_unmaintained_indexes(indexes);
+        pg_sys::CatalogTupleInsertWithInfo(rel, tuple, indexes);
+        pg_sys::CatalogCloseIndexes(indexes);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         cursor.unwrap_or_else(|| error!("rowsync.changes has no cursor column"))
+    }
+}
+
+/// An index on an expression or partial, or an exclusion constraint, needs the executor
+/// to maintain it: a database administrator who adds one to the log gets this error on the
+/// next write, not a log whose index lies.
+///
+/// # Safety
+/// `indexes` comes from `CatalogOpenIndexes` and is still open.
+unsafe fn refuse_unmaintained_indexes(indexes: pg_sys::CatalogIndexState) {
+    // SAFETY: the caller's; the arrays hold ri_NumIndices entries.
+    unsafe {
+        for i in 0..(*indexes).ri_NumIndices as usize {
+            let info = *(*indexes).ri_IndexRelationInfo.add(i);
+            if !(*info).ii_Expressions.is_null()
+                || !(*info).ii_Predicate.is_null()
+                || !(*info).ii_ExclusionOps.is_null()
+            {
+                error!(
+                    "rowsync.changes has an index on an expression, a partial index or an exclusion constraint: rowsync writes the log without the executor, and cannot maintain it; drop that index"
+                );
+            }
+        }
     }
 }
 
