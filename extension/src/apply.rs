@@ -4,7 +4,7 @@
 use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
 use crate::jsonb::Jsonb;
-use crate::sql::{first_column, json_row, json_rows, raise};
+use crate::sql::{first_column, json_row, json_row_planned_now, json_rows, raise};
 use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
@@ -20,11 +20,12 @@ pub fn run(tx: &Value) -> Result<Value, Failure> {
         let result = apply(client, tx, &mut claimed);
         // `rowsync.apply` raises every failure, which undoes the claim with the rest; a
         // direct caller of `_apply` gets the failure as a value, and keeps no claim.
-        if let (Err(_), Some(ctid)) = (&result, claimed) {
-            first_column::<bool>(
+        if let (Err(_), Some(id)) = (&result, claimed) {
+            json_row_planned_now(
                 client,
-                "DELETE FROM rowsync.applied WHERE ctid = $1::pg_catalog.tid RETURNING true",
-                &[ctid.into()],
+                "DELETE FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid \
+                 RETURNING pg_catalog.to_jsonb(true)",
+                &[id.into()],
             );
         }
         result
@@ -49,7 +50,7 @@ fn apply(
     let tx = Transaction::parse(tx_json, context.max_ops).map_err(Failure::InvalidOp)?;
     if let Some(id) = &tx.id {
         match claim(client, id) {
-            Ok(ctid) => *claimed = Some(ctid),
+            Ok(()) => *claimed = Some(id.clone()),
             Err(stored) => return Ok(stored),
         }
     }
@@ -156,8 +157,8 @@ fn apply(
         "skipped": outcome.skipped.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "cursor": cursor,
     });
-    if let Some(ctid) = claimed {
-        remember(client, ctid, &result);
+    if let Some(id) = claimed {
+        remember(client, id, &result);
     }
     Ok(result)
 }
@@ -450,20 +451,21 @@ fn denied(table: &SyncedTable, id: &str, command: &str) -> ! {
 }
 
 /// Claims a transaction id before anything else, so that it applies once: an insert
-/// that waits for a call applying the same id right now, and finds an id applied before
-/// by its unique key (never a scan that a stale plan could choose). Returns where the
-/// claim is, or the result stored for the id.
-fn claim(client: &mut SpiClient<'_>, id: &str) -> Result<String, Value> {
-    let claimed = first_column::<String>(
+/// into its unique key, which waits for a call applying the same id right now. Returns
+/// the result stored for an id applied before. Neither this nor [`remember`] leaves the
+/// planner a choice of scan: a kept plan for a lookup by id, made when the table was
+/// small, scanned it whole at every call.
+fn claim(client: &mut SpiClient<'_>, id: &str) -> Result<(), Value> {
+    let claimed = first_column::<bool>(
         client,
         "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::pg_catalog.uuid, 'null') \
-         ON CONFLICT (tx_id) DO NOTHING RETURNING ctid::pg_catalog.text",
+         ON CONFLICT (tx_id) DO NOTHING RETURNING true",
         &[id.into()],
     );
-    if let Some(ctid) = claimed.into_iter().next() {
-        return Ok(ctid);
+    if !claimed.is_empty() {
+        return Ok(());
     }
-    match json_row(
+    match json_row_planned_now(
         client,
         "SELECT result FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid",
         &[id.into()],
@@ -478,11 +480,12 @@ fn claim(client: &mut SpiClient<'_>, id: &str) -> Result<String, Value> {
     }
 }
 
-/// Stores the result on the claim: by its tuple id, which only this transaction sees.
-fn remember(client: &mut SpiClient<'_>, ctid: &str, result: &Value) {
+/// Stores the result on this call's claim, found by its unique key.
+fn remember(client: &mut SpiClient<'_>, id: &str, result: &Value) {
     first_column::<bool>(
         client,
-        "UPDATE rowsync.applied SET result = $2 WHERE ctid = $1::pg_catalog.tid RETURNING true",
-        &[ctid.into(), Jsonb(result.clone()).into()],
+        "INSERT INTO rowsync.applied (tx_id, result) VALUES ($1::pg_catalog.uuid, $2) \
+         ON CONFLICT (tx_id) DO UPDATE SET result = EXCLUDED.result RETURNING true",
+        &[id.into(), Jsonb(result.clone()).into()],
     );
 }

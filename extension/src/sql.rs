@@ -95,6 +95,26 @@ pub fn json_row(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]
     json_rows(client, sql, args).into_iter().next()
 }
 
+/// As [`json_row`], planned for this call alone: for a statement on a table that grows
+/// (`rowsync.applied`), run rarely. A kept plan is chosen once, for the table's size at
+/// the time, and a table that was empty then is scanned whole ever after.
+pub fn json_row_planned_now(
+    client: &mut SpiClient<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> Option<Value> {
+    let table = client
+        .update(sql, None, args)
+        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
+    table
+        .filter_map(|row| {
+            row.get::<Jsonb>(1)
+                .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
+        })
+        .map(|j| j.0)
+        .next()
+}
+
 /// Raises an ERROR. Only for what is found after the first write, when the transaction
 /// must abort; everything found before is returned as a [`crate::failure::Failure`].
 pub fn raise(code: PgSqlErrorCode, message: String, detail: String, hint: &str) -> ! {
