@@ -199,6 +199,141 @@ async fn a_postgres_restart_loses_nothing() {
     bridge.stop().await;
 }
 
+/// Writes keep coming while the bridge is replaced and then Postgres restarts: the client
+/// follows from its last cursor throughout, and every one of 120 committed inserts
+/// reaches it (at least once: the feed replays from a batch's start after a restart).
+#[tokio::test]
+async fn restarts_under_a_stream_of_writes_lose_nothing() {
+    const WRITES: usize = 120;
+    let cluster = Cluster::private("stream");
+    let db = cluster.database("stream").await;
+    let url = cluster.url("postgres", &db);
+    let id = |i: usize| format!("00000000-0000-4000-8000-{:012}", 500_000 + i);
+    let ids: Vec<String> = (0..WRITES).map(id).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = None;
+    // Reads changes until `until` of the stream's ids have arrived; keeps the cursor.
+    async fn follow(
+        ws: &mut Ws,
+        ids: &[String],
+        seen: &mut std::collections::BTreeSet<String>,
+        cursor: &mut Option<String>,
+        until: usize,
+    ) {
+        while seen.len() < until {
+            let frame = ws
+                .wait_for("the stream's changes", |f| f["type"] == "changes")
+                .await;
+            for row in frame["rows"].as_array().into_iter().flatten() {
+                if let Some(id) = row["id"].as_str().filter(|id| ids.iter().any(|i| i == id)) {
+                    seen.insert(id.to_string());
+                }
+            }
+            *cursor = frame["cursor"].as_str().map(String::from);
+        }
+    }
+
+    let first = Bridge::start(&cluster, &db, |_| {}).await;
+    let mut bob = Ws::connect(&first, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    let writer = {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut client = None;
+            for (i, id) in ids.iter().enumerate() {
+                // Retried by id until it commits: a restart may cut any attempt.
+                loop {
+                    if client.is_none() {
+                        if let Ok((c, connection)) =
+                            tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                        {
+                            tokio::spawn(connection);
+                            client = Some(c);
+                        }
+                    }
+                    let sql = format!(
+                        "INSERT INTO app.tasks (id, board_id, title) VALUES ('{id}', '{}', 'stream {i}') \
+                         ON CONFLICT (id) DO NOTHING",
+                        demo::LAUNCH
+                    );
+                    match &client {
+                        Some(c) if c.batch_execute(&sql).await.is_ok() => break,
+                        _ => {
+                            client = None;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            }
+        })
+    };
+    follow(&mut bob, &ids, &mut seen, &mut cursor, 30).await;
+    first.stop().await;
+    let second = Bridge::start(&cluster, &db, |c| {
+        c.feed_safety_poll = std::time::Duration::from_secs(60)
+    })
+    .await;
+    let mut bob = Ws::connect(&second, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()], "cursor": cursor.clone()}))
+        .await;
+    follow(&mut bob, &ids, &mut seen, &mut cursor, 60).await;
+    cluster.restart();
+    follow(&mut bob, &ids, &mut seen, &mut cursor, WRITES).await;
+    writer.await.unwrap();
+    assert_eq!(seen, ids.iter().cloned().collect());
+    second.stop().await;
+}
+
+/// A bridge falls asleep however long a writer stays open: it waits for the transactions
+/// running when it decides (they may have seen it awake), but only for a moment. The
+/// writer, committing later, finds it asleep and wakes it: the change arrives with the
+/// safety poll a minute away.
+#[tokio::test]
+async fn an_open_writer_does_not_keep_the_bridge_awake() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("bridge_settle").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.feed_safety_poll = std::time::Duration::from_secs(60)
+    })
+    .await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    bob.request(json!({"type": "subscribe", "keys": [scope()]}))
+        .await;
+    let writer = cluster.connect("postgres", &db).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; UPDATE app.tasks SET title = 'held' WHERE id = '{}'",
+            demo::TASK_ANNOUNCE
+        ))
+        .await
+        .unwrap();
+    let admin = cluster.connect("postgres", &db).await;
+    let started = std::time::Instant::now();
+    loop {
+        let awake: Option<bool> = admin
+            .query_one("SELECT bool_or(awake) FROM rowsync.listeners", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if awake == Some(false) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the bridge stayed awake behind an open writer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    writer.batch_execute("COMMIT").await.unwrap();
+    bob.wait_for_row("the held change, woken by its commit", |f| {
+        f["op"] == "upsert" && f["id"] == demo::TASK_ANNOUNCE && f["version"] == 2
+    })
+    .await;
+    bridge.stop().await;
+}
+
 /// A bridge restart: the client reconnects to the new bridge from its last cursor.
 #[tokio::test]
 async fn a_bridge_restart_loses_nothing() {
