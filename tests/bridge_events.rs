@@ -187,3 +187,52 @@ async fn send_is_granted_and_checked() {
         "uuids in lower case"
     );
 }
+
+/// An event sent in the transaction that removes a member from the board never reaches
+/// that member, nor does one sent after: access is checked for the batch that carries the
+/// event, not only when the connection subscribed.
+#[tokio::test]
+async fn an_event_never_reaches_a_removed_member() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("events_revoked").await;
+    let bridge = Bridge::start(cluster, &db, |c| {
+        c.reauthorize = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let mut carol = Ws::connect(&bridge, "carol").await;
+    let mut bob = Ws::connect(&bridge, "bob").await;
+    for ws in [&mut carol, &mut bob] {
+        ws.request(json!({"type": "subscribe", "keys": [scope()]}))
+            .await;
+    }
+    let backend = cluster.connect("postgres", &db).await;
+    backend
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM app.board_members WHERE board_id = '{}' AND user_id = 'carol'",
+            demo::LAUNCH
+        ))
+        .await
+        .unwrap();
+    send(&backend, &scope(), "secret", json!("the launch date")).await;
+    backend.batch_execute("COMMIT").await.unwrap();
+    send(&backend, &scope(), "later", json!(2)).await;
+    bob.wait_for_row("the later event", event_named("later"))
+        .await;
+    carol.wait_for("revoked", |f| f["type"] == "revoked").await;
+    // Whatever carol was sent by now, she was sent before bob got the later event.
+    send(&backend, &scope(), "marker", json!(3)).await;
+    bob.wait_for_row("the marker", event_named("marker")).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        carol.wait_for("anything more", |_| false),
+    )
+    .await;
+    for text in ["the launch date", "\"later\"", "\"marker\""] {
+        assert!(
+            !carol.raw.iter().any(|frame| frame.contains(text)),
+            "carol got {text}: {:?}",
+            carol.raw
+        );
+    }
+    bridge.stop().await;
+}

@@ -7,7 +7,7 @@
 //! expires.
 
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{EventFrame, PresenceEvent, Sender, ServerFrame};
+use crate::protocol::{PresenceEvent, Sender, ServerFrame};
 use crate::router::ConnId;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
@@ -204,25 +204,21 @@ impl Presence {
         true
     }
 
-    /// Queues a server event whose topic names a room for the room's members on this
-    /// bridge, except the connections in `reached` (already sent it as subscribers).
-    pub fn deliver_event(&self, topic: &str, frame: &Arc<EventFrame>, reached: &[ConnId]) {
-        // `user:<sub>` topics belong to that user's connections alone, whatever a room
-        // of that name (a record of a table called `user`) holds.
+    /// The connections on this bridge in the room `topic` names: a server event's room
+    /// members. `user:<sub>` topics belong to that user's connections alone, whatever a
+    /// room of that name (a record of a table called `user`) holds.
+    pub fn local_members(&self, topic: &str) -> Vec<ConnId> {
         if topic.starts_with("user:") {
-            return;
+            return Vec::new();
         }
         let Ok(inner) = self.inner.lock() else {
-            return;
+            return Vec::new();
         };
-        let Some(r) = inner.rooms.get(topic) else {
-            return;
-        };
-        for (conn, outbox) in &r.local {
-            if !reached.contains(conn) {
-                outbox.push(Outgoing::Event(frame.clone()));
-            }
-        }
+        inner
+            .rooms
+            .get(topic)
+            .map(|r| r.local.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Called every flush interval: applies what other bridges sent, expires silent

@@ -3,7 +3,7 @@
 
 use crate::auth::Identity;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{EventFrame, ServerFrame};
+use crate::protocol::ServerFrame;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -106,19 +106,16 @@ impl Router {
         }
     }
 
-    /// Queues a server event for the connections following its topic (its router key),
-    /// and returns them.
-    pub fn route_event(&self, topic: &str, frame: &Arc<EventFrame>) -> Vec<ConnId> {
+    /// The connections following a key (for a server event, its router topic).
+    pub fn followers(&self, key: &str) -> Vec<(ConnId, Arc<Subscriber>)> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
-        let Some(conns) = inner.by_key.get(topic) else {
-            return Vec::new();
-        };
-        for subscriber in conns.values() {
-            subscriber.outbox.push(Outgoing::Event(frame.clone()));
-        }
-        conns.keys().copied().collect()
+        inner
+            .by_key
+            .get(key)
+            .map(|conns| conns.iter().map(|(c, s)| (*c, s.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// The connections that follow any of the rows' keys (`keys[row]`), with what each

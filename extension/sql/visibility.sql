@@ -73,6 +73,57 @@ BEGIN
 END
 $$;
 
+-- For each identity, which of the keys it asks about it may follow now, as the bridge
+-- checks a subscription: a record (`tables[i]`, id `vals[i]`, `cols[i]` NULL) it can read,
+-- a scope (`tables[i]?cols[i]=vals[i]`) whose parent it can read, or a whole table
+-- (`cols[i]` and `vals[i]` NULL) it may read. `identities` is
+-- `[{"role": r, "claims": "<json text>", "keys": [i, …]}, …]`. The bridge asks it for the
+-- topics of the server events in a batch, so that an event reaches only connections
+-- whose identity may follow its topic when it is routed, not only when they subscribed.
+-- Run like visible_rows, with the same guarantees: each identity in a subtransaction of
+-- its own, its role and claims set locally; an identity whose check raises gets a row
+-- with `error`, and any keys returned for it before are to be dropped.
+CREATE FUNCTION rowsync.followers(identities jsonb, tables text[], cols text[], vals text[])
+RETURNS TABLE (identity integer, key_index integer, error text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    list jsonb[] := ARRAY(SELECT jsonb_array_elements(identities));
+    ident jsonb;
+    k integer;
+    allowed boolean;
+BEGIN
+    FOR i IN 0 .. coalesce(array_length(list, 1), 0) - 1 LOOP
+        ident := list[i + 1];
+        BEGIN
+            PERFORM set_config('role', ident ->> 'role', true),
+                    set_config('request.jwt.claims', coalesce(ident ->> 'claims', ''), true);
+            FOR k IN SELECT jsonb_array_elements_text(ident -> 'keys')::integer LOOP
+                IF cols[k + 1] IS NOT NULL THEN
+                    allowed := rowsync.scope_visible(tables[k + 1], cols[k + 1], vals[k + 1]);
+                ELSIF vals[k + 1] IS NOT NULL THEN
+                    allowed := EXISTS (SELECT 1 FROM rowsync._visible_for(ARRAY[tables[k + 1]],
+                                           ARRAY[vals[k + 1]], ARRAY[0], ARRAY[0]));
+                ELSE
+                    allowed := rowsync.table_visible(tables[k + 1]);
+                END IF;
+                IF allowed THEN
+                    identity := i;
+                    key_index := k;
+                    error := NULL;
+                    RETURN NEXT;
+                END IF;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            identity := i;
+            key_index := NULL;
+            error := SQLERRM;
+            RETURN NEXT;
+        END;
+        PERFORM set_config('role', 'none', true), set_config('request.jwt.claims', '', true);
+    END LOOP;
+END
+$$;
+
 -- The ids and versions of the rows of scope `tbl?col=val` (with `col` NULL, of the whole
 -- table) the caller may see, in key order, at most max_rows: what a resuming client's
 -- digest is checked against, and what it is told it may hold when the digest differs.

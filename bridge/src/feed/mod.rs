@@ -10,6 +10,7 @@
 //! survive the restart, or a feed that was reset, makes every subscriber resync.
 
 pub mod change;
+pub mod events;
 pub mod visibility;
 
 use crate::feed::change::FeedChange;
@@ -356,14 +357,14 @@ async fn route(
     )
     .await?;
     let mut per_row = plan.per_row;
-    for (change, row) in page.iter().zip(newest) {
+    let mut events = events::plan(state, page).await?;
+    for (j, (change, row)) in page.iter().zip(newest).enumerate() {
         if change.kind == "event" {
-            if let (Some(topic), Some(key), Some(frame)) =
-                (&change.topic, change.router_topic(), change.event_frame())
-            {
+            if let (Some(to), Some(frame)) = (events.per_change.remove(&j), change.event_frame()) {
                 let frame = Arc::new(frame);
-                let reached = state.router.route_event(&key, &frame);
-                state.presence.deliver_event(topic, &frame, &reached);
+                for subscriber in to {
+                    subscriber.outbox.push(Outgoing::Event(frame.clone()));
+                }
             }
         } else if change.kind == "truncate" {
             if let Some(table) = &change.table {
@@ -377,7 +378,7 @@ async fn route(
             }
         }
     }
-    for (subscriber, keys) in plan.resyncs {
+    for (subscriber, keys) in plan.resyncs.into_iter().chain(events.unchecked) {
         subscriber.outbox.push(Outgoing::Text(
             ServerFrame::resync(&keys, "not_checked").text(None).into(),
         ));
