@@ -10,18 +10,42 @@
 # single-user mode: stable where timings are not; this VM has no hardware counters).
 # After one checkpoint and a warm-up of every variant, no checkpoint falls inside the runs
 # (max_wal_size in lib.sh): each variant is measured past its full-page writes.
-#   bench/write_path.sh [seconds per run, default 8]
+# BENCH_ONLY=bridge instead alternates the plain UPDATE and the trigger path at 16
+# clients, without and with a bridge listening, two rounds: what a listening bridge costs.
+#   [BENCH_ONLY=bridge] bench/write_path.sh [seconds per run, default 8]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 seconds=${1:-8}
 build_release
 start_cluster
-start_bridge
 
 bench() {
   "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$1" -j "$1" -T "$2" \
     -M prepared -f "bench/pgbench/$3.sql" bench 2>&1
 }
+if [ "${BENCH_ONLY:-}" = bridge ]; then
+  tps_of() { bench 16 "$seconds" "$1" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1; }
+  "${psql[@]}" -d bench -c CHECKPOINT >/dev/null
+  for script in plain_update synced_update; do bench 16 2 "$script" >/dev/null; done
+  echo "| round | bridge | plain UPDATE tps | trigger path tps | × plain |"
+  echo "|---|---|---|---|---|"
+  for round in 1 2; do
+    for listening in no yes; do
+      [ "$listening" = yes ] && start_bridge
+      plain=$(tps_of plain_update)
+      synced=$(tps_of synced_update)
+      printf '| %s | %s | %.0f | %.0f | %.2f |\n' "$round" "$listening" "$plain" "$synced" \
+        "$(awk "BEGIN { print $synced / $plain }")"
+      if [ "$listening" = yes ]; then
+        kill "$bridge_pid"
+        wait "$bridge_pid" 2>/dev/null || true
+        bridge_pid=
+      fi
+    done
+  done
+  exit 0
+fi
+start_bridge
 variants="plain_update synced_update apply_set apply_set_txid apply_set_version by_hand naive_notify"
 "${psql[@]}" -d bench -c CHECKPOINT >/dev/null
 for script in $variants; do
