@@ -9,14 +9,13 @@
 
 use crate::auth::Identity;
 use crate::feed::change::FeedChange;
-use crate::feed::visibility::Error;
+use crate::feed::visibility::{checking_transaction, Error};
 use crate::keys::Key;
 use crate::router::{ConnId, Subscriber};
 use crate::state::AppState;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use tokio_postgres::IsolationLevel;
 
 /// For each change of the page that is an event, the connections to send it to.
 pub struct Recipients {
@@ -177,18 +176,7 @@ async fn call(
         .map(|(identity, _)| ((*identity).clone(), Some(BTreeSet::new())))
         .collect();
     let mut client = state.pool.get().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let timeout = format!("{}ms", state.config.visibility_timeout.as_millis());
-    tx.execute(
-        "SELECT set_config('statement_timeout', $1, true)",
-        &[&timeout],
-    )
-    .await?;
+    let tx = checking_transaction(&mut client, &state.config).await?;
     let statement = tx.prepare_cached(FOLLOWERS).await?;
     let rows = match tx
         .query(

@@ -363,6 +363,28 @@ fn is_statement_error(error: &Error) -> bool {
         .is_some_and(|e| e.as_db_error().is_some())
 }
 
+/// The transaction a check of many identities runs in: read-only and repeatable read (one
+/// snapshot for every identity), with `visibility_timeout_ms` as its statement timeout;
+/// the role and claims each identity sets are gone at its end.
+pub(super) async fn checking_transaction<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    config: &Config,
+) -> Result<deadpool_postgres::Transaction<'a>, Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let timeout = format!("{}ms", config.visibility_timeout.as_millis());
+    tx.execute(
+        "SELECT set_config('statement_timeout', $1, true)",
+        &[&timeout],
+    )
+    .await?;
+    Ok(tx)
+}
+
 const VISIBLE_ROWS: &str =
     "SELECT identity, row_index, data, error FROM rowsync.visible_rows($1, $2, $3)";
 
@@ -382,18 +404,7 @@ async fn call(
         })
         .collect();
     let mut client = pool.get().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let timeout = format!("{}ms", config.visibility_timeout.as_millis());
-    tx.execute(
-        "SELECT set_config('statement_timeout', $1, true)",
-        &[&timeout],
-    )
-    .await?;
+    let tx = checking_transaction(&mut client, config).await?;
     let statement = tx.prepare_cached(VISIBLE_ROWS).await?;
     let result = tx
         .query(&statement, &[&Value::Array(identities), &tables, &ids])
