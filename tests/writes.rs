@@ -247,3 +247,47 @@ async fn a_database_owner_installs_the_extension() {
     .await;
     assert!(!superuser);
 }
+
+/// A transaction with an id that fails, applied as a user, reports its own error and
+/// leaves the id free (through `apply`, and through the internal `_apply`, whose failure
+/// is a value and whose claim is released); a stored result is written once: its user
+/// can neither rewrite nor delete it.
+#[tokio::test]
+async fn a_failed_transaction_id_stays_free_and_stored_results_are_final() {
+    let db = Cluster::shared().database("writes_failed_id").await;
+    let mut bob = rowsync_tests::authenticator(&db).await;
+    let id = "66666666-6666-4666-8666-666666666666";
+    let set = |version: i64| {
+        json!({"id": id, "ops": [{"type": "set", "table": "tasks", "id": demo::TASK_ANNOUNCE,
+                                  "key": "title", "value": "once", "version": version}]})
+    };
+    let error = apply_as(&mut bob, "bob", set(7))
+        .await
+        .expect_err("a stale version");
+    assert_eq!(sqlstate(&error), "RS409", "{error:?}");
+
+    begin_as(&bob, "bob").await;
+    let failure: Value = scalar(&bob, "SELECT rowsync._apply($1)", &[&set(7)]).await;
+    assert_eq!(failure["error"]["sqlstate"], "RS409", "{failure}");
+    let claims: i64 = scalar(
+        &bob,
+        "SELECT count(*) FROM rowsync.applied WHERE tx_id = $1::text::uuid",
+        &[&id],
+    )
+    .await;
+    assert_eq!(claims, 0, "the failed call's claim is released");
+    bob.batch_execute("COMMIT").await.unwrap();
+
+    let applied = apply_as(&mut bob, "bob", set(1)).await.unwrap();
+    assert_eq!(applied["rows"][0]["version"], json!(2));
+    begin_as(&bob, "bob").await;
+    for sql in [
+        "UPDATE rowsync.applied SET result = '{\"forged\": true}' WHERE tx_id = $1::text::uuid",
+        "DELETE FROM rowsync.applied WHERE tx_id = $1::text::uuid",
+    ] {
+        let touched = bob.execute(sql, &[&id]).await.unwrap();
+        assert_eq!(touched, 0, "{sql}");
+    }
+    bob.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(apply_as(&mut bob, "bob", set(1)).await.unwrap(), applied);
+}

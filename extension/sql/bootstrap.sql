@@ -162,11 +162,22 @@ CREATE TABLE rowsync.applied (
 );
 CREATE INDEX applied_at ON rowsync.applied (at);
 ALTER TABLE rowsync.applied ENABLE ROW LEVEL SECURITY;
-CREATE POLICY applied_own ON rowsync.applied
-    USING (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id())
+-- apply claims an id with a 'null' result before its writes, and stores the result on
+-- the claim after them (extension/src/apply.rs); a failed call releases its claim. A
+-- stored result is written once: only a claim may be updated or deleted, and only by
+-- its own user.
+CREATE POLICY applied_read ON rowsync.applied FOR SELECT
+    USING (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id());
+CREATE POLICY applied_claim ON rowsync.applied FOR INSERT
     WITH CHECK (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id());
-GRANT SELECT, INSERT ON rowsync.applied TO PUBLIC;
--- apply stores the result on the id it claimed; the policy keeps each user to their own.
+CREATE POLICY applied_store ON rowsync.applied FOR UPDATE
+    USING (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id()
+           AND result OPERATOR(pg_catalog.=) 'null'::jsonb)
+    WITH CHECK (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id());
+CREATE POLICY applied_release ON rowsync.applied FOR DELETE
+    USING (owner = current_user AND sub IS NOT DISTINCT FROM rowsync.user_id()
+           AND result OPERATOR(pg_catalog.=) 'null'::jsonb);
+GRANT SELECT, INSERT, DELETE ON rowsync.applied TO PUBLIC;
 GRANT UPDATE (result) ON rowsync.applied TO PUBLIC;
 
 -- Change-feed listeners (bridges). Writers NOTIFY only while some listener sleeps.
