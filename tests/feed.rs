@@ -346,8 +346,9 @@ async fn a_poll_reads_only_what_is_new() {
 }
 
 /// The capture writes the log without the executor, so an index only the executor can
-/// maintain (here, on an expression) is refused at the next write, which fails whole,
-/// rather than left without the new entries; without it, writes log again.
+/// maintain (here, on an expression), or a column whose default only an INSERT would
+/// fill, is refused at the next write, which fails whole, rather than left without its
+/// entry or value; without them, writes log again.
 #[tokio::test]
 async fn an_index_the_capture_cannot_maintain_is_refused() {
     let cluster = Cluster::shared();
@@ -369,7 +370,25 @@ async fn an_index_the_capture_cannot_maintain_is_refused() {
     );
     assert_eq!(newest(&admin).await, before);
     admin
-        .batch_execute("DROP INDEX rowsync.changes_kind; UPDATE app.tasks SET title = 'y'")
+        .batch_execute(
+            "DROP INDEX rowsync.changes_kind;
+             ALTER TABLE rowsync.changes ADD COLUMN note text NOT NULL DEFAULT 'x'",
+        )
+        .await
+        .unwrap();
+    let error = admin
+        .batch_execute("UPDATE app.tasks SET title = 'x'")
+        .await
+        .expect_err("a write while the log has a column with a default");
+    assert!(
+        format!("{error:?}").contains("rowsync does not know"),
+        "{error:?}"
+    );
+    assert_eq!(newest(&admin).await, before);
+    admin
+        .batch_execute(
+            "ALTER TABLE rowsync.changes DROP COLUMN note; UPDATE app.tasks SET title = 'y'",
+        )
         .await
         .unwrap();
     assert!(newest(&admin).await > before);

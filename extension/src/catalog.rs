@@ -184,6 +184,7 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
         }
         changed.push(relid);
         crate::capture::forget(relid);
+        crate::changelog::forget(relid);
     });
 }
 

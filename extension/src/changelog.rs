@@ -36,6 +36,17 @@ thread_local! {
     static CURSOR_SEQUENCE: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
+/// Forgets the cursor's sequence when the log's definition may have changed (`None`: any
+/// relation's), so that an identity made again is found again. Called from the relcache
+/// callback: it records only.
+pub fn forget(relid: Option<u32>) {
+    if let Some((log, _)) = CURSOR_SEQUENCE.get() {
+        if relid.is_none_or(|r| r == log.to_u32()) {
+            CURSOR_SEQUENCE.set(None);
+        }
+    }
+}
+
 /// Appends `change` under the writer's top-level transaction; returns its cursor.
 pub fn append(change: &Change) -> i64 {
     // SAFETY: the relation is opened, written and closed here, under the lock a SQL
@@ -44,6 +55,11 @@ pub fn append(change: &Change) -> i64 {
     unsafe {
         let relid = log_relid();
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
+            || (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine()
+        {
+            error!("rowsync.changes is not a plain heap table: rowsync writes it directly");
+        }
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
         let mut values = vec![pg_sys::Datum::from(0); natts];
@@ -77,7 +93,21 @@ pub fn append(change: &Change) -> i64 {
                     .clone()
                     .and_then(|v| Jsonb(v).into_datum()),
                 "at" => Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp())),
-                _ => None,
+                "topic" | "payload" => None,
+                // A column someone added: left null only if null is what an INSERT
+                // without it would store.
+                other => {
+                    if attribute.attnotnull
+                        || attribute.atthasdef
+                        || attribute.attgenerated != 0
+                        || attribute.attidentity != 0
+                    {
+                        error!(
+                            "rowsync.changes has a column \"{other}\" rowsync does not know, with a default or NOT NULL: rowsync writes the log directly; drop that column"
+                        );
+                    }
+                    None
+                }
             };
             if let Some(value) = value {
                 values[i] = value;
@@ -94,7 +124,7 @@ pub fn append(change: &Change) -> i64 {
     }
 }
 
-/// An index on an expression or partial, or an exclusion constraint, needs the executor
+/// An index on an expression, partial or deferrable, or an exclusion constraint, needs the executor
 /// to maintain it: a database administrator who adds one to the log gets this error on the
 /// next write, not a log whose index lies.
 ///
@@ -105,12 +135,14 @@ unsafe fn refuse_unmaintained_indexes(indexes: pg_sys::CatalogIndexState) {
     unsafe {
         for i in 0..(*indexes).ri_NumIndices as usize {
             let info = *(*indexes).ri_IndexRelationInfo.add(i);
+            let index = *(*indexes).ri_IndexRelationDescs.add(i);
             if !(*info).ii_Expressions.is_null()
                 || !(*info).ii_Predicate.is_null()
                 || !(*info).ii_ExclusionOps.is_null()
+                || !(*(*index).rd_index).indimmediate
             {
                 error!(
-                    "rowsync.changes has an index on an expression, a partial index or an exclusion constraint: rowsync writes the log without the executor, and cannot maintain it; drop that index"
+                    "rowsync.changes has an index on an expression, a partial or deferrable index, or an exclusion constraint: rowsync writes the log without the executor, and cannot maintain it; drop that index"
                 );
             }
         }

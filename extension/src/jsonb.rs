@@ -36,10 +36,13 @@ impl FromDatum for Jsonb {
 }
 
 /// Reads one value from the iterator: a scalar, or a whole container. A top-level scalar
-/// is stored as a one-element "raw scalar" array.
+/// is stored as a one-element "raw scalar" array. Recursive, as deep as the value: each
+/// level checks the stack as Postgres's own recursion does, so a deeply nested value
+/// raises "stack depth limit exceeded" instead of overflowing the backend's stack.
 unsafe fn read(iterator: &mut *mut pg_sys::JsonbIterator) -> Value {
     // SAFETY: the caller passes values from a live jsonb or its iterator.
     unsafe {
+        pg_sys::check_stack_depth();
         let mut value = pg_sys::JsonbValue::default();
         let token = pg_sys::JsonbIteratorNext(iterator, &mut value, false);
         match token {
@@ -108,7 +111,7 @@ unsafe fn scalar(value: &pg_sys::JsonbValue) -> Value {
                     d.cast_mut_ptr::<std::ffi::c_char>()
                 });
                 if text.is_null() {
-                    return Value::Null;
+                    error!("rowsync: numeric_out returned nothing");
                 }
                 let number = numeric_text(CStr::from_ptr(text));
                 pg_sys::pfree(text.cast());
@@ -119,12 +122,14 @@ unsafe fn scalar(value: &pg_sys::JsonbValue) -> Value {
     }
 }
 
-/// A numeric's digits as `numeric_out` prints them, which is what jsonb_out writes.
+/// A numeric's digits as `numeric_out` prints them, which is what jsonb_out writes (a
+/// jsonb number is always finite).
 fn numeric_text(text: &CStr) -> Value {
-    text.to_str()
-        .ok()
-        .and_then(|t| serde_json::from_str::<Number>(t).ok())
-        .map_or(Value::Null, Value::Number)
+    let text = text.to_string_lossy();
+    match serde_json::from_str::<Number>(&text) {
+        Ok(number) => Value::Number(number),
+        Err(_) => error!("rowsync: a jsonb number that JSON cannot hold: {text}"),
+    }
 }
 
 unsafe fn string(value: &pg_sys::JsonbValue) -> String {
@@ -134,7 +139,12 @@ unsafe fn string(value: &pg_sys::JsonbValue) -> String {
             value.val.string.val as *const u8,
             value.val.string.len as usize,
         );
-        String::from_utf8_lossy(bytes).into_owned()
+        match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_string(),
+            Err(_) => {
+                error!("rowsync: a jsonb string that is not UTF-8 (rowsync needs a UTF-8 database)")
+            }
+        }
     }
 }
 
@@ -183,6 +193,7 @@ impl IntoDatum for Jsonb {
 unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, value: &Value) -> *mut pg_sys::JsonbValue {
     // SAFETY: `state` is a parse state begun by the caller; each value pushed outlives it.
     unsafe {
+        pg_sys::check_stack_depth();
         use pg_sys::JsonbIteratorToken::*;
         match value {
             Value::Array(items) => {

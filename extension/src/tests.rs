@@ -83,6 +83,19 @@ mod tests {
         }
     }
 
+    /// A value nested deeper than the stack allows is refused with Postgres's own error,
+    /// not a crash of the backend: the reading recursion checks the stack at each level.
+    #[pg_test(error = "stack depth limit exceeded")]
+    fn jsonb_too_deep_is_refused() {
+        Spi::run(
+            "CREATE FUNCTION deep(n int) RETURNS jsonb LANGUAGE plpgsql AS $$
+             DECLARE v jsonb := '[]';
+             BEGIN FOR i IN 1..n LOOP v := jsonb_build_array(v); END LOOP; RETURN v; END $$",
+        )
+        .expect("deep()");
+        let _ = Spi::get_one::<Jsonb>("SELECT deep(5000)");
+    }
+
     /// jsonb has no NUL character: a string holding one is refused as jsonb_in refuses it.
     #[pg_test(error = "unsupported Unicode escape sequence")]
     fn jsonb_refuses_a_nul_character() {
