@@ -12,7 +12,9 @@
 # (max_wal_size in lib.sh): each variant is measured past its full-page writes.
 # BENCH_ONLY=bridge instead alternates the plain UPDATE and the trigger path at 16
 # clients, without and with a bridge listening, two rounds: what a listening bridge costs.
-#   [BENCH_ONLY=bridge] bench/write_path.sh [seconds per run, default 8]
+# BENCH_ONLY=waits samples what the 16 writers wait on (pg_stat_activity every 20 ms)
+# during the plain UPDATE, the trigger path and `apply`, with a bridge listening.
+#   [BENCH_ONLY=bridge|waits] bench/write_path.sh [seconds per run, default 8]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 seconds=${1:-8}
@@ -46,6 +48,24 @@ if [ "${BENCH_ONLY:-}" = bridge ]; then
   exit 0
 fi
 start_bridge
+if [ "${BENCH_ONLY:-}" = waits ]; then
+  "${psql[@]}" -d bench -c CHECKPOINT >/dev/null
+  for script in plain_update synced_update apply_set; do bench 16 2 "$script" >/dev/null; done
+  for script in plain_update synced_update apply_set; do
+    samples=$run/waits.$script
+    : > "$samples"
+    bench 16 "$seconds" "$script" > "$run/pgbench.$script" &
+    pgbench_pid=$!
+    while kill -0 "$pgbench_pid" 2>/dev/null; do
+      "${psql[@]}" -d bench -Atc "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
+        FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'" >> "$samples"
+      sleep 0.02
+    done
+    echo "## $script: $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$run/pgbench.$script" | head -1) tps; samples of the writers:"
+    sort "$samples" | uniq -c | sort -rn | head -6
+  done
+  exit 0
+fi
 variants="plain_update synced_update apply_set apply_set_txid apply_set_version by_hand naive_notify"
 "${psql[@]}" -d bench -c CHECKPOINT >/dev/null
 for script in $variants; do
