@@ -25,7 +25,9 @@ fn fast(c: &mut Config) {
 }
 
 /// What the script may ask for: `POST /restart-bridge` (the third bridge stops, its
-/// unstored edits with it, and a fresh one takes its address) and `POST /restart-postgres`.
+/// unstored edits with it, and a fresh one takes its address), `POST /restart-postgres`,
+/// and `POST /doc-max-bytes/<task>/<margin>` (every description's `max_bytes` becomes
+/// that task's stored size plus the margin; a margin of `default` puts it back).
 async fn control(
     cluster: Arc<Cluster>,
     db: String,
@@ -49,6 +51,19 @@ async fn control(
                     old.stop().await;
                     *slot = Some(Bridge::start_at(&cluster, &db, at, fast).await);
                 }
+            } else if let Some(rest) = line.strip_prefix("POST /doc-max-bytes/") {
+                let mut parts = rest.split_whitespace().next().unwrap_or("").split('/');
+                let (task, margin) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let admin = cluster.connect("postgres", &db).await;
+                let sql = match margin.parse::<i64>() {
+                    Ok(margin) => format!(
+                        "UPDATE rowsync.doc_columns SET max_bytes = coalesce((SELECT snapshot_bytes + tail_bytes \
+                         FROM rowsync.docs WHERE row_id = '{}'), 0) + {margin}",
+                        task.replace('\'', "")
+                    ),
+                    Err(_) => "UPDATE rowsync.doc_columns SET max_bytes = DEFAULT".to_string(),
+                };
+                admin.batch_execute(&sql).await.unwrap();
             } else if line.starts_with("POST /restart-postgres") {
                 let cluster = cluster.clone();
                 tokio::task::spawn_blocking(move || cluster.restart())

@@ -41,13 +41,25 @@ pub async fn as_user(
     Ok(value.unwrap_or(Value::Null))
 }
 
-/// What the user may do with a document (`write`, `read`, or `None`), and the row's id as
-/// Postgres spells it.
-pub async fn doc_access(
-    pool: &Pool,
-    claims: &Claims,
-    doc: &DocKey,
-) -> Result<(Option<String>, String), Error> {
+/// What the user may do with a document, as `rowsync._doc_access` answers.
+pub struct DocAccess {
+    /// `write`, `read`, or `None` (not visible).
+    pub access: Option<String>,
+    /// The row's id as Postgres spells it.
+    pub id: String,
+    /// What appends are held to, for those who may read it.
+    pub limits: Option<DocLimits>,
+}
+
+/// A document's stored size and the limits an append must keep within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocLimits {
+    pub stored_bytes: i64,
+    pub max_bytes: i64,
+    pub max_update_bytes: i64,
+}
+
+pub async fn doc_access(pool: &Pool, claims: &Claims, doc: &DocKey) -> Result<DocAccess, Error> {
     let answer = as_user(
         pool,
         claims,
@@ -55,8 +67,24 @@ pub async fn doc_access(
         &[&doc.table, &doc.id, &doc.col],
     )
     .await?;
-    let id = answer["id"].as_str().unwrap_or(&doc.id).to_string();
-    Ok((answer["access"].as_str().map(str::to_string), id))
+    let number = |key: &str| answer[key].as_i64();
+    let limits = match (
+        number("bytes"),
+        number("max_bytes"),
+        number("max_update_bytes"),
+    ) {
+        (Some(stored_bytes), Some(max_bytes), Some(max_update_bytes)) => Some(DocLimits {
+            stored_bytes,
+            max_bytes,
+            max_update_bytes,
+        }),
+        _ => None,
+    };
+    Ok(DocAccess {
+        access: answer["access"].as_str().map(str::to_string),
+        id: answer["id"].as_str().unwrap_or(&doc.id).to_string(),
+        limits,
+    })
 }
 
 /// A document's stored parts as the user may read them: the snapshot (if any), then

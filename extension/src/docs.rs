@@ -44,6 +44,18 @@ fn not_visible(tbl: &str, id: &str) -> Value {
     )
 }
 
+/// rowsync.settings.doc_max_update_bytes: the most one update may weigh.
+fn max_update_bytes(client: &mut SpiClient<'_>) -> usize {
+    first_column::<i32>(
+        client,
+        "SELECT doc_max_update_bytes FROM rowsync.settings",
+        &[],
+    )
+    .first()
+    .copied()
+    .unwrap_or(8 << 20) as usize
+}
+
 /// The document `tbl`/`id`/`col` names, or the error that it names none.
 fn resolve(client: &mut SpiClient<'_>, tbl: &str, id: &str, col: &str) -> Result<Doc, Value> {
     let context = Context::read(client, vec![tbl.to_string()]);
@@ -153,11 +165,33 @@ fn as_owner<R>(client: &mut SpiClient<'_>, work: impl FnOnce(&mut SpiClient<'_>)
 pub fn access_entry(tbl: &str, id: &str, col: &str) -> Value {
     Spi::connect_mut(|client| match resolve(client, tbl, id, col) {
         // The id as Postgres spells it: `07` and `7` are one row, and one document.
-        Ok(doc) => json!({"id": doc.id, "access": match access(client, &doc) {
-            Access::None => Value::Null,
-            Access::Read => json!("read"),
-            Access::Write => json!("write"),
-        }}),
+        Ok(doc) => {
+            let access = access(client, &doc);
+            if access == Access::None {
+                return json!({"id": doc.id, "access": null});
+            }
+            // What appends will be held to, for a bridge to refuse an edit before relaying
+            // it: the size stored now, the document's limit and one update's.
+            let stored = as_owner(client, |client| {
+                first_column::<i64>(
+                    client,
+                    "SELECT d.snapshot_bytes + d.tail_bytes FROM rowsync.docs d \
+                     WHERE d.rel = $1::regclass AND d.row_id = $2 AND d.col = $3",
+                    &[
+                        doc.table.qualified.as_str().into(),
+                        doc.id.as_str().into(),
+                        doc.col.as_str().into(),
+                    ],
+                )
+            });
+            json!({
+                "id": doc.id,
+                "access": if access == Access::Write { "write" } else { "read" },
+                "bytes": stored.first().copied().unwrap_or(0),
+                "max_bytes": doc.max_bytes,
+                "max_update_bytes": max_update_bytes(client),
+            })
+        }
         Err(e) => e,
     })
 }
@@ -193,14 +227,7 @@ fn append(
             ))
         }
     }
-    let limit = first_column::<i32>(
-        client,
-        "SELECT doc_max_update_bytes FROM rowsync.settings",
-        &[],
-    )
-    .first()
-    .copied()
-    .unwrap_or(8 << 20) as usize;
+    let limit = max_update_bytes(client);
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(updates.len());
     for (i, update) in updates.iter().enumerate() {
         let invalid = |detail: String| {

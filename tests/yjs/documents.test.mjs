@@ -452,3 +452,25 @@ test('one connection sets at most four client ids, sixteen entries a message', a
   const others = [...watcher.provider.awareness.getStates().keys()].filter((c) => c >= 1000 && c < 1020);
   assert.equal(others.length, 4, `client ids kept: ${others}`);
 });
+
+test('an edit past the document\'s max_bytes is refused before anyone else sees it', async () => {
+  const limit = (margin) => fetch(`${CONTROL}/doc-max-bytes/${VENUE}/${margin}`, { method: 'POST' });
+  assert.equal((await limit(400)).status, 200);
+  try {
+    const alice = open('alice', VENUE);
+    const bob = open('bob', VENUE);
+    await Promise.all([synced(alice), synced(bob)]);
+    alice.text.insert(0, 'ok ');
+    await until('a small edit, relayed', () => bob.text.toString().startsWith('ok '));
+    const before = bob.text.toString();
+    alice.text.insert(0, 'x'.repeat(2000));
+    await until('the refusal', () => alice.provider.denied.some((r) => r.startsWith('document_too_large')));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(bob.text.toString(), before, 'not relayed');
+    const fresh = open('bob', VENUE, { bridge: 1 });
+    await synced(fresh);
+    await until('the stored document', () => fresh.text.toString() === before);
+  } finally {
+    assert.equal((await limit('default')).status, 200);
+  }
+});

@@ -1,7 +1,7 @@
 //! One document connection: checks the user's access, joins the document's room, then
 //! answers y-websocket's messages until the connection ends.
 
-use super::room::{ConnId, Out, Room};
+use super::room::{ConnId, Fits, Out, Room};
 use super::wire::{self, Incoming};
 use super::{close, DocKey};
 use crate::auth::{self, Claims};
@@ -115,12 +115,13 @@ async fn open(
         "not a document: /v1/yjs/<table>/<id>/<column>".to_string(),
     ))?;
     let not_visible = || (close::NOT_VISIBLE, "not found or not visible".to_string());
-    let (access, id) = match crate::db::doc_access(&app.pool, &claims, &key).await {
+    let answer = match crate::db::doc_access(&app.pool, &claims, &key).await {
         Ok(answer) => answer,
         Err(e) if e.body.temporary => return Err((ws_close::UNAVAILABLE, e.body.message.clone())),
         Err(e) => return Err((close::NOT_VISIBLE, e.body.message.clone())),
     };
-    let writer = match access.as_deref() {
+    let (id, limits) = (answer.id, answer.limits);
+    let writer = match answer.access.as_deref() {
         Some("write") => true,
         Some("read") => false,
         _ => return Err(not_visible()),
@@ -134,6 +135,9 @@ async fn open(
             not_visible()
         }
     })?;
+    if let Some(limits) = limits {
+        room.set_limits(limits).await;
+    }
     Ok((room, Arc::new(claims), writer))
 }
 
@@ -190,7 +194,7 @@ async fn run(
                     }
                     Ok(incoming) => {
                         malformed = 0;
-                        Box::pin(handle(app, room, id, writer, incoming)).await
+                        Box::pin(handle(app, room, id, &mut writer, &claims, incoming)).await
                     }
                 };
                 if let Some(reply) = reply {
@@ -218,10 +222,14 @@ async fn run(
                 }
                 if now >= next_check {
                     next_check = now + config.yjs_recheck;
-                    match Box::pin(crate::db::doc_access(&app.pool, &claims, &room.key)).await {
-                        Ok((Some(access), _)) => writer = access == "write",
-                        Ok((None, _)) => return Some((close::NOT_VISIBLE, "not found or not visible".into())),
-                        Err(_) => {}
+                    if let Ok(answer) = Box::pin(crate::db::doc_access(&app.pool, &claims, &room.key)).await {
+                        let Some(access) = answer.access else {
+                            return Some((close::NOT_VISIBLE, "not found or not visible".into()));
+                        };
+                        writer = access == "write";
+                        if let Some(limits) = answer.limits {
+                            room.set_limits(limits).await;
+                        }
                     }
                 }
                 if now >= last_sent + KEEPALIVE {
@@ -243,7 +251,8 @@ async fn handle(
     app: &Arc<AppState>,
     room: &Arc<Room>,
     id: ConnId,
-    writer: bool,
+    writer: &mut bool,
+    claims: &Claims,
     incoming: Incoming<'_>,
 ) -> Option<Vec<u8>> {
     match incoming {
@@ -258,10 +267,14 @@ async fn handle(
             if update == [0, 0] {
                 return None;
             }
-            if !writer {
+            if !*writer {
                 return Some(wire::denied(
                     "read_only: you may read this document, not edit it",
                 ));
+            }
+            if let Some(reason) = refused(app, room, claims, update.len()).await {
+                *writer = false;
+                return Some(wire::denied(&reason));
             }
             if room.accept(id, update).await {
                 tokio::spawn(room.clone().flush(app.clone(), app.bridge_id.clone()));
@@ -296,19 +309,44 @@ async fn handle(
     }
 }
 
+/// Why Postgres would refuse to store an edit of `len` bytes, found before anyone is sent
+/// it: peers that have an edit the database refused hold a document nobody else has. A
+/// room whose upper bound says no asks Postgres for the stored size first (compaction
+/// shrinks it); if Postgres cannot answer, the edit goes on and Postgres decides.
+async fn refused(app: &Arc<AppState>, room: &Room, claims: &Claims, len: usize) -> Option<String> {
+    match room.fits(len, false).await {
+        Fits::Yes => None,
+        Fits::No(reason) => Some(reason),
+        Fits::Unsure => {
+            let limits = crate::db::doc_access(&app.pool, claims, &room.key)
+                .await
+                .ok()?
+                .limits?;
+            room.set_limits(limits).await;
+            match room.fits(len, true).await {
+                Fits::No(reason) => Some(reason),
+                Fits::Yes | Fits::Unsure => None,
+            }
+        }
+    }
+}
+
 /// Checks again who may still read `room`'s document (its row changed): connections that
 /// may not are closed, writers who may only read become readers.
 pub async fn recheck(app: Arc<AppState>, room: Arc<Room>) {
     for (id, claims) in room.members().await {
-        match crate::db::doc_access(&app.pool, &claims, &room.key).await {
-            Ok((None, _)) => {
+        match crate::db::doc_access(&app.pool, &claims, &room.key)
+            .await
+            .map(|answer| answer.access)
+        {
+            Ok(None) => {
                 room.tell(
                     id,
                     Out::Close(close::NOT_VISIBLE, "not found or not visible".into()),
                 )
                 .await
             }
-            Ok((Some(access), _)) if access == "read" => {
+            Ok(Some(access)) if access == "read" => {
                 room.tell(
                     id,
                     Out::ReadOnly("read_only: you may no longer edit this document".into()),

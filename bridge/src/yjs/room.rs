@@ -6,6 +6,7 @@
 use super::wire::{self, AwarenessEntry};
 use super::DocKey;
 use crate::auth::Claims;
+use crate::db::DocLimits;
 use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +71,21 @@ struct State {
     /// By identity (role and claims): one append per writer per flush.
     queue: Vec<Queued>,
     flushing: bool,
+    /// What appends are held to, as Postgres last said, and the bytes of the edits this
+    /// room has seen since (its own and other bridges'): an upper bound of the stored size.
+    limits: Option<DocLimits>,
+    seen_since: i64,
+}
+
+/// Whether an edit may be relayed: Postgres would refuse to store it, and an edit its
+/// peers have but the database refused leaves them with a document nobody else has.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fits {
+    Yes,
+    /// Over the room's upper bound: ask Postgres for the stored size, then check again.
+    Unsure,
+    /// Refused: the reason to tell the writer.
+    No(String),
 }
 
 pub struct Room {
@@ -187,10 +203,50 @@ impl Room {
         .await
     }
 
+    /// Postgres's latest word on the document's size and limits. The edits the room queued
+    /// and has not stored yet still count.
+    pub async fn set_limits(&self, limits: DocLimits) {
+        let mut state = self.state.lock().await;
+        let queued: usize = state
+            .queue
+            .iter()
+            .flat_map(|q| &q.updates)
+            .map(Vec::len)
+            .sum();
+        state.limits = Some(limits);
+        state.seen_since = queued as i64;
+    }
+
+    /// Whether an edit of `len` bytes would be stored, by the room's upper bound. An edit
+    /// over the bound is refused only when `refreshed` says the bound was just read.
+    pub async fn fits(&self, len: usize, refreshed: bool) -> Fits {
+        let state = self.state.lock().await;
+        let Some(limits) = state.limits else {
+            return Fits::Yes;
+        };
+        let len = len as i64;
+        if len > limits.max_update_bytes {
+            return Fits::No(format!(
+                "update_too_large: an update of {len} bytes, over doc_max_update_bytes ({})",
+                limits.max_update_bytes
+            ));
+        }
+        let bound = limits.stored_bytes + state.seen_since + len;
+        match (bound > limits.max_bytes, refreshed) {
+            (false, _) => Fits::Yes,
+            (true, false) => Fits::Unsure,
+            (true, true) => Fits::No(format!(
+                "document_too_large: the document would be {bound} bytes, over its max_bytes ({})",
+                limits.max_bytes
+            )),
+        }
+    }
+
     /// An edit from connection `from`: kept, relayed to the others, queued for Postgres.
     /// Returns whether a flush must be started.
     pub async fn accept(&self, from: ConnId, update: &[u8]) -> bool {
         let mut state = self.state.lock().await;
+        state.seen_since += update.len() as i64;
         state.pending.push(update.to_vec());
         deliver(
             self.queue_bytes,
@@ -225,6 +281,7 @@ impl Room {
     pub async fn remote(&self, updates: Vec<Vec<u8>>) {
         let mut state = self.state.lock().await;
         for update in updates {
+            state.seen_since += update.len() as i64;
             deliver(
                 self.queue_bytes,
                 &mut state.members,
