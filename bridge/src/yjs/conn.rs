@@ -1,7 +1,7 @@
 //! One document connection: checks the user's access, joins the document's room, then
 //! answers y-websocket's messages until the connection ends.
 
-use super::room::{ConnId, Fits, Out, Room};
+use super::room::{ConnId, Out, Room};
 use super::wire::{self, Incoming};
 use super::{close, DocKey};
 use crate::auth::{self, Claims};
@@ -310,25 +310,18 @@ async fn handle(
 }
 
 /// Why Postgres would refuse to store an edit of `len` bytes, found before anyone is sent
-/// it: peers that have an edit the database refused hold a document nobody else has. A
-/// room whose upper bound says no asks Postgres for the stored size first (compaction
-/// shrinks it); if Postgres cannot answer, the edit goes on and Postgres decides.
+/// it: peers that have an edit the database refused hold a document nobody else has. The
+/// room's bound only ever overestimates (compaction shrinks the stored document), so an
+/// edit over it is refused only once Postgres's stored size and limits say so too; if
+/// Postgres cannot answer, the edit goes on and Postgres decides.
 async fn refused(app: &Arc<AppState>, room: &Room, claims: &Claims, len: usize) -> Option<String> {
-    match room.fits(len, false).await {
-        Fits::Yes => None,
-        Fits::No(reason) => Some(reason),
-        Fits::Unsure => {
-            let limits = crate::db::doc_access(&app.pool, claims, &room.key)
-                .await
-                .ok()?
-                .limits?;
-            room.set_limits(limits).await;
-            match room.fits(len, true).await {
-                Fits::No(reason) => Some(reason),
-                Fits::Yes | Fits::Unsure => None,
-            }
-        }
-    }
+    room.over_limits(len).await?;
+    let limits = crate::db::doc_access(&app.pool, claims, &room.key)
+        .await
+        .ok()?
+        .limits?;
+    room.set_limits(limits).await;
+    room.over_limits(len).await
 }
 
 /// Checks again who may still read `room`'s document (its row changed): connections that

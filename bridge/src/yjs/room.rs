@@ -77,17 +77,6 @@ struct State {
     seen_since: i64,
 }
 
-/// Whether an edit may be relayed: Postgres would refuse to store it, and an edit its
-/// peers have but the database refused leaves them with a document nobody else has.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Fits {
-    Yes,
-    /// Over the room's upper bound: ask Postgres for the stored size, then check again.
-    Unsure,
-    /// Refused: the reason to tell the writer.
-    No(String),
-}
-
 pub struct Room {
     pub key: DocKey,
     /// Most bytes queued for one connection (yjs_send_queue_bytes).
@@ -217,29 +206,26 @@ impl Room {
         state.seen_since = queued as i64;
     }
 
-    /// Whether an edit of `len` bytes would be stored, by the room's upper bound. An edit
-    /// over the bound is refused only when `refreshed` says the bound was just read.
-    pub async fn fits(&self, len: usize, refreshed: bool) -> Fits {
+    /// Why an edit of `len` bytes would not be stored, by the room's upper bound of the
+    /// document's size (`None`: it would be). Postgres is the judge: over the bound, ask it
+    /// for the stored size (`set_limits`) before refusing.
+    pub async fn over_limits(&self, len: usize) -> Option<String> {
         let state = self.state.lock().await;
-        let Some(limits) = state.limits else {
-            return Fits::Yes;
-        };
+        let limits = state.limits?;
         let len = len as i64;
         if len > limits.max_update_bytes {
-            return Fits::No(format!(
+            return Some(format!(
                 "update_too_large: an update of {len} bytes, over doc_max_update_bytes ({})",
                 limits.max_update_bytes
             ));
         }
         let bound = limits.stored_bytes + state.seen_since + len;
-        match (bound > limits.max_bytes, refreshed) {
-            (false, _) => Fits::Yes,
-            (true, false) => Fits::Unsure,
-            (true, true) => Fits::No(format!(
+        (bound > limits.max_bytes).then(|| {
+            format!(
                 "document_too_large: the document would be {bound} bytes, over its max_bytes ({})",
                 limits.max_bytes
-            )),
-        }
+            )
+        })
     }
 
     /// An edit from connection `from`: kept, relayed to the others, queued for Postgres.
@@ -407,14 +393,7 @@ impl Room {
         for (client, _) in &expired {
             state.awareness.remove(client);
         }
-        if !expired.is_empty() {
-            let message = wire::awareness(expired.iter().map(|&(client, clock)| AwarenessEntry {
-                client,
-                clock,
-                state: "null",
-            }));
-            deliver(self.queue_bytes, &mut state.members, &message, None);
-        }
+        announce_gone(self.queue_bytes, &mut state.members, &expired);
         state
             .awareness
             .iter()
@@ -451,14 +430,7 @@ impl Room {
                 gone.push((client, aware.clock + 1));
             }
         }
-        if !gone.is_empty() {
-            let message = wire::awareness(gone.iter().map(|&(client, clock)| AwarenessEntry {
-                client,
-                clock,
-                state: "null",
-            }));
-            deliver(self.queue_bytes, &mut state.members, &message, None);
-        }
+        announce_gone(self.queue_bytes, &mut state.members, &gone);
         gone.into_iter()
             .map(|(client, clock)| Accepted {
                 client,
@@ -549,6 +521,20 @@ impl Room {
             }
         }
     }
+}
+
+/// Tells every member that the awareness of these (client, clock) pairs is gone: a
+/// `null` state at the next clock, as y-protocols removes one.
+fn announce_gone(limit: usize, members: &mut HashMap<ConnId, Member>, gone: &[(u64, u64)]) {
+    if gone.is_empty() {
+        return;
+    }
+    let message = wire::awareness(gone.iter().map(|&(client, clock)| AwarenessEntry {
+        client,
+        clock,
+        state: "null",
+    }));
+    deliver(limit, members, &message, None);
 }
 
 /// Queues `message` for every member but `except`. A member whose queue is full (in
