@@ -4,7 +4,7 @@
 use crate::catalog::{Context, SyncedTable};
 use crate::failure::Failure;
 use crate::jsonb::Jsonb;
-use crate::sql::{first_column, json_row, json_row_planned_now, json_rows, raise};
+use crate::sql::{first_column, first_column_planned_now, json_row, json_rows, raise};
 use crate::values;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
@@ -21,10 +21,9 @@ pub fn run(tx: &Value) -> Result<Value, Failure> {
         // `rowsync.apply` raises every failure, which undoes the claim with the rest; a
         // direct caller of `_apply` gets the failure as a value, and keeps no claim.
         if let (Err(_), Some(id)) = (&result, claimed) {
-            json_row_planned_now(
+            first_column_planned_now::<bool>(
                 client,
-                "DELETE FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid \
-                 RETURNING pg_catalog.to_jsonb(true)",
+                "DELETE FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid RETURNING true",
                 &[id.into()],
             );
         }
@@ -465,12 +464,13 @@ fn claim(client: &mut SpiClient<'_>, id: &str) -> Result<(), Value> {
     if !claimed.is_empty() {
         return Ok(());
     }
-    match json_row_planned_now(
+    let stored = first_column_planned_now::<Jsonb>(
         client,
         "SELECT result FROM rowsync.applied WHERE tx_id = $1::pg_catalog.uuid",
         &[id.into()],
-    ) {
-        Some(stored) => Err(stored),
+    );
+    match stored.into_iter().next() {
+        Some(stored) => Err(stored.0),
         None => raise(
             PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             format!("transaction id {id} is already taken"),

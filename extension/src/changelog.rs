@@ -5,12 +5,13 @@
 //! descriptor and stored with `CatalogTupleInsert`, which inserts the heap tuple and an
 //! entry in each index (uniqueness checked), as a SQL INSERT would: WAL-logged, counted
 //! for autovacuum. The log has no triggers and no constraints beyond NOT NULL (filled
-//! here), which that path would skip; an index it cannot maintain (on an expression, or
-//! partial) is refused before anything is written. Runs as the capture trigger does, with
+//! here), which that path would skip; an index it cannot maintain, a column it does not
+//! fill that would get a value, or a log that is not a plain heap table is refused before
+//! anything is written. Runs as the capture trigger does, with
 //! rowsync's owner's rights: it writes only the log, whose relation and sequence it finds
 //! by name in rowsync's own schema.
 
-use crate::jsonb::Jsonb;
+use crate::jsonb::{self, Jsonb};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -84,14 +85,8 @@ pub fn append(change: &Change) -> i64 {
                 "row_id" => change.row_id.map(text),
                 "version" => change.version.map(pg_sys::Datum::from),
                 "kind" => Some(text(change.kind)),
-                "old_scopes" => change
-                    .old_scopes
-                    .clone()
-                    .and_then(|v| Jsonb(v).into_datum()),
-                "new_scopes" => change
-                    .new_scopes
-                    .clone()
-                    .and_then(|v| Jsonb(v).into_datum()),
+                "old_scopes" => change.old_scopes.as_ref().map(jsonb::to_datum),
+                "new_scopes" => change.new_scopes.as_ref().map(jsonb::to_datum),
                 "at" => Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp())),
                 "topic" | "payload" => None,
                 // A column someone added: left null only if null is what an INSERT

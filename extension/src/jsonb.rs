@@ -150,38 +150,7 @@ unsafe fn string(value: &pg_sys::JsonbValue) -> String {
 
 impl IntoDatum for Jsonb {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-        // SAFETY: every JsonbValue pushed points into `self`, alive until the jsonb is
-        // built; Postgres copies what it keeps.
-        unsafe {
-            let root = match &self.0 {
-                Value::Array(_) | Value::Object(_) => push(&mut state, &self.0),
-                scalar_value => {
-                    let mut array = pg_sys::JsonbValue {
-                        type_: pg_sys::jbvType::jbvArray,
-                        ..Default::default()
-                    };
-                    array.val.array.rawScalar = true;
-                    pg_sys::pushJsonbValue(
-                        &mut state,
-                        pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY,
-                        &mut array,
-                    );
-                    let mut element = to_scalar(scalar_value);
-                    pg_sys::pushJsonbValue(
-                        &mut state,
-                        pg_sys::JsonbIteratorToken::WJB_ELEM,
-                        &mut element,
-                    );
-                    pg_sys::pushJsonbValue(
-                        &mut state,
-                        pg_sys::JsonbIteratorToken::WJB_END_ARRAY,
-                        std::ptr::null_mut(),
-                    )
-                }
-            };
-            Some(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(root)))
-        }
+        Some(to_datum(&self.0))
     }
 
     fn type_oid() -> pg_sys::Oid {
@@ -189,8 +158,45 @@ impl IntoDatum for Jsonb {
     }
 }
 
-/// Pushes a container; returns what the outermost END returns (the finished value).
-unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, value: &Value) -> *mut pg_sys::JsonbValue {
+/// `value` as a jsonb datum, built in the current memory context. A top-level scalar is
+/// stored as a one-element "raw scalar" array, as jsonb_in stores it.
+pub fn to_datum(value: &Value) -> pg_sys::Datum {
+    let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+    // SAFETY: every JsonbValue pushed points into `value`, alive until the jsonb is
+    // built; Postgres copies what it keeps.
+    unsafe {
+        let root = if value.is_array() || value.is_object() {
+            push(&mut state, value, pg_sys::JsonbIteratorToken::WJB_ELEM)
+        } else {
+            let mut array = pg_sys::JsonbValue {
+                type_: pg_sys::jbvType::jbvArray,
+                ..Default::default()
+            };
+            array.val.array.rawScalar = true;
+            pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY,
+                &mut array,
+            );
+            push(&mut state, value, pg_sys::JsonbIteratorToken::WJB_ELEM);
+            pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_END_ARRAY,
+                std::ptr::null_mut(),
+            )
+        };
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(root))
+    }
+}
+
+/// Pushes `value`: a scalar as `token` (an element or an object's value), a container
+/// whole. Returns what the push of its last token returns: for the outermost container,
+/// the finished value.
+unsafe fn push(
+    state: &mut *mut pg_sys::JsonbParseState,
+    value: &Value,
+    token: pg_sys::JsonbIteratorToken::Type,
+) -> *mut pg_sys::JsonbValue {
     // SAFETY: `state` is a parse state begun by the caller; each value pushed outlives it.
     unsafe {
         pg_sys::check_stack_depth();
@@ -199,12 +205,7 @@ unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, value: &Value) -> *mut 
             Value::Array(items) => {
                 pg_sys::pushJsonbValue(state, WJB_BEGIN_ARRAY, std::ptr::null_mut());
                 for item in items {
-                    if item.is_array() || item.is_object() {
-                        push(state, item);
-                    } else {
-                        let mut element = to_scalar(item);
-                        pg_sys::pushJsonbValue(state, WJB_ELEM, &mut element);
-                    }
+                    push(state, item, WJB_ELEM);
                 }
                 pg_sys::pushJsonbValue(state, WJB_END_ARRAY, std::ptr::null_mut())
             }
@@ -213,16 +214,14 @@ unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, value: &Value) -> *mut 
                 for (key, item) in map {
                     let mut key = to_string(key);
                     pg_sys::pushJsonbValue(state, WJB_KEY, &mut key);
-                    if item.is_array() || item.is_object() {
-                        push(state, item);
-                    } else {
-                        let mut item = to_scalar(item);
-                        pg_sys::pushJsonbValue(state, WJB_VALUE, &mut item);
-                    }
+                    push(state, item, WJB_VALUE);
                 }
                 pg_sys::pushJsonbValue(state, WJB_END_OBJECT, std::ptr::null_mut())
             }
-            _ => unreachable!("only containers are pushed"),
+            scalar => {
+                let mut scalar = to_scalar(scalar);
+                pg_sys::pushJsonbValue(state, token, &mut scalar)
+            }
         }
     }
 }
@@ -240,7 +239,7 @@ fn to_scalar(value: &Value) -> pg_sys::JsonbValue {
             out.val.numeric = numeric(n);
         }
         Value::String(s) => return to_string(s),
-        Value::Array(_) | Value::Object(_) => unreachable!("containers are pushed"),
+        Value::Array(_) | Value::Object(_) => unreachable!("containers are pushed whole"),
     }
     out
 }

@@ -6,7 +6,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -71,10 +71,23 @@ pub fn first_column<T: FromDatum + IntoDatum>(
     args: &[DatumWithOid<'_>],
 ) -> Vec<T> {
     let plan = plan(client, sql, args);
-    let table = client
-        .update(&*plan, None, args)
-        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
-    table
+    column(client.update(&*plan, None, args))
+}
+
+/// As [`first_column`], planned for this call alone: for a statement on a table that
+/// grows (`rowsync.applied`), run rarely. A kept plan is chosen once, for the table's
+/// size at the time, and a table that was empty then is scanned whole ever after.
+pub fn first_column_planned_now<T: FromDatum + IntoDatum>(
+    client: &mut SpiClient<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> Vec<T> {
+    column(client.update(sql, None, args))
+}
+
+fn column<T: FromDatum + IntoDatum>(result: SpiResult<SpiTupleTable<'_>>) -> Vec<T> {
+    result
+        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")))
         .filter_map(|row| {
             row.get::<T>(1)
                 .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
@@ -93,26 +106,6 @@ pub fn json_rows(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>
 /// Runs `sql` and returns the first column of its first row as JSON.
 pub fn json_row(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Option<Value> {
     json_rows(client, sql, args).into_iter().next()
-}
-
-/// As [`json_row`], planned for this call alone: for a statement on a table that grows
-/// (`rowsync.applied`), run rarely. A kept plan is chosen once, for the table's size at
-/// the time, and a table that was empty then is scanned whole ever after.
-pub fn json_row_planned_now(
-    client: &mut SpiClient<'_>,
-    sql: &str,
-    args: &[DatumWithOid<'_>],
-) -> Option<Value> {
-    let table = client
-        .update(sql, None, args)
-        .unwrap_or_else(|e| internal(&format!("rowsync: SPI failed: {e}")));
-    table
-        .filter_map(|row| {
-            row.get::<Jsonb>(1)
-                .unwrap_or_else(|e| internal(&format!("rowsync: SPI result: {e}")))
-        })
-        .map(|j| j.0)
-        .next()
 }
 
 /// Raises an ERROR. Only for what is found after the first write, when the transaction
