@@ -381,3 +381,69 @@ async fn a_recreated_id_does_not_inherit_another_users_document() {
     );
     assert_eq!(parts(&mut c, "bob", task).await.unwrap(), (None, vec![]));
 }
+
+/// The same for the other ways a key leaves its row: an update that changes the key, a
+/// truncate (both by bob), a dropped table. Alice, creating a row of that key then (or a
+/// table given the same oid), gets an empty document.
+#[tokio::test]
+async fn a_key_that_leaves_its_row_takes_its_document_along() {
+    let db = Cluster::shared().database("docs_key_leaves").await;
+    let mut c = rowsync_tests::authenticator(&db).await;
+    let admin = Cluster::shared().connect("postgres", &db).await;
+    let moved = "00000000-0000-4000-8000-0000000000aa";
+    let task = demo::TASK_SIGNUP;
+    append(&mut c, "bob", task, &[HI]).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "SET request.jwt.claims = '{{\"sub\": \"bob\"}}';
+             DELETE FROM app.comments WHERE task_id = '{task}';
+             UPDATE app.tasks SET id = '{moved}' WHERE id = '{task}';
+             SET request.jwt.claims = '{{\"sub\": \"alice\"}}'"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO app.tasks (id, board_id, title) VALUES ('{task}', '{}', 'taken over')",
+            demo::LAUNCH
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        parts(&mut c, "alice", task).await.unwrap(),
+        (None, vec![]),
+        "a new row under a key that moved away"
+    );
+
+    append(&mut c, "bob", demo::TASK_ANNOUNCE, &[HI])
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "SET request.jwt.claims = '{{\"sub\": \"bob\"}}';
+             TRUNCATE app.tasks CASCADE;
+             SET request.jwt.claims = '{{\"sub\": \"alice\"}}';
+             INSERT INTO app.tasks (id, board_id, title) VALUES ('{}', '{}', 'after truncate')",
+            demo::TASK_ANNOUNCE,
+            demo::LAUNCH
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        parts(&mut c, "alice", demo::TASK_ANNOUNCE).await.unwrap(),
+        (None, vec![]),
+        "a new row after a truncate"
+    );
+
+    admin
+        .batch_execute("DROP TABLE app.tasks CASCADE")
+        .await
+        .unwrap();
+    let left: i64 = rowsync_tests::scalar(
+        &admin,
+        "SELECT count(*) FROM rowsync.docs WHERE tbl = 'tasks'",
+        &[],
+    )
+    .await;
+    assert_eq!(left, 0, "a dropped table's documents go with it");
+}

@@ -63,32 +63,47 @@ CREATE TABLE rowsync.doc_updates (
 CREATE INDEX doc_updates_doc ON rowsync.doc_updates (doc, cursor, n);
 REVOKE ALL ON rowsync.doc_updates FROM PUBLIC;
 
--- A row of a table with documents was inserted or deleted (the trigger enable_doc
--- creates). Deleted: its documents retire. Inserted: a retired document of that id comes
--- back if the user who deleted the row re-creates it (their undo), and is gone otherwise.
--- Keyed by the relation the trigger fires on: attached to another table, it can only
--- touch that table's documents.
+-- A row of a table with documents was inserted, deleted, given another key, or the table
+-- truncated (the triggers enable_doc creates). A key that leaves (delete, key change,
+-- truncate): its documents retire. A key that arrives (insert, key change): a retired
+-- document of that key comes back if the user who retired it re-creates it (their undo),
+-- and is gone otherwise, so nobody else inherits its text. Keyed by the relation the
+-- trigger fires on: attached to another table, it can only touch that table's documents.
 CREATE FUNCTION rowsync._doc_row_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pk name := (SELECT s.pk FROM rowsync.synced s WHERE s.rel = TG_RELID);
-    row_key text;
+    old_key text;
+    new_key text;
 BEGIN
     IF pk IS NULL THEN
         RETURN NULL;
     END IF;
-    IF TG_OP = 'DELETE' THEN
-        row_key := to_jsonb(OLD) ->> pk;
+    IF TG_OP = 'TRUNCATE' THEN
         UPDATE rowsync.docs d SET retired_at = now(), retired_by = rowsync.user_id()
-         WHERE d.rel = TG_RELID AND d.row_id = row_key;
-    ELSE
-        row_key := to_jsonb(NEW) ->> pk;
+         WHERE d.rel = TG_RELID AND d.retired_at IS NULL;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        old_key := to_jsonb(OLD) ->> pk;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        new_key := to_jsonb(NEW) ->> pk;
+    END IF;
+    IF old_key IS NOT DISTINCT FROM new_key THEN
+        RETURN NULL;
+    END IF;
+    IF old_key IS NOT NULL THEN
+        UPDATE rowsync.docs d SET retired_at = now(), retired_by = rowsync.user_id()
+         WHERE d.rel = TG_RELID AND d.row_id = old_key;
+    END IF;
+    IF new_key IS NOT NULL THEN
         DELETE FROM rowsync.docs d
-         WHERE d.rel = TG_RELID AND d.row_id = row_key AND d.retired_at IS NOT NULL
+         WHERE d.rel = TG_RELID AND d.row_id = new_key AND d.retired_at IS NOT NULL
            AND (d.retired_by IS DISTINCT FROM rowsync.user_id()
                 OR d.retired_at < now() - (SELECT s.applied_retention FROM rowsync.settings s));
         UPDATE rowsync.docs d SET retired_at = NULL, retired_by = NULL
-         WHERE d.rel = TG_RELID AND d.row_id = row_key AND d.retired_at IS NOT NULL;
+         WHERE d.rel = TG_RELID AND d.row_id = new_key AND d.retired_at IS NOT NULL;
     END IF;
     RETURN NULL;
 END
@@ -112,8 +127,12 @@ BEGIN
     END IF;
     INSERT INTO rowsync.doc_columns (rel, col, max_bytes) VALUES (tbl, col, max_bytes)
     ON CONFLICT ON CONSTRAINT doc_columns_pkey DO UPDATE SET max_bytes = excluded.max_bytes;
-    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_docs AFTER INSERT OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION rowsync._doc_row_changed()', tbl);
+    -- Updates fire it only when they name the key column: other updates cost nothing.
+    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_docs AFTER INSERT OR DELETE OR UPDATE OF %I ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION rowsync._doc_row_changed()',
+                   (SELECT s.pk FROM rowsync.synced s WHERE s.rel = tbl), tbl);
+    EXECUTE format('CREATE OR REPLACE TRIGGER zzz_rowsync_docs_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION rowsync._doc_row_changed()', tbl);
 END
 $$;
 
@@ -123,6 +142,7 @@ BEGIN
     DELETE FROM rowsync.doc_columns d WHERE d.rel = tbl AND d.col = disable_doc.col;
     IF NOT EXISTS (SELECT 1 FROM rowsync.doc_columns d WHERE d.rel = tbl) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_docs ON %s', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS zzz_rowsync_docs_truncate ON %s', tbl);
     END IF;
 END
 $$;

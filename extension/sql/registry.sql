@@ -25,14 +25,18 @@ CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE ON rowsync.sett
     FOR EACH STATEMENT EXECUTE FUNCTION rowsync._settings_changed();
 REVOKE ALL ON FUNCTION rowsync._settings_changed() FROM PUBLIC;
 
--- A dropped table leaves the registry: a row naming a dropped relation would otherwise
--- wait for a new table to be given the same oid, and with it the old table's name.
+-- A dropped table leaves the registry, and its documents go with it (rowsync.docs, in
+-- docs.sql): a row naming a dropped relation would otherwise wait for a new table to be
+-- given the same oid, and with it the old table's name and text.
 CREATE FUNCTION rowsync._dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM rowsync.synced s
      USING pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND s.rel::oid = d.objid;
+    DELETE FROM rowsync.docs doc
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND doc.rel = d.objid;
 END
 $$;
 REVOKE ALL ON FUNCTION rowsync._dropped() FROM PUBLIC;
