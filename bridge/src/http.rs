@@ -8,8 +8,8 @@ use crate::errors::{self, Error};
 use crate::state::AppState;
 use crate::ws;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
@@ -187,11 +187,15 @@ async fn websocket(
 async fn document(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(doc): Path<String>,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
     ws_upgrade: WebSocketUpgrade,
 ) -> Response {
-    let key = crate::yjs::DocKey::from_path(&doc);
+    // The path as sent: `Path` would decode it whole, and an id's `%2F` would split it.
+    let key = uri
+        .path()
+        .strip_prefix("/v1/yjs/")
+        .and_then(crate::yjs::DocKey::from_path);
     let size = state.config.yjs_max_message_bytes;
     match upgrade(&state, &headers, &query, ws_upgrade, size) {
         Ok((upgrade, claims)) => {

@@ -66,13 +66,6 @@ impl Key {
 
     /// The spelling the change feed uses: UUIDs in lower case, as Postgres prints them.
     pub fn canonical(&self) -> String {
-        let fold = |v: &str| {
-            if rowsync_core::is_uuid(v) {
-                v.to_ascii_lowercase()
-            } else {
-                v.to_string()
-            }
-        };
         match self {
             Key::Record { table, id } => Key::record(table, &fold(id)),
             Key::Scope {
@@ -126,11 +119,20 @@ impl Key {
     }
 }
 
-fn is_name(s: &str) -> bool {
+/// An id or value as keys spell it: UUIDs in the lower case Postgres prints them in.
+pub fn fold(v: &str) -> String {
+    if rowsync_core::is_uuid(v) {
+        v.to_ascii_lowercase()
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn is_table_name(s: &str) -> bool {
+pub fn is_table_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 127 && s.split('.').all(is_name)
 }
 

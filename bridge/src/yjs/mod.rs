@@ -18,6 +18,7 @@ pub use conn::serve;
 use crate::auth::Claims;
 use crate::errors::Error;
 use crate::feed::change::FeedChange;
+use crate::keys::{fold, is_name, is_table_name};
 use crate::state::AppState;
 use room::Room;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -47,30 +48,22 @@ pub struct DocKey {
 }
 
 impl DocKey {
-    /// From the path after `/v1/yjs/`: `table/id/column`, each percent-decoded. Table and
-    /// column are names (letters, digits, `_`, and one `.` in a table).
+    /// From the path after `/v1/yjs/` as sent, still percent-encoded: `table/id/column`.
+    /// The id is decoded once, after the path is split, so that an id may hold `/` or `%`.
+    /// Table and column are names as keys allow them.
     pub fn from_path(path: &str) -> Option<DocKey> {
         let mut parts = path.split('/');
         let (table, id, col) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
             return None;
         }
-        let name = |s: &str, dots: usize| {
-            !s.is_empty()
-                && s.len() <= 127
-                && s.chars().filter(|c| *c == '.').count() <= dots
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        };
         let id = percent_decode(id)?;
-        (name(table, 1) && name(col, 0) && !id.is_empty() && id.len() <= 512).then(|| DocKey {
-            table: table.to_string(),
-            id: if rowsync_core::is_uuid(&id) {
-                id.to_ascii_lowercase()
-            } else {
-                id
-            },
-            col: col.to_string(),
+        (is_table_name(table) && is_name(col) && !id.is_empty() && id.len() <= 512).then(|| {
+            DocKey {
+                table: table.to_string(),
+                id: fold(&id),
+                col: col.to_string(),
+            }
         })
     }
 }
@@ -307,6 +300,39 @@ impl Hub {
             if let Some(room) = self.get(&key).await {
                 room.remote(row.get(3)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each part is decoded once, after the split: an id may hold `/` and `%`, UUIDs are
+    /// folded to lower case, names are names, and the bus room spells the key back.
+    #[test]
+    fn document_paths_decode_once() {
+        let key = DocKey::from_path("app.notes/a%2Fb%25c/body").unwrap();
+        assert_eq!(
+            (key.table.as_str(), key.id.as_str(), key.col.as_str()),
+            ("app.notes", "a/b%c", "body")
+        );
+        assert_eq!(
+            DocKey::from_path(key.bus_room().strip_prefix("yjs:").unwrap()),
+            Some(key)
+        );
+        let uuid = DocKey::from_path("tasks/0000000A-0000-4000-8000-000000000001/description");
+        assert_eq!(uuid.unwrap().id, "0000000a-0000-4000-8000-000000000001");
+        for bad in [
+            "tasks/1",
+            "tasks/1/description/more",
+            "tasks//description",
+            "a./1/description",
+            ".b/1/description",
+            "tasks/1/de;scription",
+            "tasks/%zz/description",
+        ] {
+            assert_eq!(DocKey::from_path(bad), None, "{bad}");
         }
     }
 }
