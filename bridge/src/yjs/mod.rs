@@ -231,32 +231,42 @@ impl Hub {
         }
         let mut cursors = Vec::new();
         let mut wanted: HashMap<i64, DocKey> = HashMap::new();
+        let mut changed_rows: HashSet<(&str, &str)> = HashSet::new();
         for change in page {
             let (Some(table), Some(id)) = (&change.table, &change.row_id) else {
                 continue;
             };
-            if change.kind == "doc" {
-                let key = DocKey {
-                    table: table.clone(),
-                    id: id.clone(),
-                    col: change.topic.clone().unwrap_or_default(),
-                };
-                if self.get(&key).await.is_some() {
-                    cursors.push(change.cursor);
-                    wanted.insert(change.cursor, key);
-                }
-            } else {
-                let rooms: Vec<Arc<Room>> = {
-                    let rooms = self.rooms.lock().await;
-                    rooms
-                        .iter()
-                        .filter(|(k, _)| &k.table == table && &k.id == id)
-                        .map(|(_, r)| r.clone())
-                        .collect()
-                };
-                for room in rooms {
-                    tokio::spawn(conn::recheck(app.clone(), room));
-                }
+            if change.kind != "doc" {
+                changed_rows.insert((table, id));
+                continue;
+            }
+            // This bridge's own appends: its clients have them already.
+            if self.is_own(change.cursor) {
+                continue;
+            }
+            let key = DocKey {
+                table: table.clone(),
+                id: id.clone(),
+                col: change.topic.clone().unwrap_or_default(),
+            };
+            if self.get(&key).await.is_some() {
+                cursors.push(change.cursor);
+                wanted.insert(change.cursor, key);
+            }
+        }
+        // Each room whose row changed checks its members once per page, however many
+        // changes the row had.
+        if !changed_rows.is_empty() {
+            let rooms: Vec<Arc<Room>> = {
+                let rooms = self.rooms.lock().await;
+                rooms
+                    .iter()
+                    .filter(|(k, _)| changed_rows.contains(&(k.table.as_str(), k.id.as_str())))
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            };
+            for room in rooms {
+                tokio::spawn(conn::recheck(app.clone(), room));
             }
         }
         if cursors.is_empty() {
@@ -264,7 +274,7 @@ impl Hub {
         }
         let rows = match client
             .query(
-                "SELECT tbl, row_id, col::text, updates, origin, cursor FROM rowsync.read_doc_updates($1)",
+                "SELECT tbl, row_id, col::text, updates, cursor FROM rowsync.read_doc_updates($1)",
                 &[&cursors],
             )
             .await
@@ -275,7 +285,7 @@ impl Hub {
                 return;
             }
         };
-        let found: HashSet<i64> = rows.iter().map(|row| row.get(5)).collect();
+        let found: HashSet<i64> = rows.iter().map(|row| row.get(4)).collect();
         // Compacted before this bridge read them: the whole document is sent again
         // (clients take what they hold already as a no-op).
         let gone: HashSet<DocKey> = wanted
@@ -289,9 +299,6 @@ impl Hub {
             }
         }
         for row in rows {
-            if self.is_own(row.get(5)) {
-                continue;
-            }
             let key = DocKey {
                 table: row.get(0),
                 id: row.get(1),
