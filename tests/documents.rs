@@ -329,12 +329,33 @@ async fn compaction_keeps_only_snapshots_that_lose_nothing() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&error), "RS016");
+    // Each update named twice: replaced, and counted, once.
+    let twice = |v: &Vec<i64>| [v.clone(), v.clone()].concat();
     let done: Value = feed
-        .query_one(finish, &[&doc, &merged, &cursors, &ns])
+        .query_one(
+            finish,
+            &[
+                &doc,
+                &merged,
+                &twice(&cursors),
+                &[ns.clone(), ns.clone()].concat(),
+            ],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(done, json!({"replaced": 2, "bytes": merged.len()}));
+    let tail: (i64, i64) = {
+        let row = admin
+            .query_one(
+                "SELECT tail_bytes, tail_count::bigint FROM rowsync.docs WHERE id = $1",
+                &[&doc],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(tail, (0, 0), "the log's size follows what was replaced");
     let (snapshot, updates) = parts(&mut c, "carol", task).await.unwrap();
     assert_eq!((snapshot, updates), (Some(merged.clone()), vec![]));
     append(
@@ -350,16 +371,15 @@ async fn compaction_keeps_only_snapshots_that_lose_nothing() {
         1,
         "the log grows on after it"
     );
-    // Only feed roles compact.
-    let error = as_user(
-        &mut c,
-        "bob",
+    // Only feed roles compact: neither claiming nor finishing is open to a user, who
+    // could otherwise replace a document's text with a snapshot of their own.
+    for sql in [
         "SELECT to_jsonb(count(*)) FROM rowsync.doc_compaction_claim() WHERE $1::jsonb IS NOT NULL",
-        &json!(1),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(sqlstate(&error), "42501");
+        "SELECT rowsync.doc_compaction_finish(($1::jsonb)::text::bigint, '\\x0000', '{}', '{}')",
+    ] {
+        let error = as_user(&mut c, "bob", sql, &json!(doc)).await.unwrap_err();
+        assert_eq!(sqlstate(&error), "42501", "{sql}");
+    }
 }
 
 /// A document goes with its row: whoever re-creates a deleted row's id, other than the

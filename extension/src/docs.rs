@@ -12,6 +12,7 @@ use pgrx::spi::SpiClient;
 use rowsync_core::{codes, ydoc};
 use serde_json::{json, Value};
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 /// What a caller may do with a document.
@@ -391,17 +392,22 @@ fn compaction_finish(
     if cursors.len() != ns.len() {
         return Err(refused("cursors and ns differ in length".into()));
     }
+    // A set: an update named twice is replaced once, and counted once.
     let keys: Vec<(i64, i32)> = cursors
         .iter()
         .zip(ns)
         .map(|(c, n)| Some(((*c)?, (*n)?)))
-        .collect::<Option<_>>()
-        .ok_or_else(|| refused("a NULL cursor or n".into()))?;
-    let old = json_row(
+        .collect::<Option<BTreeSet<_>>>()
+        .ok_or_else(|| refused("a NULL cursor or n".into()))?
+        .into_iter()
+        .collect();
+    let old_snapshot = first_column::<Vec<u8>>(
         client,
-        "SELECT jsonb_build_object('snapshot', encode(d.snapshot, 'hex')) FROM rowsync.docs d WHERE d.id = $1 FOR UPDATE",
+        "SELECT coalesce(d.snapshot, ''::bytea) FROM rowsync.docs d WHERE d.id = $1 FOR UPDATE",
         &[doc.into()],
     )
+    .into_iter()
+    .next()
     .ok_or_else(|| refused("no such document".into()))?;
     let replaced = first_column::<Vec<u8>>(
         client,
@@ -423,13 +429,10 @@ fn compaction_finish(
     }
     let merged = ydoc::scan_update(snapshot).map_err(|e| refused(format!("the snapshot: {e}")))?;
     let mut inputs = Vec::with_capacity(replaced.len() + 1);
-    if let Some(hex) = old["snapshot"].as_str() {
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-            .collect();
+    if !old_snapshot.is_empty() {
         inputs.push(
-            ydoc::scan_update(&bytes).map_err(|e| refused(format!("the stored snapshot: {e}")))?,
+            ydoc::scan_update(&old_snapshot)
+                .map_err(|e| refused(format!("the stored snapshot: {e}")))?,
         );
     }
     for (i, update) in replaced.iter().enumerate() {
