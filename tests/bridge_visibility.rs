@@ -423,7 +423,6 @@ async fn a_table_subscription_follows_every_visible_row() {
         })
         .await;
     assert_eq!(milk["keys"], json!(["tasks"]));
-    assert_eq!(milk["row"]["title"], "oat milk");
     never_saw(&bob, demo::TASK_SECRET);
     bridge.stop().await;
 }
