@@ -14,6 +14,8 @@ import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
 import { IndexeddbPersistence } from 'y-indexeddb';
 import { createHmac } from 'node:crypto';
+import * as awarenessProtocol from 'y-protocols/awareness';
+import * as encoding from 'lib0/encoding';
 
 const BRIDGES = JSON.parse(process.env.ROWSYNC_YJS_BRIDGES ?? '[]');
 const TOKENS = JSON.parse(process.env.ROWSYNC_TOKENS ?? '{}');
@@ -324,6 +326,30 @@ test('awareness crosses bridges, and leaves with its connection', async () => {
   await until('each sees the other', () => names(bob).includes('Alice on B') && names(alice).includes('Bob on A'));
   bob.provider.destroy();
   await until('bob gone on bridge B', () => !names(alice).includes('Bob on A'));
+});
+
+test('another connection cannot set a client id\'s awareness, even with a later clock', async () => {
+  const bob = open('bob', SIGNUP);
+  const watcher = open('alice', SIGNUP);
+  await Promise.all([synced(bob), synced(watcher)]);
+  bob.provider.awareness.setLocalStateField('user', { name: 'Bob' });
+  const id = bob.doc.clientID;
+  await until('bob\'s state at the watcher', () => watcher.provider.awareness.getStates().get(id)?.user?.name === 'Bob');
+  // Bob's client id, a state of mallory's, and a clock far ahead of bob's.
+  const forged = new awarenessProtocol.Awareness(new Y.Doc());
+  forged.clientID = id;
+  forged.doc.clientID = id;
+  forged.meta.set(id, { clock: 1000, lastUpdated: Date.now() });
+  forged.states.set(id, { user: { name: 'Mallory' } });
+  const encoder = encoding.createEncoder();
+  encoding.writeVarUint(encoder, 1);
+  encoding.writeVarUint8Array(encoder, awarenessProtocol.encodeAwarenessUpdate(forged, [id]));
+  const { ws, heard } = await rawClient(SIGNUP);
+  ws.send(encoding.toUint8Array(encoder));
+  await until('the refusal', () => heard.some((m) => m[0] === 2 && m.toString().includes('another connection')));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(watcher.provider.awareness.getStates().get(id)?.user?.name, 'Bob');
+  forged.destroy();
 });
 
 test('awareness that is not JSON, or nested too deep, is refused and reaches nobody', async () => {
