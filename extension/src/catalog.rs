@@ -52,20 +52,30 @@ FROM rowsync.synced s
 WHERE s.name = $1";
 
 /// What a call reads before anything else, in one statement, unless the backend has it
-/// cached: the max_ops setting, and for each table it names the registry row (which
+/// cached: the settings it needs, and for each table it names the registry row (which
 /// table, and which version of the row: enable and disable write a new one).
 const CONTEXT: &str = "
 SELECT jsonb_build_object(
     'max_ops', (SELECT max_ops FROM rowsync.settings),
+    'doc_max_update_bytes', (SELECT doc_max_update_bytes FROM rowsync.settings),
     'settings', 'rowsync.settings'::regclass::oid::bigint,
     'tables', (SELECT coalesce(jsonb_object_agg(s.name,
                    jsonb_build_array(s.rel::oid::bigint, s.xmin::text, s.ctid::text)), '{}')
                FROM rowsync.synced s WHERE s.name = ANY($1::text[])))";
 
-/// rowsync.settings.max_ops and the registry rows of the tables a call names.
+/// The settings calls read, cached per backend.
+#[derive(Clone, Copy)]
+struct Settings {
+    max_ops: usize,
+    doc_max_update_bytes: usize,
+}
+
+/// The settings a call needs, and the registry rows of the tables it names.
 pub struct Context {
     /// Most ops in a transaction, most pointers in a get.
     pub max_ops: usize,
+    /// Most bytes one document update may hold.
+    pub doc_max_update_bytes: usize,
     /// `None` when every table came from the backend's cache, with no statement.
     registry: Option<serde_json::Map<String, Value>>,
 }
@@ -77,22 +87,28 @@ impl Context {
     /// every backend takes in when its next transaction starts).
     pub fn read(client: &mut SpiClient<'_>, names: Vec<String>) -> Context {
         forget_changed();
-        let cached = MAX_OPS
+        let cached = SETTINGS
             .get()
             .filter(|_| TABLES.with(|t| names.iter().all(|n| t.borrow().contains_key(n))));
-        if let Some(max_ops) = cached {
+        if let Some(settings) = cached {
             return Context {
-                max_ops,
+                max_ops: settings.max_ops,
+                doc_max_update_bytes: settings.doc_max_update_bytes,
                 registry: None,
             };
         }
         let mut context =
             crate::sql::json_row(client, CONTEXT, &[names.into()]).unwrap_or_default();
-        let max_ops = context["max_ops"].as_u64().unwrap_or(1000) as usize;
-        SETTINGS.set(context["settings"].as_u64().map(|oid| oid as u32));
-        MAX_OPS.set(Some(max_ops));
+        let settings = Settings {
+            max_ops: context["max_ops"].as_u64().unwrap_or(1000) as usize,
+            doc_max_update_bytes: context["doc_max_update_bytes"].as_u64().unwrap_or(8 << 20)
+                as usize,
+        };
+        SETTINGS_RELID.set(context["settings"].as_u64().map(|oid| oid as u32));
+        SETTINGS.set(Some(settings));
         Context {
-            max_ops,
+            max_ops: settings.max_ops,
+            doc_max_update_bytes: settings.doc_max_update_bytes,
             registry: Some(match context["tables"].take() {
                 Value::Object(tables) => tables,
                 _ => Default::default(),
@@ -139,10 +155,10 @@ thread_local! {
     /// every ALTER TABLE (ours or another backend's, once committed) to relcache
     /// callbacks. `None` in the list means "any table".
     static CHANGED: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
-    /// rowsync.settings.max_ops, until the settings change.
-    static MAX_OPS: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The settings calls need, until rowsync.settings changes.
+    static SETTINGS: Cell<Option<Settings>> = const { Cell::new(None) };
     /// The oid of rowsync.settings, to tell its invalidations from others.
-    static SETTINGS: Cell<Option<u32>> = const { Cell::new(None) };
+    static SETTINGS_RELID: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 /// Registers the relcache callback. Called once per backend, from `_PG_init`.
@@ -179,8 +195,8 @@ unsafe extern "C-unwind" fn definition_changed(_arg: pg_sys::Datum, relid: pg_sy
             changed.push(None);
         }
         let relid = (relid != pg_sys::InvalidOid).then(|| relid.to_u32());
-        if relid.is_none() || relid == SETTINGS.get() {
-            MAX_OPS.set(None);
+        if relid.is_none() || relid == SETTINGS_RELID.get() {
+            SETTINGS.set(None);
         }
         changed.push(relid);
         crate::capture::forget(relid);

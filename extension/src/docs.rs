@@ -29,6 +29,8 @@ struct Doc {
     id: String,
     col: String,
     max_bytes: i64,
+    /// rowsync.settings.doc_max_update_bytes.
+    max_update_bytes: usize,
 }
 
 /// `{"error": …}`, raised with `sqlstate` by rowsync._raise_if_error.
@@ -43,18 +45,6 @@ fn not_visible(tbl: &str, id: &str) -> Value {
         "a document is read and edited through its row".into(),
         "the row does not exist or your policies hide it",
     )
-}
-
-/// rowsync.settings.doc_max_update_bytes: the most one update may weigh.
-fn max_update_bytes(client: &mut SpiClient<'_>) -> usize {
-    first_column::<i32>(
-        client,
-        "SELECT doc_max_update_bytes FROM rowsync.settings",
-        &[],
-    )
-    .first()
-    .copied()
-    .unwrap_or(8 << 20) as usize
 }
 
 /// The document `tbl`/`id`/`col` names, or the error that it names none.
@@ -90,6 +80,7 @@ fn resolve(client: &mut SpiClient<'_>, tbl: &str, id: &str, col: &str) -> Result
         id,
         col: col.to_string(),
         max_bytes,
+        max_update_bytes: context.doc_max_update_bytes,
     })
 }
 
@@ -190,7 +181,7 @@ pub fn access_entry(tbl: &str, id: &str, col: &str) -> Value {
                 "access": if access == Access::Write { "write" } else { "read" },
                 "bytes": stored.first().copied().unwrap_or(0),
                 "max_bytes": doc.max_bytes,
-                "max_update_bytes": max_update_bytes(client),
+                "max_update_bytes": doc.max_update_bytes,
             })
         }
         Err(e) => e,
@@ -228,7 +219,7 @@ fn append(
             ))
         }
     }
-    let limit = max_update_bytes(client);
+    let limit = doc.max_update_bytes;
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(updates.len());
     for (i, update) in updates.iter().enumerate() {
         let invalid = |detail: String| {
