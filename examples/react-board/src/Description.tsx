@@ -37,9 +37,13 @@ export function Description({ taskId, me, token, yjsUrl }: { taskId: string; me:
       // 44xx: refused for good (no access, or gone); the stock client stops by itself.
       if (event && event.code >= 4400 && event.code < 4500) setStatus('refused');
     });
+    // A refusal `[2, 0, reason]`: the editor is read only when the reason says the edits
+    // will not be stored (a viewer, or a document over its limits), not for a refused
+    // cursor or a malformed message.
     const denied = provider.messageHandlers[2];
     provider.messageHandlers[2] = (encoder, decoder, p, emitSynced, type) => {
-      setReadOnly(true);
+      const reason = new TextDecoder().decode(decoder.arr.subarray(decoder.pos));
+      if (/^[\s\S]{2,3}?(read_only|document_too_large|update_too_large)/.test(reason)) setReadOnly(true);
       denied(encoder, decoder, p, emitSynced, type);
     };
     const text = doc.getText('description');
