@@ -110,7 +110,7 @@ fn merged(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Scans one v1 update.
 pub fn scan_update(bytes: &[u8]) -> Result<Scan, ScanError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let mut scan = Scan::default();
     let clients = r.count(1, "client count")?;
     for _ in 0..clients {
@@ -163,7 +163,7 @@ pub fn scan_update(bytes: &[u8]) -> Result<Scan, ScanError> {
 
 /// Scans a v1 state vector (a SyncStep1's payload): pairs of client and clock.
 pub fn scan_state_vector(bytes: &[u8]) -> Result<BTreeMap<u64, u64>, ScanError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let mut sv = BTreeMap::new();
     let n = r.count(2, "state vector length")?;
     for _ in 0..n {
@@ -322,12 +322,27 @@ fn any(r: &mut Reader) -> Result<(), ScanError> {
     Ok(())
 }
 
-struct Reader<'a> {
+/// A reader of lib0's encodings (the y-protocols messages around updates, and updates
+/// themselves), bounded: every number below 2^53, every length within the bytes.
+pub struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    /// That nothing is left.
+    pub fn end(&self) -> Result<(), ScanError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.error("bytes after the message"))
+        }
+    }
+
     fn error(&self, reason: &'static str) -> ScanError {
         ScanError {
             at: self.at,
@@ -350,7 +365,7 @@ impl<'a> Reader<'a> {
     }
 
     /// lib0's varUint, below 2^53.
-    fn var_uint(&mut self, what: &'static str) -> Result<u64, ScanError> {
+    pub fn var_uint(&mut self, what: &'static str) -> Result<u64, ScanError> {
         let mut value: u64 = 0;
         for shift in (0..56).step_by(7) {
             let b = self.byte(what)?;
@@ -383,7 +398,7 @@ impl<'a> Reader<'a> {
 
     /// A count of things at least `min_bytes` long each: never more than the bytes left
     /// could hold, so that no loop runs on a count the bytes cannot back.
-    fn count(&mut self, min_bytes: usize, what: &'static str) -> Result<u64, ScanError> {
+    pub fn count(&mut self, min_bytes: usize, what: &'static str) -> Result<u64, ScanError> {
         let n = self.var_uint(what)?;
         let left = (self.bytes.len() - self.at) as u64;
         if n.saturating_mul(min_bytes as u64) > left {
@@ -392,7 +407,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], ScanError> {
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], ScanError> {
         let len = self.var_uint(what)?;
         if len > (self.bytes.len() - self.at) as u64 {
             return Err(self.error(what));
@@ -402,7 +417,7 @@ impl<'a> Reader<'a> {
         Ok(&self.bytes[start..self.at])
     }
 
-    fn string(&mut self, what: &'static str) -> Result<&'a str, ScanError> {
+    pub fn string(&mut self, what: &'static str) -> Result<&'a str, ScanError> {
         let start = self.at;
         let bytes = self.bytes(what)?;
         std::str::from_utf8(bytes).map_err(|_| ScanError {
