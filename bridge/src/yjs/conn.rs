@@ -205,7 +205,7 @@ async fn run(
             out = rx.recv() => match out {
                 Some(Out::Binary(bytes)) => {
                     queued.fetch_sub(bytes.len(), Ordering::Relaxed);
-                    socket.send(Message::Binary(bytes.into())).await.ok()?;
+                    socket.send(Message::Binary(bytes)).await.ok()?;
                     last_sent = Instant::now();
                 }
                 Some(Out::Close(code, reason)) => return Some((code, reason)),

@@ -8,6 +8,7 @@ use super::DocKey;
 use crate::auth::Claims;
 use crate::db::DocLimits;
 use crate::state::AppState;
+use axum::body::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use tokio::sync::{mpsc, Mutex, OnceCell};
 /// What a connection task is told to do.
 #[derive(Debug)]
 pub enum Out {
-    Binary(Vec<u8>),
+    /// Shared by every member it goes to: cloning it counts a reference.
+    Binary(Bytes),
     /// Close with this code and reason (after sending `[2, 0, reason]`).
     Close(u16, String),
     /// Another writer may no longer edit: later edits are refused.
@@ -548,6 +550,7 @@ fn deliver(
     message: &[u8],
     except: Option<ConnId>,
 ) {
+    let message = Bytes::copy_from_slice(message);
     members.retain(|id, member| {
         if Some(*id) == except {
             return true;
@@ -557,7 +560,7 @@ fn deliver(
             return false;
         }
         member.queued.fetch_add(message.len(), Ordering::Relaxed);
-        member.tx.try_send(Out::Binary(message.to_vec())).is_ok()
+        member.tx.try_send(Out::Binary(message.clone())).is_ok()
     });
 }
 
