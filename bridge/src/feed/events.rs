@@ -34,8 +34,8 @@ pub async fn plan(state: &AppState, page: &[FeedChange]) -> Result<Recipients, E
     };
     // Each event's candidates, and the topics (by index) each identity must pass.
     let mut candidates: Vec<Candidates> = Vec::new();
-    let mut topics: Vec<Key> = Vec::new();
-    let mut topic_texts: Vec<String> = Vec::new();
+    // Each topic once: as the event named it, and parsed.
+    let mut topics: Vec<(String, Key)> = Vec::new();
     let mut wanted: BTreeMap<Arc<Identity>, BTreeSet<usize>> = BTreeMap::new();
     for (j, change) in page.iter().enumerate() {
         if change.kind != "event" {
@@ -61,11 +61,10 @@ pub async fn plan(state: &AppState, page: &[FeedChange]) -> Result<Recipients, E
         let Ok(parsed) = Key::parse(topic) else {
             continue;
         };
-        let t = match topic_texts.iter().position(|t| t == topic) {
+        let t = match topics.iter().position(|(text, _)| text == topic) {
             Some(t) => t,
             None => {
-                topics.push(parsed);
-                topic_texts.push(topic.clone());
+                topics.push((topic.clone(), parsed));
                 topics.len() - 1
             }
         };
@@ -90,7 +89,7 @@ pub async fn plan(state: &AppState, page: &[FeedChange]) -> Result<Recipients, E
                         .entry(conn)
                         .or_insert_with(|| (subscriber.clone(), BTreeSet::new()))
                         .1
-                        .insert(topic_texts[t].clone());
+                        .insert(topics[t].0.clone());
                 }
             }
         }
@@ -107,13 +106,13 @@ pub async fn plan(state: &AppState, page: &[FeedChange]) -> Result<Recipients, E
 /// or ran past `visibility_timeout_ms`).
 async fn check(
     state: &AppState,
-    topics: &[Key],
+    topics: &[(String, Key)],
     wanted: &BTreeMap<Arc<Identity>, BTreeSet<usize>>,
 ) -> Result<HashMap<Arc<Identity>, Option<BTreeSet<usize>>>, Error> {
     let mut tables = Vec::new();
     let mut cols: Vec<Option<&str>> = Vec::new();
     let mut vals: Vec<Option<&str>> = Vec::new();
-    for key in topics {
+    for (_, key) in topics {
         match key {
             Key::Record { table, id } => {
                 tables.push(table.as_str());
